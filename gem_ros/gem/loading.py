@@ -1,0 +1,188 @@
+"""Building a GEM model from an open_clip name or JSON config and a tag or checkpoint file.
+
+Weights for a pretrained tag come from open_clip's own download and cache. Offline, a tag
+that is not cached fails at once with a message naming the model, the tag and how to pass a
+local file, instead of open_clip's minute of network retries.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Optional, Sequence
+from urllib.parse import urlparse
+
+import torch
+
+from .model import GemModel
+from .text import DEFAULT_TEMPLATE
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_NO_WEIGHTS = (None, "", "none", "random")
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be built: unknown name or tag, missing or unreadable weights."""
+
+
+def load_model(model: str = "ViT-B-16", pretrained: Optional[str] = "openai", method: str = "gem",
+               depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
+               device: str = "cpu", precision: str = "fp32",
+               prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
+               cache_dir: Optional[str] = None) -> GemModel:
+    """A GEM (or plain CLIP, method="clip") model ready for `locate`/`patch_logits`.
+
+    model: an open_clip model name (ViT-B-16, ViT-B-32, ViT-L-14, *-quickgelu, ...) or the path
+      of an open_clip JSON model config (registered under its file stem).
+    pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b88k", ...), the path of a
+      checkpoint file, or None for random weights.
+    device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available, else CPU).
+    precision: "fp32", or "fp16"/"bf16" autocast.
+    """
+    import open_clip  # imported here: it takes seconds, and callers may only want the types
+
+    name = _register_model(open_clip, model)
+    weights = _resolve_weights(open_clip, name, pretrained, cache_dir)
+    torch_device = _resolve_device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and torch_device.type == "cpu":
+        log.warning("fp16 is not used on the CPU; running in fp32 (bf16 works on CPUs)")
+        precision = "fp32"
+    try:
+        clip = open_clip.create_model(name, pretrained=weights, device=torch_device,
+                                      weights_only=True)
+    except Exception as exc:  # a bad checkpoint: wrong architecture, corrupt file, ...
+        raise ModelLoadError(f"could not build open_clip model {name!r} with weights "
+                             f"{weights or 'random'}: {exc}") from exc
+    clip.eval().requires_grad_(False)
+    preprocess_cfg = open_clip.get_model_preprocess_cfg(clip)
+    return GemModel(
+        clip, open_clip.get_tokenizer(name), name=name, method=method, depth=depth,
+        ss_attn_iter=ss_attn_iter, ss_attn_temp=ss_attn_temp, device=torch_device,
+        autocast_dtype=PRECISIONS[precision], prompt_template=prompt_template,
+        input_size=input_size, mean=preprocess_cfg["mean"], std=preprocess_cfg["std"])
+
+
+def _register_model(open_clip, model: str) -> str:
+    path = Path(model).expanduser()
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ModelLoadError(f"model config file not found: {path}")
+        open_clip.add_model_config(str(path))
+        return path.stem
+    if model not in open_clip.list_models():
+        close = difflib.get_close_matches(model, open_clip.list_models(), n=5)
+        raise ModelLoadError(f"unknown open_clip model {model!r}" +
+                             (f"; did you mean {', '.join(close)}?" if close else "") +
+                             " (or pass the path of an open_clip JSON model config)")
+    return model
+
+
+def _resolve_weights(open_clip, name: str, pretrained: Optional[str],
+                     cache_dir: Optional[str]) -> Optional[str]:
+    """A local weights file for `pretrained`, or None for random weights."""
+    if pretrained in _NO_WEIGHTS:
+        return None
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.suffix in _WEIGHT_SUFFIXES or os.sep in pretrained:
+        raise ModelLoadError(f"checkpoint file not found: {path}")
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for model {name!r}"
+                             f" (known tags: {', '.join(tags) or 'none'}); or pass the path of "
+                             "a checkpoint file as pretrained")
+    cached = _cached_weights(cfg, cache_dir)
+    if cached:
+        return cached
+    how = (f"model {name!r}, pretrained tag {pretrained!r}: the weights are not in the local "
+           "cache")
+    host = _weights_host(cfg)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _reachable(host):
+        raise ModelLoadError(
+            f"{how} and {host} cannot be reached (offline). Download them on a machine with "
+            "network (they land in open_clip's cache) or pass a local checkpoint file, e.g. "
+            "load_model(..., pretrained='/path/to/open_clip_pytorch_model.bin') or the ROS "
+            "parameter pretrained:=/path/to/file")
+    log.info("downloading weights for %s/%s from %s", name, pretrained, host)
+    try:
+        return open_clip.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as exc:
+        raise ModelLoadError(f"{how} and the download failed: {exc}") from exc
+
+
+def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> Optional[str]:
+    if cfg.get("hf_hub"):
+        from huggingface_hub import hf_hub_download
+
+        repo_id, filename = _split_hf_hub(cfg["hf_hub"])
+        for candidate in _hf_candidates(filename):
+            try:
+                return hf_hub_download(repo_id=repo_id, filename=candidate, cache_dir=cache_dir,
+                                       local_files_only=True)
+            except Exception:
+                continue
+        return None
+    if cfg.get("url"):
+        target = Path(cache_dir or "~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+        return str(target) if target.is_file() else None
+    return None
+
+
+def _split_hf_hub(hf_hub: str) -> tuple[str, str]:
+    """open_clip's 'org/repo/' or 'org/repo/file.bin' -> (repo_id, filename)."""
+    parts = hf_hub.strip("/").split("/")
+    filename = "/".join(parts[2:]) or "open_clip_pytorch_model.bin"
+    return "/".join(parts[:2]), filename
+
+
+def _hf_candidates(filename: str) -> list[str]:
+    # open_clip prefers a .safetensors twin of a .bin file; look for both in the cache.
+    stem, dot, ext = filename.rpartition(".")
+    if ext in ("bin", "pth"):
+        safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" \
+            else f"{stem}.safetensors"
+        return [safe, filename]
+    return [filename]
+
+
+def _weights_host(cfg: dict) -> str:
+    if cfg.get("hf_hub"):
+        return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    return urlparse(cfg.get("url", "")).hostname or "the weights server"
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve_device(device: str) -> torch.device:
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available "
+                                 "(use device 'auto' to fall back to the CPU)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} "
+                                 "CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return dev

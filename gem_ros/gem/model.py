@@ -1,0 +1,153 @@
+"""GemModel: an open_clip CLIP with GEM's patch tokens, answering text queries.
+
+A frame's tensors are born in `preprocess` (uint8 image -> normalised pixels on the device)
+and die in `postprocess.detections` (masks and a few numbers back on the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import postprocess
+from .postprocess import Detection
+from .text import DEFAULT_TEMPLATE, TextEmbeddingCache, check_queries, check_templates
+from .vision import PatchTokenEncoder
+
+MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
+
+
+class GemModel:
+    def __init__(self, clip: torch.nn.Module, tokenizer, *, name: str, method: str = "gem",
+                 depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
+                 device: torch.device = torch.device("cpu"),
+                 autocast_dtype: Optional[torch.dtype] = None,
+                 prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
+                 mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
+                 std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)):
+        self.clip = clip
+        self.name = name
+        self.device = torch.device(device)
+        self.encoder = PatchTokenEncoder(clip.visual, method, depth, ss_attn_iter, ss_attn_temp)
+        self.patch_size = self.encoder.patch_size
+        self.templates = check_templates(prompt_template)
+        self.input_size = input_size
+        self.autocast_dtype = autocast_dtype
+        self.logit_scale = float(clip.logit_scale.exp().clamp(max=100))
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self._text = TextEmbeddingCache(clip.encode_text, tokenizer,
+                                        getattr(clip, "context_length", 77), self.device)
+
+    @property
+    def method(self) -> str:
+        return self.encoder.method
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # --- text ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_text(self, queries: Sequence[str]) -> torch.Tensor:
+        """[P, D] L2-normalised float32 text embeddings, cached per (templates, query)."""
+        with self._autocast():
+            return self._text(check_queries(queries), self.templates)
+
+    def set_queries(self, queries: Sequence[str]) -> list[str]:
+        """Check and encode a new query list ahead of the frames that use it; returns it
+        trimmed and de-duplicated. Raises QueryError for blank or too long queries."""
+        queries = check_queries(queries)
+        if queries:
+            self.encode_text(queries)
+        return queries
+
+    # --- image ----------------------------------------------------------------------------
+    def input_shape(self, height: int, width: int, input_size: Optional[int] = None) -> tuple[int, int]:
+        """Model input size: shorter side -> input_size, aspect kept, multiples of the patch."""
+        side = input_size or self.input_size
+        scale = side / min(height, width)
+        p = self.patch_size
+        return (max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p))
+
+    @torch.inference_mode()
+    def preprocess(self, image: np.ndarray, input_size: Optional[int] = None) -> torch.Tensor:
+        """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] on the model's device."""
+        height, width = check_image(image)
+        img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        x = img.permute(2, 0, 1)[None].float()
+        size = self.input_shape(height, width, input_size)
+        if size != (height, width):
+            x = F.interpolate(x, size=size, mode="bicubic", antialias=True,
+                              align_corners=False).clamp_(0, 255)
+        return (x - self._mean) / self._std
+
+    # --- the model ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] normalised pixels -> L2-normalised patch tokens [B, H/p, W/p, D]."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be [B, 3, H, W], got {list(pixels.shape)}")
+        p = self.patch_size
+        if pixels.shape[-2] % p or pixels.shape[-1] % p:
+            raise ValueError(f"pixel height and width must be multiples of the patch size {p}, "
+                             f"got {list(pixels.shape[-2:])}")
+        with self._autocast():
+            tokens = self.encoder(pixels.to(self.device))
+        return F.normalize(tokens.float(), dim=-1)
+
+    @torch.inference_mode()
+    def patch_logits(self, pixels: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:
+        """[B, P, H/p, W/p] cosine similarity of each patch token with each query."""
+        text = self.encode_text(queries)
+        return torch.einsum("bhwd,pd->bphw", self.patch_tokens(pixels), text)
+
+    @torch.inference_mode()
+    def heatmaps(self, pixels: torch.Tensor, queries: Sequence[str],
+                 size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """[B, P, H, W]: logits bilinearly upsampled to `size` (default: the input's), min-max
+        normalised per query, as the authors' heatmaps."""
+        logits = self.patch_logits(pixels, queries)
+        return postprocess.min_max(postprocess.upsample(logits, size or tuple(pixels.shape[-2:])))
+
+    @torch.inference_mode()
+    def locate(self, image: np.ndarray, queries: Sequence[str],
+               mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
+               input_size: Optional[int] = None, max_peaks: int = 5,
+               return_heatmaps: bool = False) -> list[Detection]:
+        """One Detection per query for an RGB uint8 image, in its pixel coordinates."""
+        if not queries:
+            return []
+        logits = self.patch_logits(self.preprocess(image, input_size), queries)[0]
+        return postprocess.detections(list(check_queries(queries)), logits, image.shape[:2],
+                                      mask_threshold, max_peaks, return_heatmaps)
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, queries: Sequence[str],
+                background_threshold: float = postprocess.DEFAULT_BACKGROUND_THRESHOLD,
+                input_size: Optional[int] = None) -> np.ndarray:
+        """[H, W] int64 labels: 0 background, i + 1 query i (the paper's VOC protocol)."""
+        logits = self.patch_logits(self.preprocess(image, input_size), queries)[0]
+        return postprocess.semantic_labels(logits, image.shape[:2], self.logit_scale,
+                                           background_threshold).cpu().numpy()
+
+
+def check_image(image: np.ndarray) -> tuple[int, int]:
+    """(height, width) of an RGB uint8 [H, W, 3] image, or ValueError saying what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be RGB [H, W, 3], got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"image is empty ({width}x{height})")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image of {width}x{height} is too large (at most "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+    return height, width

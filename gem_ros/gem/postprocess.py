@@ -1,0 +1,109 @@
+"""From patch logits to what a robot uses: heatmaps, masks, peaks, boxes, label maps.
+
+Everything here works on whole [P, ...] tensors on the model's device and moves only the
+final, small results (and the masks) to the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MASK_THRESHOLD = 0.5  # on the min-max heatmap: the OpenImages-V7 protocol
+DEFAULT_BACKGROUND_THRESHOLD = 0.8  # on the softmax over queries: the paper's VOC protocol
+
+
+@dataclass
+class Detection:
+    """What one query found in one image, in the input image's pixel coordinates."""
+
+    query: str
+    score: float  # raw cosine similarity at the peak: comparable across queries and frames
+    peak_x: int
+    peak_y: int
+    bbox: tuple[int, int, int, int]  # x, y, width, height of the mask; zeros if empty
+    area: int  # mask pixels
+    mask: np.ndarray  # [H, W] bool
+    peaks: list[tuple[int, int, float]] = field(default_factory=list)  # local maxima (x, y, score)
+    heatmap: Optional[np.ndarray] = None  # [H, W] float32 in [0, 1], when asked for
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[..., P, h, w] patch logits -> [..., P, H, W], bilinear (align_corners=False) as the authors."""
+    lead = logits.shape[:-2]
+    out = F.interpolate(logits.reshape(-1, 1, *logits.shape[-2:]).float(), size=size,
+                        mode="bilinear", align_corners=False)
+    return out.view(*lead, *size)
+
+
+def min_max(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalisation over the last two axes (a constant map gives zeros)."""
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - lo) / (hi - lo).clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def local_peaks(logits: torch.Tensor, image_size: tuple[int, int], threshold: float,
+                max_peaks: int) -> list[list[tuple[int, int, float]]]:
+    """Per query, up to `max_peaks` local maxima (3x3) of the patch logits [P, h, w] whose
+    min-max value passes `threshold`, strongest first, as patch-centre pixels (x, y, score)."""
+    if max_peaks <= 0:
+        return [[] for _ in range(logits.shape[0])]
+    h, w = logits.shape[-2:]
+    height, width = image_size
+    is_max = logits == F.max_pool2d(logits[:, None], 3, stride=1, padding=1)[:, 0]
+    keep = is_max & (min_max(logits) > threshold)
+    scores = torch.where(keep, logits, torch.full_like(logits, -torch.inf)).flatten(1)
+    top = scores.topk(min(max_peaks, h * w), dim=1)
+    out = []
+    for vals, idx in zip(top.values.tolist(), top.indices.tolist()):
+        out.append([(min(int((i % w + 0.5) * width / w), width - 1),
+                     min(int((i // w + 0.5) * height / h), height - 1), v)
+                    for v, i in zip(vals, idx) if v != -np.inf])
+    return out
+
+
+def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[int, int],
+               mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_peaks: int = 5,
+               return_heatmaps: bool = False) -> list[Detection]:
+    """Detections of one image from its patch logits [P, h, w] (cosines)."""
+    height, width = image_size
+    raw = upsample(logits, image_size)  # [P, H, W]
+    heat = min_max(raw)
+    mask = heat > mask_threshold
+    flat_peak = raw.flatten(1).argmax(dim=1)
+    score = raw.flatten(1).gather(1, flat_peak[:, None])[:, 0]
+    area = mask.flatten(1).sum(dim=1)
+    rows, cols = mask.any(dim=2), mask.any(dim=1)  # [P, H], [P, W]
+    # First and last True along each axis, via argmax over a 0/1 ramp.
+    y0 = rows.int().argmax(dim=1)
+    y1 = height - 1 - rows.flip(1).int().argmax(dim=1)
+    x0 = cols.int().argmax(dim=1)
+    x1 = width - 1 - cols.flip(1).int().argmax(dim=1)
+    small = torch.stack([flat_peak, area, x0, y0, x1, y1]).cpu().tolist()
+    scores = score.cpu().tolist()
+    masks = mask.cpu().numpy()
+    heats = heat.cpu().numpy() if return_heatmaps else [None] * len(queries)
+    peaks = local_peaks(logits.float(), image_size, mask_threshold, max_peaks)
+    out = []
+    for p, q in enumerate(queries):
+        fp, a, bx0, by0, bx1, by1 = (col[p] for col in small)
+        bbox = (bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1) if a else (0, 0, 0, 0)
+        out.append(Detection(query=q, score=scores[p], peak_x=fp % width, peak_y=fp // width,
+                             bbox=bbox, area=a, mask=masks[p], peaks=peaks[p], heatmap=heats[p]))
+    return out
+
+
+def semantic_labels(logits: torch.Tensor, size: tuple[int, int], logit_scale: float,
+                    background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD) -> torch.Tensor:
+    """[P, h, w] logits -> [H, W] int64 label map: 0 = background, i + 1 = query i.
+
+    Argmax over queries of the bilinearly upsampled logits; background where the softmax
+    of the scaled similarities (CLIP's logit scale) stays below the threshold.
+    """
+    probs = (upsample(logits, size) * logit_scale).softmax(dim=0)
+    best, idx = probs.max(dim=0)
+    return torch.where(best < background_threshold, 0, idx + 1)

@@ -1,0 +1,107 @@
+"""Text queries: parsing, validation and cached CLIP text embeddings."""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+# Far above any real phrase, far below what would make the tokenizer slow; the token check
+# below is the real limit.
+MAX_QUERY_CHARS = 300
+_SEPARATORS = re.compile(r"[,;]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class QueryError(ValueError):
+    """A text query the model cannot take (empty, blank, too long)."""
+
+
+def parse_queries(text: str) -> list[str]:
+    """'red mug; person, , person' -> ['red mug', 'person']: split on ',' and ';', trim,
+    drop empties and duplicates, keep the first occurrence's order."""
+    return list(dict.fromkeys(q.strip() for q in _SEPARATORS.split(text) if q.strip()))
+
+
+def check_queries(queries: Iterable[str]) -> list[str]:
+    """Trimmed, de-duplicated queries, or QueryError naming the offending one."""
+    out: list[str] = []
+    for q in queries:
+        if not isinstance(q, str):
+            raise QueryError(f"a query must be a string, got {type(q).__name__}")
+        q = _CONTROL.sub(" ", q).strip()
+        if not q:
+            raise QueryError("empty or blank query")
+        if len(q) > MAX_QUERY_CHARS:
+            raise QueryError(f"query of {len(q)} characters is too long (at most "
+                             f"{MAX_QUERY_CHARS}): {q[:40]!r}...")
+        if q not in out:
+            out.append(q)
+    return out
+
+
+def check_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
+    templates = (templates,) if isinstance(templates, str) else tuple(templates)
+    if not templates:
+        raise ValueError("at least one prompt template is needed")
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ValueError(f"a prompt template needs exactly one '{{}}': {t!r}")
+    return templates
+
+
+class TextEmbeddingCache:
+    """L2-normalised text embeddings per query, computed once per (model, templates, query).
+
+    With several templates, each prompt's embedding is normalised, the mean taken and
+    normalised again (CLIP's prompt ensembling).
+    """
+
+    def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor], tokenizer,
+                 context_length: int, device: torch.device, max_entries: int = 4096):
+        self._encode_text = encode_text
+        self._tokenizer = tokenizer
+        self._context_length = context_length
+        self._device = device
+        self._max_entries = max_entries
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._last: tuple[tuple, torch.Tensor] | None = None
+        self.encoded = 0  # prompts sent through the text tower, for tests and stats
+
+    def _check_length(self, prompt: str) -> None:
+        encode = getattr(self._tokenizer, "encode", None)
+        if encode is None:
+            return
+        n = len(encode(prompt)) + 2  # start and end tokens
+        if n > self._context_length:
+            raise QueryError(f"prompt {prompt[:40]!r}... is {n} tokens; the text encoder "
+                             f"takes at most {self._context_length}")
+
+    def __call__(self, queries: Sequence[str], templates: tuple[str, ...]) -> torch.Tensor:
+        """[P, D] float32 embeddings of `queries` (already checked), in order."""
+        if not queries:
+            raise QueryError("no queries")
+        key = (templates, tuple(queries))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]  # the usual case: the same queries as the last frame
+        missing = [q for q in queries if (templates, q) not in self._cache]
+        if missing:
+            prompts = [t.format(q) for q in missing for t in templates]
+            for p in prompts:
+                self._check_length(p)
+            tokens = self._tokenizer(prompts).to(self._device)
+            emb = F.normalize(self._encode_text(tokens).float(), dim=-1)
+            emb = F.normalize(emb.view(len(missing), len(templates), -1).mean(1), dim=-1)
+            self.encoded += len(prompts)
+            for q, e in zip(missing, emb):
+                self._cache[(templates, q)] = e
+        for q in queries:
+            self._cache.move_to_end((templates, q))
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        out = torch.stack([self._cache[(templates, q)] for q in queries])
+        self._last = (key, out)
+        return out

@@ -1,0 +1,128 @@
+"""Patch tokens of an open_clip vision transformer, with or without GEM's parallel path.
+
+`PatchTokenEncoder` reads the weights of an open_clip `VisionTransformer` and runs its own
+forward over them; it never replaces modules or methods of the open_clip model, so two
+models in one process (or the same model used plainly) do not interfere.
+
+method "gem": the original path runs unchanged and feeds every block's attention; from the
+first of the last `depth - 1` blocks a second path starts, which adds each block's
+self-self attention output (no MLP). ln_post and proj are applied to its patch tokens.
+method "clip": the unmodified patch tokens after ln_post and proj (the paper's baseline).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ss_attention import adaptive_inverse_temperature, self_self_attention
+
+try:  # the same resampling the GEM authors copied from timm; timm comes with open_clip.
+    from timm.layers import resample_abs_pos_embed
+except ImportError:  # pragma: no cover - timm is optional for open_clip
+    resample_abs_pos_embed = None
+
+METHODS = ("gem", "clip")
+
+
+def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Positional embeddings [1+N, C] resampled to `grid` (bicubic, antialias), as the authors do."""
+    old = int(round((pos_embed.shape[0] - 1) ** 0.5))
+    if resample_abs_pos_embed is not None:
+        return resample_abs_pos_embed(
+            pos_embed.unsqueeze(0), new_size=list(grid), old_size=[old, old],
+            num_prefix_tokens=1, interpolation="bicubic", antialias=True)[0]
+    cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
+    patch_pos = patch_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", antialias=True)
+    return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)[0]], dim=0)
+
+
+class PatchTokenEncoder(nn.Module):
+    """Image -> projected patch tokens [B, h/p, w/p, D] of an open_clip ViT."""
+
+    def __init__(self, visual: nn.Module, method: str = "gem", depth: int = 7,
+                 ss_attn_iter: int = 1, ss_attn_temp: float | None = None):
+        super().__init__()
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if blocks is None or not hasattr(visual, "conv1"):
+            raise ValueError(
+                f"{type(visual).__name__} is not an open_clip VisionTransformer; GEM needs a "
+                "CLIP ViT (timm or ResNet towers are not supported)")
+        if not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks):
+            raise ValueError("GEM needs open_clip ViT blocks with standard multi-head attention")
+        if not getattr(visual.transformer, "batch_first", True):
+            raise ValueError("open_clip >= 2.26 (batch-first transformer) is required")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "gem" and not 2 <= depth <= len(blocks) + 1:
+            raise ValueError(f"gem depth must be in [2, {len(blocks) + 1}] for a "
+                             f"{len(blocks)}-block ViT, got {depth}")
+        if ss_attn_iter < 0:
+            raise ValueError(f"ss_attn_iter must be >= 0, got {ss_attn_iter}")
+        if ss_attn_temp is not None and ss_attn_temp <= 0:
+            raise ValueError(f"ss_attn_temp must be > 0 (or None for adaptive), got {ss_attn_temp}")
+        self.visual = visual
+        self.method = method
+        self.depth = depth
+        self.ss_attn_iter = ss_attn_iter
+        self.ss_attn_temp = ss_attn_temp
+        self.patch_size = int(visual.conv1.kernel_size[0])
+        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        # Resampled once per input grid: every frame of a camera has the same size.
+        if grid not in self._pos_cache:
+            pos = self.visual.positional_embedding
+            if pos.shape[0] != grid[0] * grid[1] + 1:
+                pos = _resample_pos_embed(pos.detach().float(), grid)
+            self._pos_cache[grid] = pos.detach()
+        return self._pos_cache[grid].to(dtype)
+
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        v = self.visual
+        x = v.conv1(pixels)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid, x.dtype)
+        return v.ln_pre(x), grid  # patch dropout is the identity at inference
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x, grid = self._embed(pixels)
+        blocks = self.visual.transformer.resblocks
+        n_gem = self.depth - 1 if self.method == "gem" else 0
+        n_plain = len(blocks) - n_gem
+        for block in blocks[:n_plain]:
+            x = block(x)
+        tokens = x if n_gem == 0 else self._gem_path(x, blocks[n_plain:])
+        tokens = self.visual.ln_post(tokens[:, 1:])  # the class token is never compared
+        if self.visual.proj is not None:
+            tokens = tokens @ self.visual.proj
+        return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1])
+
+    def _gem_path(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        gem = x
+        for i, block in enumerate(blocks):
+            attn: nn.MultiheadAttention = block.attn
+            heads, head_dim = attn.num_heads, attn.head_dim
+            h = block.ln_1(x)
+            batch, n_tok, width = h.shape
+            # One qkv projection shared by the original attention and self-self attention.
+            qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+            q, k, v = qkv.view(batch, n_tok, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            inv_temp = (self.ss_attn_temp if self.ss_attn_temp is not None
+                        else adaptive_inverse_temperature(h, head_dim))
+            ss = self_self_attention(q, k, v, self.ss_attn_iter, inv_temp)
+            gem = gem + block.ls_1(attn.out_proj(_merge_heads(ss)))
+            if i == len(blocks) - 1:
+                break  # the original path's last attention and MLP feed nothing GEM outputs
+            orig = F.scaled_dot_product_attention(q, k, v)
+            x = x + block.ls_1(attn.out_proj(_merge_heads(orig)))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return gem
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, N, d] -> [B, N, H*d]."""
+    return x.transpose(1, 2).flatten(2)
