@@ -1,0 +1,51 @@
+"""Launch gem_node.
+
+    ros2 launch gem_ros gem.launch.py image_topic:=/camera/image_raw queries:='red mug; person'
+    ros2 launch gem_ros gem.launch.py params_file:=$(ros2 pkg prefix gem_ros)/share/gem_ros/config/fast_jetson.yaml
+
+Parameters come from params_file (default: the package's config/gem.yaml). The arguments
+below override single parameters of it; left empty, the file's value stays.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+# Launch argument (= node parameter) -> (parameter type, description).
+PARAMETER_ARGUMENTS = {
+    'model': (str, 'open_clip model name (ViT-B-16, ...) or path of a JSON model config'),
+    'pretrained': (str, "open_clip pretrained tag, checkpoint path, or 'none' for random weights"),
+    'method': (str, 'gem or clip'),
+    'mask_threshold': (float, 'mask threshold on the normalised heatmap, 0..1'),
+    'device': (str, 'auto, cpu, cuda or cuda:N'),
+    'queries': (str, "start-up queries separated by ',' or ';'"),
+}
+
+
+def _gem_node(context):
+    # Only arguments given a value override the params file.
+    overrides = {}
+    for name, (to_type, _) in PARAMETER_ARGUMENTS.items():
+        value = LaunchConfiguration(name).perform(context)
+        if value != '':
+            overrides[name] = to_type(value)
+    return [Node(package='gem_ros', executable='gem_node', name='gem', output='screen',
+                 parameters=[LaunchConfiguration('params_file'), overrides],
+                 remappings=[('image', LaunchConfiguration('image_topic'))])]
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory('gem_ros'), 'config', 'gem.yaml')
+    return LaunchDescription([
+        DeclareLaunchArgument('params_file', default_value=default_params,
+                              description='parameters YAML of the node'),
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='sensor_msgs/Image topic to subscribe'),
+        *(DeclareLaunchArgument(name, default_value='',
+                                description=f'{description} (empty: from params_file)')
+          for name, (_, description) in PARAMETER_ARGUMENTS.items()),
+        OpaqueFunction(function=_gem_node),
+    ])
