@@ -1,0 +1,138 @@
+"""From per-class score maps to metric updates: the paper's evaluation protocols.
+
+A predictor answers `scores(image, queries, size) -> float32 [P, H, W]` (similarities
+bilinearly upsampled to `size`) and has a `logit_scale` (CLIP's, for the softmax over
+classes). The protocols here decide which queries to ask and how scores become predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .datasets import Sample
+from .metrics import IGNORE_INDEX, ConfusionMatrix, Localisation, PointIoU
+
+DEFAULT_BACKGROUND_THRESHOLD = 0.8  # softmax probability, the paper's VOC protocol
+DEFAULT_MASK_THRESHOLD = 0.5  # on the min-max heatmap, the OpenImages V7 protocol
+
+
+class Predictor(Protocol):
+    logit_scale: float
+
+    def scores(self, image: np.ndarray, queries: Sequence[str],
+               size: tuple[int, int]) -> np.ndarray: ...
+
+
+def softmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def threshold_background(scores: np.ndarray, logit_scale: float, threshold: float) -> np.ndarray:
+    """[P, H, W] -> labels: 0 where the top softmax probability is under `threshold`,
+    else 1 + the best class."""
+    probs = softmax(scores * logit_scale)
+    return np.where(probs.max(0) < threshold, 0, probs.argmax(0) + 1)
+
+
+def min_max(maps: np.ndarray) -> np.ndarray:
+    """Per-map min-max normalisation over the last two axes (a flat map gives zeros)."""
+    lo = maps.min(axis=(-2, -1), keepdims=True)
+    span = maps.max(axis=(-2, -1), keepdims=True) - lo
+    return (maps - lo) / np.where(span > 0, span, 1)
+
+
+class Segmentation:
+    """Semantic segmentation mIoU over all classes.
+
+    With a background class (class 0), background is where the softmax over the other
+    classes stays under the threshold (paper's VOC protocol: VOC21); a second figure,
+    "mIoU_no_background", takes the argmax over the other classes and ignores background
+    pixels (the VOC20 figure of later papers). Without one, plain argmax (Context59).
+    """
+
+    name = "segmentation"
+
+    def __init__(self, class_names: Sequence[str], background: bool,
+                 background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD):
+        self.class_names = list(class_names)
+        self.background = background
+        self.threshold = background_threshold
+        self.queries = self.class_names[1:] if background else self.class_names
+        self.matrix = ConfusionMatrix(self.class_names)
+        self.foreground = ConfusionMatrix(self.queries) if background else None
+
+    def update(self, sample: Sample, predictor: Predictor) -> None:
+        labels = sample.labels
+        scores = predictor.scores(sample.image, self.queries, labels.shape)
+        if not self.background:
+            self.matrix.update(scores.argmax(0), labels)
+            return
+        self.matrix.update(threshold_background(scores, predictor.logit_scale, self.threshold),
+                           labels)
+        fg_labels = np.where((labels == 0) | (labels == IGNORE_INDEX), IGNORE_INDEX, labels - 1)
+        self.foreground.update(scores.argmax(0), fg_labels)
+
+    def summary(self) -> dict:
+        out = self.matrix.summary()
+        if self.foreground is not None:
+            fg = self.foreground.summary()
+            out["mIoU_no_background"] = fg["mIoU"]
+            out["per_class_IoU_no_background"] = fg["per_class_IoU"]
+        return out
+
+
+class ClassLocalisation:
+    """Per class present in an image: query it alone, point at the heatmap's argmax and
+    threshold the min-max heatmap; scored against the class's mask."""
+
+    name = "localisation"
+
+    def __init__(self, class_names: Sequence[str], background: bool,
+                 mask_threshold: float = DEFAULT_MASK_THRESHOLD):
+        self.class_names = list(class_names)
+        self.first = 1 if background else 0
+        self.threshold = mask_threshold
+        self.metric = Localisation()
+
+    def update(self, sample: Sample, predictor: Predictor) -> None:
+        labels = sample.labels
+        present = [int(k) for k in np.unique(labels) if self.first <= k != IGNORE_INDEX]
+        if not present:
+            return
+        scores = predictor.scores(sample.image, [self.class_names[k] for k in present],
+                                  labels.shape)
+        for k, heat in zip(present, min_max(scores)):
+            self.metric.update(heat, labels == k, self.threshold)
+
+    def summary(self) -> dict:
+        return self.metric.summary()
+
+
+class PointLabels:
+    """OpenImages V7: per positive class of an image, min-max heatmap > threshold decides
+    each of that class's yes/no points; IoU per class over the data set, then the mean."""
+
+    name = "points"
+
+    def __init__(self, mask_threshold: float = DEFAULT_MASK_THRESHOLD):
+        self.threshold = mask_threshold
+        self.metric = PointIoU()
+
+    def update(self, sample: Sample, predictor: Predictor) -> None:
+        height, width = sample.image.shape[:2]
+        classes = sorted({p.class_name for p in sample.points if p.positive})
+        if not classes:
+            return
+        heat = min_max(predictor.scores(sample.image, classes, (height, width)))
+        for name, h in zip(classes, heat):
+            pts = [p for p in sample.points if p.class_name == name]
+            cols = np.clip((np.array([p.x for p in pts]) * width).astype(int), 0, width - 1)
+            rows = np.clip((np.array([p.y for p in pts]) * height).astype(int), 0, height - 1)
+            self.metric.update(name, h[rows, cols] > self.threshold,
+                               np.array([p.positive for p in pts]))
+
+    def summary(self) -> dict:
+        return self.metric.summary()
