@@ -6,6 +6,7 @@ and die in `postprocess.detections` (masks and a few numbers back on the CPU).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,6 +19,9 @@ from .text import DEFAULT_TEMPLATE, TextEmbeddingCache, check_queries, check_tem
 from .vision import PatchTokenEncoder
 
 MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
+# Frames arrive as read-only views of message buffers; they are only read (copied to the
+# device and converted), so torch's warning about non-writable arrays does not apply.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class GemModel:

@@ -40,10 +40,11 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def min_max(maps: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max normalisation over the last two axes (a constant map gives zeros)."""
+    """Per-map min-max normalisation over the last two axes. A flat map (range below 1e-6,
+    rounding noise of interpolation) gives zeros rather than amplified noise."""
     lo = maps.amin(dim=(-2, -1), keepdim=True)
-    hi = maps.amax(dim=(-2, -1), keepdim=True)
-    return (maps - lo) / (hi - lo).clamp_min(torch.finfo(maps.dtype).tiny)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - lo
+    return torch.where(span > 1e-6, (maps - lo) / span.clamp_min(1e-6), 0.0)
 
 
 def local_peaks(logits: torch.Tensor, image_size: tuple[int, int], threshold: float,

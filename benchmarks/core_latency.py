@@ -1,0 +1,80 @@
+"""Latency of one GEM frame against a plain open_clip forward of the same model and input.
+
+    python benchmarks/core_latency.py                      # ViT-B-16, 448x448, CPU
+    python benchmarks/core_latency.py --device cuda --precision fp16 --repeats 50
+
+Random weights (timing does not depend on them). Runs are interleaved (baseline, then each
+query count, round after round) so drift of a shared machine hits all alike; each figure is
+the median over rounds, and the ratio is to the plain forward measured in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import open_clip
+import torch
+
+import gem_ros.gem as gem
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ViT-B-16")
+    ap.add_argument("--size", type=int, default=448)
+    ap.add_argument("--queries", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--method", default="gem", choices=gem.METHODS)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = gem.load_model(args.model, None, method=args.method, device=args.device,
+                           precision=args.precision, input_size=args.size)
+    plain = open_clip.create_model(args.model, pretrained=None, device=model.device,
+                                   force_image_size=args.size).eval()
+    pixels = torch.randn(1, 3, args.size, args.size, device=model.device)
+    words = ["red mug", "person", "chair", "table", "dog", "cat", "laptop", "bottle"]
+    query_sets = {n: [f"{words[i % len(words)]} {i}" for i in range(n)] for n in args.queries}
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    @torch.inference_mode()
+    def baseline():
+        with model._autocast():
+            plain.encode_image(pixels)
+
+    runs = {"open_clip encode_image": baseline}
+    for n, qs in query_sets.items():
+        runs[f"{args.method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = \
+            (lambda qs=qs: model.heatmaps(pixels, qs))
+    for fn in runs.values():  # warm-up: kernels, allocator, text cache
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            times[name].append(_timed(fn, sync))
+
+    base = statistics.median(times["open_clip encode_image"])
+    one = statistics.median(next(v for k, v in times.items() if k != "open_clip encode_image"))
+    print(f"{args.model} {args.size}x{args.size} {model.device} {args.precision}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"{'run':34s} {'ms':>9s} {'x plain':>8s} {'x 1st':>7s}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:34s} {med * 1e3:9.1f} {med / base:8.3f} {med / one:7.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The GEM core on the CPU with a small real open_clip model: loading, bad input, the text
+cache, non-square inputs, post-processing and the one-shot command."""
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gem_ros.gem as gem
+from gem_ros.gem import postprocess
+from gem_ros.overlay import draw_overlay
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CONFIG, WEIGHTS = str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gem.load_model(CONFIG, WEIGHTS)
+
+
+def _two_colour_image(h=240, w=320):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (200, 30, 30)
+    img[:, w // 2:] = (30, 30, 200)
+    return img
+
+
+# --- loading ---------------------------------------------------------------------------
+def test_unknown_model_name_suggests_close_names():
+    with pytest.raises(gem.ModelLoadError, match="ViT-B-16"):
+        gem.load_model("ViT-B-61", None)
+
+
+def test_unknown_tag_lists_known_tags():
+    with pytest.raises(gem.ModelLoadError, match="laion2b_s34b_b88k"):
+        gem.load_model("ViT-B-16", "no-such-tag")
+
+
+def _hub_reachable():
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(_hub_reachable(), reason="needs a machine without access to the model hub")
+def test_missing_weights_offline_fail_with_model_tag_and_local_file_hint(tmp_path):
+    with pytest.raises(gem.ModelLoadError) as err:
+        gem.load_model("ViT-B-32", "openai", cache_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "'ViT-B-32'" in msg and "'openai'" in msg and "pretrained=" in msg and "offline" in msg
+
+
+def test_missing_checkpoint_file_and_wrong_architecture(tmp_path):
+    with pytest.raises(gem.ModelLoadError, match="not found"):
+        gem.load_model(CONFIG, str(tmp_path / "nope.pt"))
+    with pytest.raises(gem.ModelLoadError, match="not found"):
+        gem.load_model(str(tmp_path / "nope.json"), None)
+    other = json.loads(Path(CONFIG).read_text())
+    other["vision_cfg"]["width"] = 64
+    (tmp_path / "narrow.json").write_text(json.dumps(other))
+    with pytest.raises(gem.ModelLoadError, match="could not build"):
+        gem.load_model(str(tmp_path / "narrow.json"), WEIGHTS)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="depth"):
+        gem.load_model(CONFIG, None, depth=20)
+    with pytest.raises(ValueError, match="method"):
+        gem.load_model(CONFIG, None, method="maskclip")
+    with pytest.raises(ValueError, match="template"):
+        gem.load_model(CONFIG, None, prompt_template="no placeholder")
+    if not torch.cuda.is_available():
+        with pytest.raises(gem.ModelLoadError, match="CUDA"):
+            gem.load_model(CONFIG, None, device="cuda")
+
+
+def test_random_weights_and_auto_device():
+    m = gem.load_model(CONFIG, None, device="auto")
+    assert m.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert m.patch_logits(torch.zeros(1, 3, 32, 48), ["x"]).shape == (1, 1, 2, 3)
+
+
+# --- queries and the text cache ----------------------------------------------------------
+def test_parse_queries_splits_trims_and_deduplicates():
+    assert gem.parse_queries(" red mug; person, , person ;;chair ") == ["red mug", "person", "chair"]
+    assert gem.parse_queries("  ; , ") == []
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\t\n", "x" * 10_000])
+def test_bad_queries_are_refused(model, bad):
+    with pytest.raises(gem.QueryError):
+        model.set_queries(["ok", bad])
+
+
+def test_prompt_longer_than_context_is_refused_not_truncated(model):
+    with pytest.raises(gem.QueryError, match="tokens"):
+        model.set_queries(["a b c " * 40])
+
+
+def test_non_ascii_queries_work(model):
+    dets = model.locate(_two_colour_image(), ["café", "杯子", "Ärger"])
+    assert [d.query for d in dets] == ["café", "杯子", "Ärger"]
+
+
+def test_text_embeddings_are_computed_once_per_query(model):
+    cache = model._text
+    model.set_queries(["cache a", "cache b"])
+    before = cache.encoded
+    emb = model.encode_text(["cache b", "cache a"])
+    model.locate(_two_colour_image(), ["cache a", "cache b"])
+    assert cache.encoded == before
+    model.encode_text(["cache a", "cache c"])
+    assert cache.encoded == before + 1  # only the new query went through the text tower
+    fresh = gem.load_model(CONFIG, WEIGHTS)
+    np.testing.assert_allclose(emb.numpy(), fresh.encode_text(["cache b", "cache a"]).numpy(),
+                               atol=1e-6)
+
+
+def test_several_templates_are_averaged():
+    templates = ["a photo of a {}.", "a close-up of the {}."]
+    ens = gem.load_model(CONFIG, WEIGHTS, prompt_template=templates)
+    singles = [gem.load_model(CONFIG, WEIGHTS, prompt_template=t).encode_text(["mug"])
+               for t in templates]
+    expected = torch.nn.functional.normalize(singles[0] + singles[1], dim=-1)
+    np.testing.assert_allclose(ens.encode_text(["mug"]).numpy(), expected.numpy(), atol=1e-5)
+
+
+# --- images --------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, why", [
+    (np.zeros((0, 10, 3), np.uint8), "empty"),
+    (np.zeros((10, 10), np.uint8), "RGB"),
+    (np.zeros((10, 10, 4), np.uint8), "RGB"),
+    (np.zeros((10, 10, 3), np.float32), "uint8"),
+    ("not an image", "numpy"),
+])
+def test_bad_images_are_refused(model, bad, why):
+    with pytest.raises(ValueError, match=why):
+        model.locate(bad, ["x"])
+
+
+def test_huge_image_is_refused_before_any_work(model):
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10_000, 10_000, 3))
+    with pytest.raises(ValueError, match="too large"):
+        model.locate(huge, ["x"])
+
+
+def test_input_shape_keeps_aspect_on_patch_multiples(model):
+    assert model.input_shape(480, 640) == (448, 592)
+    assert model.input_shape(640, 480) == (592, 448)
+    assert model.input_shape(100, 100, input_size=224) == (224, 224)
+    assert model.input_shape(10, 2000) == (448, 89600)
+
+
+@pytest.mark.parametrize("method", ["gem", "clip"])
+@pytest.mark.parametrize("shape", [(240, 320), (333, 201), (16, 16)])
+def test_locate_outputs_live_in_the_input_image(model, method, shape):
+    m = model if method == "gem" else gem.load_model(CONFIG, WEIGHTS, method="clip")
+    img = _two_colour_image(*shape)
+    dets = m.locate(img, ["red", "blue"], return_heatmaps=True, input_size=64)
+    assert [d.query for d in dets] == ["red", "blue"]
+    for d in dets:
+        assert d.mask.shape == shape and d.mask.dtype == bool
+        assert 0 <= d.peak_x < shape[1] and 0 <= d.peak_y < shape[0]
+        assert d.heatmap.shape == shape and d.heatmap.max() == pytest.approx(1.0)
+        # the peak is the heatmap's maximum and lies in the mask
+        assert d.heatmap[d.peak_y, d.peak_x] == d.heatmap.max() and d.mask[d.peak_y, d.peak_x]
+        assert d.area == d.mask.sum()
+        ys, xs = np.nonzero(d.mask)
+        assert d.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert d.peaks and all(0 <= x < shape[1] and 0 <= y < shape[0] for x, y, _ in d.peaks)
+
+
+def test_score_is_the_raw_cosine_at_the_peak(model):
+    img = _two_colour_image()
+    pixels = model.preprocess(img)
+    logits = model.patch_logits(pixels, ["red"])
+    raw = postprocess.upsample(logits[0], img.shape[:2])[0]
+    det = model.locate(img, ["red"])[0]
+    assert det.score == pytest.approx(raw.max().item(), abs=1e-6)
+    assert raw[det.peak_y, det.peak_x].item() == pytest.approx(det.score, abs=1e-6)
+    assert -1.0 <= det.score <= 1.0
+
+
+def test_bf16_autocast_on_cpu_stays_close_to_fp32(model):
+    img = _two_colour_image()
+    px = model.preprocess(img)
+    bf = gem.load_model(CONFIG, WEIGHTS, precision="bf16")
+    a, b = model.patch_logits(px, ["red"]), bf.patch_logits(px, ["red"])
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.05
+
+
+# --- post-processing on hand-made logits ------------------------------------------------
+def test_detections_from_known_logits():
+    logits = torch.zeros(2, 4, 4)
+    logits[0, 1, 2] = 0.3  # one hot patch at row 1, col 2
+    logits[1] = torch.linspace(-0.1, 0.2, 4).view(1, 4).expand(4, 4)  # rising to the right
+    d0, d1 = postprocess.detections(["a", "b"], logits, (64, 64), mask_threshold=0.5)
+    # bilinear from a 4x4 grid to 64x64: patch (1, 2) covers rows 16..31, cols 32..47
+    assert 32 <= d0.peak_x < 48 and 16 <= d0.peak_y < 32
+    assert d0.score == pytest.approx(0.3, abs=0.02)
+    x, y, w, h = d0.bbox
+    assert 32 - 16 < x < 40 and x + w <= 48 + 16 and d0.area == d0.mask.sum() > 0
+    assert d1.peak_x >= 56 and d1.mask[:, -1].all() and not d1.mask[:, 0].any()
+    assert d1.peaks[0][2] == pytest.approx(0.2)
+
+
+def test_constant_logits_give_an_empty_mask_not_nan():
+    (d,) = postprocess.detections(["flat"], torch.full((1, 3, 3), 0.25), (30, 30))
+    assert d.area == 0 and d.bbox == (0, 0, 0, 0) and d.score == pytest.approx(0.25)
+
+
+def test_semantic_labels_background_threshold():
+    logits = torch.zeros(2, 2, 2)
+    logits[0, 0, 0] = 0.3  # clearly query 0 here
+    logits[1, 1, 1] = 0.3  # clearly query 1 here; elsewhere a tie -> background
+    labels = postprocess.semantic_labels(logits, (2, 2), logit_scale=100.0,
+                                         background_threshold=0.8)
+    assert labels.tolist() == [[1, 0], [0, 2]]
+    assert postprocess.semantic_labels(logits, (2, 2), 100.0, 0.4).tolist() == [[1, 1], [1, 2]]
+
+
+def test_segment_labels_image(model):
+    labels = model.segment(_two_colour_image(), ["red", "blue"], background_threshold=0.0)
+    assert labels.shape == (240, 320) and set(np.unique(labels)) <= {1, 2}
+
+
+def test_overlay_marks_masks_and_peaks(model):
+    img = _two_colour_image()
+    dets = model.locate(img, ["red", "blue"])
+    out = draw_overlay(img, dets)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image())
+
+
+# --- the one-shot command ----------------------------------------------------------------
+def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
+    from PIL import Image
+
+    from gem_ros.cli import main
+
+    Image.fromarray(_two_colour_image()).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rc = main(["locate", str(tmp_path / "a.png"), str(tmp_path / "broken.png"), "-q", "red; blue",
+               "-o", str(tmp_path / "out"), "--model", CONFIG, "--pretrained", WEIGHTS, "--quiet"])
+    assert rc == 1  # one image failed, the other was processed
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    (entry,) = res["images"].values()
+    assert [q["query"] for q in entry["queries"]] == ["red", "blue"]
+    assert np.asarray(Image.open(tmp_path / "out" / "a_overlay.png")).shape == (240, 320, 3)
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask_0_red.png"))
+    assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
+    assert (mask > 0).sum() == entry["queries"][0]["area"]
+
+
+def test_cli_reports_bad_queries_and_models(tmp_path, caplog):
+    from gem_ros.cli import main
+
+    assert main(["locate", "x.png", "-q", " ; ", "--model", CONFIG, "--pretrained", "none"]) == 2
+    assert main(["locate", "x.png", "-q", "a", "--model", "ViT-B-61"]) == 2
+    assert "no queries" in caplog.text and "unknown open_clip model" in caplog.text
