@@ -69,7 +69,7 @@ def save_fp16(model: torch.nn.Module, path: Path) -> None:
     tmp.replace(path)  # never leave a half-written checkpoint behind
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="open_clip model config JSON")
@@ -85,9 +85,11 @@ def main() -> int:
                         help="stop early (and save) after this wall time")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-scenes", type=int, default=200,
+                        help="held-out single-object scenes for the zero-shot check")
     parser.add_argument("--no-bf16", action="store_true",
                         help="train in fp32 (bf16 autocast is about 2x faster on CPU)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -136,7 +138,8 @@ def main() -> int:
                   flush=True)
         out_of_time = args.max_minutes is not None and elapsed > args.max_minutes * 60
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
-            acc = zero_shot_accuracy(model, tokenizer, size, seed=args.seed + 10_000)
+            acc = zero_shot_accuracy(model, tokenizer, size, seed=args.seed + 10_000,
+                                     count=args.eval_scenes)
             print(f"step {step} zero-shot colour {acc['colour']:.3f} shape {acc['shape']:.3f}",
                   flush=True)
             save_fp16(model, args.out)

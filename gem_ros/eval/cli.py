@@ -161,10 +161,18 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     import torch
 
-    import gem_ros.gem as gem  # torch and open_clip load only when a model is needed
-
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _evaluate_all(args)
+    finally:
+        torch.set_num_threads(threads)  # a library caller keeps its own setting
+
+
+def _evaluate_all(args: argparse.Namespace) -> int:
+    import gem_ros.gem as gem  # torch and open_clip load only when a model is needed
+
     try:
         dataset = _dataset(args)
     except datasets.DatasetError as exc:
