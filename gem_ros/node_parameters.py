@@ -15,7 +15,7 @@ class ParameterSpec:
     name: str
     default: object
     description: str
-    range: Optional[tuple] = None  # inclusive (from, to); ints get IntegerRange, floats FloatingPointRange
+    range: Optional[tuple] = None  # inclusive (from, to), of the default's type
     choices: tuple = ()  # allowed string values, checked when set
     reloads_model: bool = False  # a change rebuilds the model in the background
     read_only: bool = False  # fixed at start-up (subscriptions are made from it)

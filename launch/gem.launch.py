@@ -1,7 +1,8 @@
 """Launch gem_node.
 
     ros2 launch gem_ros gem.launch.py image_topic:=/camera/image_raw queries:='red mug; person'
-    ros2 launch gem_ros gem.launch.py params_file:=$(ros2 pkg prefix gem_ros)/share/gem_ros/config/fast_jetson.yaml
+    ros2 launch gem_ros gem.launch.py \
+        params_file:=$(ros2 pkg prefix gem_ros)/share/gem_ros/config/fast_jetson.yaml
 
 Parameters come from params_file (default: the package's config/gem.yaml). The arguments
 below override single parameters of it; left empty, the file's value stays.

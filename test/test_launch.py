@@ -29,7 +29,8 @@ def parameter_arguments(tree) -> list[str]:
 def declared_argument_constants(tree) -> set[str]:
     """Names of DeclareLaunchArgument calls whose name is a literal."""
     return {call.args[0].value for call in ast.walk(tree)
-            if isinstance(call, ast.Call) and getattr(call.func, 'id', '') == 'DeclareLaunchArgument'
+            if isinstance(call, ast.Call)
+            and getattr(call.func, 'id', '') == 'DeclareLaunchArgument'
             and isinstance(call.args[0], ast.Constant)}
 
 
