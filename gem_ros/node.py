@@ -90,11 +90,9 @@ class GemNode(Node):
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(SetQueries, '~/set_queries', self._on_set_queries)
 
-        start_up = self._queries_from_parameter(self.get_parameter('queries').value)
-        try:
-            self._queries = gem.check_queries(start_up)  # encoded once the model is loaded
-        except gem.QueryError as exc:
-            raise ValueError(f'bad queries parameter: {exc}') from exc
+        # Checked when declared; encoded once the model is loaded.
+        self._queries = gem.check_queries(
+            self._queries_from_parameter(self.get_parameter('queries').value))
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
         # Volatile publishers do not match the latched subscription but reach the other one:
@@ -123,6 +121,11 @@ class GemNode(Node):
     def _check_parameters(self, params) -> SetParametersResult:
         for param in params:
             reason = check_value(param.name, param.value)
+            if reason is None and param.name == 'queries':
+                try:
+                    gem.check_queries(self._queries_from_parameter(param.value))
+                except gem.QueryError as exc:
+                    reason = f'bad queries: {exc}'
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)

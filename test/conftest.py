@@ -118,6 +118,12 @@ class RosClient:
                 self._cond.notify_all()
         return callback
 
+    def clear(self):
+        """Forget the messages received so far (results hold full-size masks)."""
+        with self._cond:
+            for received in (self.results, self.active, self.overlays):
+                received.clear()
+
     def wait_for(self, predicate, what: str, timeout: float = 30.0):
         """Wait until predicate() (called under the lock) is truthy; return its value."""
         with self._cond:
@@ -169,6 +175,7 @@ class RosClient:
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)
+        self._spinner.join(timeout=5.0)
         self.node.destroy_node()
         self.context.try_shutdown()
 

@@ -281,6 +281,7 @@ def test_mask_threshold_applies_to_the_next_frame(client):
     ('device', 'gpu0', 'device must be auto, cpu, cuda or cuda:N'),
     ('prompt_template', 'a photo', "needs exactly one '{}'"),
     ('image_qos', 'reliable', ''),
+    ('queries', ['ok', 'z' * 400], 'bad queries: query of 400 characters is too long'),
 ])
 def test_invalid_parameter_values_are_refused(client, name, value, reason):
     (result,) = client.set_parameters(**{name: value})
