@@ -1,0 +1,59 @@
+"""rviz markers of a frame's 3D points: a sphere and a text label per query with a point."""
+from geometry_msgs.msg import Point, Pose, Vector3
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gem_ros.overlay import colour
+
+POINTS_NS = 'gem_points'
+LABELS_NS = 'gem_labels'
+
+
+class QueryMarkers:
+    """Builds the MarkerArray of each GemResult for one node.
+
+    A query keeps its marker id for the node's lifetime (rviz replaces markers by namespace
+    and id, so a moving point moves instead of leaving copies); the markers of a query that
+    disappeared or lost its point are deleted in the next array.
+    """
+
+    def __init__(self, diameter: float = 0.05):
+        self._diameter = diameter
+        self._ids: dict[str, int] = {}
+        self._shown: dict[str, int] = {}  # query -> id of what rviz shows now
+
+    def build(self, result) -> MarkerArray:
+        """The markers of `result` (a GemResult: header, results with query, score,
+        has_point, point), in the header's frame and stamp."""
+        header = result.header
+        markers, shown = [], {}
+        for index, r in enumerate(result.results):
+            if not r.has_point:
+                continue
+            marker_id = self._ids.setdefault(r.query, len(self._ids))
+            shown[r.query] = marker_id
+            # The overlay tints queries by their position in the list: same colours here.
+            red, green, blue = (c / 255.0 for c in colour(index))
+            tint = ColorRGBA(r=red, g=green, b=blue, a=1.0)
+            d = self._diameter
+            markers.append(Marker(
+                header=header, ns=POINTS_NS, id=marker_id, type=Marker.SPHERE,
+                action=Marker.ADD, pose=_pose(r.point.x, r.point.y, r.point.z),
+                scale=Vector3(x=d, y=d, z=d), color=tint))
+            # Above the sphere in the image: the optical frame's y points down.
+            markers.append(Marker(
+                header=header, ns=LABELS_NS, id=marker_id, type=Marker.TEXT_VIEW_FACING,
+                action=Marker.ADD, pose=_pose(r.point.x, r.point.y - 1.5 * d, r.point.z),
+                scale=Vector3(z=d), color=tint, text=f'{r.query} ({r.score:.2f})'))
+        for query, marker_id in sorted(self._shown.items(), key=lambda item: item[1]):
+            if query not in shown:
+                markers += [Marker(header=header, ns=ns, id=marker_id, action=Marker.DELETE)
+                            for ns in (POINTS_NS, LABELS_NS)]
+        self._shown = shown
+        return MarkerArray(markers=markers)
+
+
+def _pose(x: float, y: float, z: float) -> Pose:
+    pose = Pose(position=Point(x=x, y=y, z=z))
+    pose.orientation.w = 1.0
+    return pose
