@@ -18,8 +18,9 @@ except ImportError:
     message_filters = None
 
 
-def stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time in integer nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class ApproximateTimeSync:
@@ -32,7 +33,7 @@ class ApproximateTimeSync:
         self._lock = threading.Lock()
 
     def add(self, index: int, msg) -> None:
-        stamp = stamp_ns(msg)
+        stamp = stamp_ns(msg.header.stamp)
         with self._lock:
             queue = self._queues[index]
             queue[stamp] = msg

@@ -5,50 +5,17 @@ import math
 import numpy as np
 import pytest
 
+from depth_scene import (BOX_Z, HEIGHT, K, WALL_Z, WIDTH, box_pixel, encode, expected, rays,
+                         wall_and_box)
 from gem_ros.gem.geometry import (apply_transform, back_project, depth_to_metres,
                                   peak_to_point, scale_intrinsics, scale_pixel)
 
-WIDTH, HEIGHT = 640, 480
-K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
-WALL_Z = 2.0
-BOX_Z = 1.2  # front face of a box straddling the optical axis: its sides are hidden
-BOX_X, BOX_Y = (-0.3, 0.1), (-0.2, 0.15)  # metres, on the front face
 TOLERANCE = 0.01  # m
-
-
-def rays(size, K):
-    """Per pixel the ray through its centre, scaled to z = 1: [h, w, 3]."""
-    w, h = size
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    return np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-
-
-def wall_and_box(size=(WIDTH, HEIGHT), K=K):
-    """Depth (m) of the wall with the box in front, and the box's pixel mask."""
-    r = rays(size, K)
-    x, y = r[..., 0] * BOX_Z, r[..., 1] * BOX_Z  # where each ray meets the box's plane
-    box = (x >= BOX_X[0]) & (x <= BOX_X[1]) & (y >= BOX_Y[0]) & (y <= BOX_Y[1])
-    return np.where(box, BOX_Z, WALL_Z), box
-
-
-def encode(depth_m, encoding):
-    if encoding == '16UC1':
-        return np.round(np.nan_to_num(depth_m) * 1000).astype(np.uint16)
-    return depth_m.astype(np.float32)
-
-
-def expected(u, v, z):
-    return ((u - 319.5) * z / 525.0, (v - 239.5) * z / 525.0, z)
 
 
 def assert_close(point, want):
     assert point is not None
     assert np.linalg.norm(np.subtract(point, want)) < TOLERANCE, (point, want)
-
-
-def box_pixel(x, y):
-    """The colour pixel (u, v) where the box's front-face point (x, y) is seen."""
-    return 525.0 * x / BOX_Z + 319.5, 525.0 * y / BOX_Z + 239.5
 
 
 @pytest.mark.parametrize('encoding', ['16UC1', '32FC1'])

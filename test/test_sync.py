@@ -118,6 +118,7 @@ def test_a_jittered_30_hz_stream_pairs_every_frame_once(make):
                      (t + rng.uniform(0, 0.02), 1, stamped(CameraInfo, t + 0.002))]
     for _, index, msg in sorted(arrivals, key=lambda a: a[0]):
         sync.feed(index, msg)
-    offsets = [stamp_ns(info) - stamp_ns(image) for image, info in sync.sets]
+    offsets = [stamp_ns(info.header.stamp) - stamp_ns(image.header.stamp)
+               for image, info in sync.sets]
     assert len(offsets) == 100
     assert all(abs(offset - 2_000_000) <= 1 for offset in offsets)
