@@ -74,7 +74,7 @@ class DatasetError(RuntimeError):
 
 def read_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns otherwise
 
 
 def read_labels(path: Path) -> np.ndarray:
