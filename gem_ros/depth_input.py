@@ -96,9 +96,9 @@ class DepthInput:
         with self._lock:
             pairs = list(self._pairs)
         if not pairs:
-            self._warn('sync', 'no depth yet: nothing synchronised received on '
-                               f"{self._node.resolve_topic_name('depth')} and "
-                               f"{self._node.resolve_topic_name('camera_info')}; no 3D points")
+            self._warn('no depth', 'no depth yet: nothing synchronised received on '
+                                   f"{self._node.resolve_topic_name('depth')} and "
+                                   f"{self._node.resolve_topic_name('camera_info')}; no 3D points")
             return None
         nearest = min(pairs, key=lambda pair: abs(pair[0] - stamp))
         offset = (nearest[0] - stamp) / 1e9
