@@ -67,7 +67,7 @@ class DepthInput:
         self._pairs: deque = deque(maxlen=HISTORY_MAX)  # (stamp ns, depth, camera_info)
         self._last_log: dict[str, float] = {}
         self._size_pairs_reported: set = set()
-        topics = [node.resolve_topic_name(name) for name in ('depth', 'camera_info')]
+        self._topics = ' and '.join(node.resolve_topic_name(n) for n in ('depth', 'camera_info'))
         self._sync = subscribe_synchronised(
             node, [(Image, 'depth'), (CameraInfo, 'camera_info')], qos_profile_sensor_data,
             self._slop, self._on_pair)
@@ -80,7 +80,7 @@ class DepthInput:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
         synchroniser = 'message_filters' if message_filters is not None else 'built-in'
-        self._log.info(f'3D points from {topics[0]} + {topics[1]} (sync_slop {self._slop} s, '
+        self._log.info(f'3D points from {self._topics} (sync_slop {self._slop} s, '
                        f'{synchroniser} synchroniser)')
 
     def _on_pair(self, depth: Image, info: CameraInfo) -> None:
@@ -96,9 +96,8 @@ class DepthInput:
         with self._lock:
             pairs = list(self._pairs)
         if not pairs:
-            self._warn('no depth', 'no depth yet: nothing synchronised received on '
-                                   f"{self._node.resolve_topic_name('depth')} and "
-                                   f"{self._node.resolve_topic_name('camera_info')}; no 3D points")
+            self._warn('no depth', f'no depth yet: nothing synchronised received on '
+                                   f'{self._topics}; no 3D points')
             return None
         nearest = min(pairs, key=lambda pair: abs(pair[0] - stamp))
         offset = (nearest[0] - stamp) / 1e9
