@@ -5,6 +5,4 @@ cd "$(dirname "$0")/.."
 # Fast DDS's default shared-memory segment is smaller than one 640x480 rgb8 frame; without
 # this, best-effort delivery of the node tests' images mostly fails.
 export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
-# Keep the tests' DDS traffic on this machine.
-export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 exec .venv/bin/python -m pytest "$@"
