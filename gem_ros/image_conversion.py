@@ -107,7 +107,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header) -> Image:
 def mask_to_image_msg(mask: np.ndarray, header) -> Image:
     """A mono8 sensor_msgs/Image with 255 where the boolean mask is set, 0 elsewhere."""
     height, width = mask.shape
-    return _image_msg(header, height, width, 'mono8', width, mask.astype(np.uint8) * 255)
+    return _image_msg(header, height, width, 'mono8', width, mask.view(np.uint8) * 255)
 
 
 def _image_msg(header, height, width, encoding, step, pixels) -> Image:

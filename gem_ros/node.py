@@ -16,16 +16,21 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 import gem_ros.gem as gem
+from gem_ros.depth_input import DepthInput
+from gem_ros.depth_parameters import DEPTH_PARAMETERS
 from gem_ros.image_conversion import (compressed_msg_to_rgb, image_msg_to_rgb,
                                       mask_to_image_msg, rgb_to_image_msg)
 from gem_ros.latest_slot import LatestSlot
+from gem_ros.markers import QueryMarkers
 from gem_ros.msg import GemResult, QueryResult
 from gem_ros.node_parameters import MODEL_PARAMETERS, PARAMETERS, check_value
 from gem_ros.overlay import draw_overlay
 from gem_ros.srv import SetQueries
 
+DECLARED_PARAMETERS = PARAMETERS + DEPTH_PARAMETERS
 IMAGE_QOS = {
     'sensor_data': QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                               reliability=ReliabilityPolicy.BEST_EFFORT),
@@ -67,7 +72,7 @@ class GemNode(Node):
         super().__init__('gem')
         # Registered before declaring, so start-up values are checked too.
         self.add_on_set_parameters_callback(self._check_parameters)
-        for spec in PARAMETERS:
+        for spec in DECLARED_PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.add_post_set_parameters_callback(self._parameters_changed)
 
@@ -76,7 +81,9 @@ class GemNode(Node):
         # inference never run at once, and a frame always sees queries its model has encoded.
         self._lock = threading.Lock()
         self._model = None
-        self._queries: list[str] = []
+        # Checked when declared; encoded once a model is loaded.
+        self._queries: list[str] = gem.check_queries(
+            self._queries_from_parameter(self.get_parameter('queries').value))
         self._frames = LatestSlot()
         self._model_requests = LatestSlot()
         self._stop = threading.Event()
@@ -90,9 +97,6 @@ class GemNode(Node):
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(SetQueries, '~/set_queries', self._on_set_queries)
 
-        # Checked when declared; encoded once the model is loaded.
-        self._queries = gem.check_queries(
-            self._queries_from_parameter(self.get_parameter('queries').value))
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
         # Volatile publishers do not match the latched subscription but reach the other one:
@@ -108,6 +112,11 @@ class GemNode(Node):
             # image_transport's naming: follows a remapping of `image`.
             topic = self.resolve_topic_name('image') + '/compressed'
             self.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
+        # 3D points of the peaks from depth + camera_info, shown as rviz markers.
+        self._depth = DepthInput(self) if self.get_parameter('use_depth').value else None
+        if self._depth is not None:
+            self._markers = QueryMarkers()
+            self._markers_pub = self.create_publisher(MarkerArray, '~/markers', 5)
         self.create_timer(STATS_PERIOD_S, self._report_stats)
 
         self._threads = [threading.Thread(target=self._work, name='gem-inference', daemon=True),
@@ -256,13 +265,20 @@ class GemNode(Node):
             seconds = time.perf_counter() - started
         self._processed += 1
         header = msg.header
+        height, width = rgb.shape[:2]
+        points = (self._depth.points_for(header, (width, height), detections)
+                  if self._depth is not None else [{}] * len(detections))
         result = GemResult(header=header, inference_seconds=seconds, results=[
             QueryResult(query=d.query, score=d.score, peak_x=d.peak_x, peak_y=d.peak_y,
                         bbox=RegionOfInterest(x_offset=d.bbox[0], y_offset=d.bbox[1],
                                               width=d.bbox[2], height=d.bbox[3]),
-                        area=d.area, mask=mask_to_image_msg(d.mask, header))
-            for d in detections])
+                        area=d.area, mask=mask_to_image_msg(d.mask, header), **point)
+            for d, point in zip(detections, points)])
         self._publish(self._results_pub, result)
+        if self._depth is not None:
+            markers = self._markers.build(result)
+            if markers.markers:
+                self._publish(self._markers_pub, markers)
         if self._overlay_due():
             overlay = draw_overlay(rgb, detections)
             self._publish(self._overlay_pub, rgb_to_image_msg(overlay, header))

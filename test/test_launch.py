@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gem_ros.node_parameters import PARAMETERS_BY_NAME, check_value
+from gem_ros.depth_parameters import DEPTH_PARAMETERS
+from gem_ros.node_parameters import PARAMETERS, check_value
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'gem.launch.py'
 NON_PARAMETER_ARGUMENTS = {'params_file', 'image_topic'}
+# What gem_node declares (gem_ros.node.DECLARED_PARAMETERS, without importing the model).
+DECLARED = {spec.name: spec for spec in PARAMETERS + DEPTH_PARAMETERS}
 
 
 def launch_tree():
@@ -38,7 +41,7 @@ def test_launch_arguments_name_declared_parameters():
     arguments = parameter_arguments(launch_tree())
     assert set(arguments) >= {'model', 'pretrained', 'method', 'mask_threshold', 'device',
                               'queries'}
-    unknown = [name for name in arguments if name not in PARAMETERS_BY_NAME]
+    unknown = [name for name in arguments if name not in DECLARED]
     assert not unknown, f'launch arguments that are no node parameter: {unknown}'
 
 
@@ -81,7 +84,7 @@ def test_parameter_files_hold_valid_node_parameters(path):
     params = yaml.safe_load(path.read_text())['/**']['ros__parameters']
     assert params
     for name, value in params.items():
-        spec = PARAMETERS_BY_NAME.get(name)
+        spec = DECLARED.get(name)
         assert spec is not None, f'{path.name}: {name} is no node parameter'
         if not spec.dynamic_typing:
             assert type(value) is type(spec.default), f'{path.name}: {name}={value!r}'
@@ -92,4 +95,4 @@ def test_parameter_files_hold_valid_node_parameters(path):
 
 def test_default_file_lists_every_parameter_with_its_default():
     params = yaml.safe_load((REPO / 'config' / 'gem.yaml').read_text())['/**']['ros__parameters']
-    assert params == {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
+    assert params == {name: spec.default for name, spec in DECLARED.items()}

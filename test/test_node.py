@@ -3,6 +3,7 @@
 One node serves the whole module; each test sets the queries it needs.
 """
 import array
+import time
 
 import cv2
 import numpy as np
@@ -72,6 +73,17 @@ def check_result(result, msg, queries):
         assert box.x_offset + box.width <= msg.width and box.y_offset + box.height <= msg.height
         ys, xs = np.nonzero(pixels)
         assert (box.x_offset, box.y_offset) == (xs.min(), ys.min())
+
+
+def test_node_declares_the_parameter_table(client):
+    from rcl_interfaces.srv import ListParameters
+
+    from gem_ros.node import DECLARED_PARAMETERS
+    lister = client.node.create_client(ListParameters, '/gem/list_parameters')
+    assert lister.wait_for_service(timeout_sec=30)
+    names = set(client.call(lister, ListParameters.Request()).result.names)
+    assert names - {'use_sim_time', 'start_type_description_service'} == {
+        spec.name for spec in DECLARED_PARAMETERS}
 
 
 def test_startup_parameter_then_latched_prompt(gem_node, client):
@@ -147,7 +159,7 @@ def test_overlay_is_rgb8_with_the_frame_header(client):
     assert len(overlay.data) == 56 * 40 * 3
 
 
-def test_service_replaces_dedupes_and_clears_queries(client):
+def test_service_replaces_dedupes_and_clears_queries(gem_node, client):
     response = set_queries(client, 'cat', ' dog ', 'cat', '')
     assert response.message == 'active queries: [cat; dog]'
     client.wait_for(lambda: client.active[-1] == 'cat; dog', 'the echo of cat; dog')
@@ -156,13 +168,18 @@ def test_service_replaces_dedupes_and_clears_queries(client):
 
     set_queries(client)  # an empty list clears
     client.wait_for(lambda: client.active[-1] == '', 'the echo of no queries')
-    skipped = [image_msg(RGB, 'rgb8', frame_id='no-queries') for _ in range(3)]
-    for msg in skipped:
+    # Without queries a frame is dropped before conversion: a broken one logs no error.
+    good = image_msg(RGB, 'rgb8', frame_id='no-queries')
+    broken = image_msg(RGB, 'rgb8', frame_id='no-queries')
+    broken.data = broken.data[:-1]
+    for msg in (good, broken, good):
         client.image_pub.publish(msg)
+    time.sleep(0.5)  # not a check: lets the frames arrive before the queries do
     set_queries(client, 'cat')
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['cat'])
     assert not [r for r in client.results if r.header.frame_id == 'no-queries']
+    assert "frame_id 'no-queries'" not in gem_node.log()
 
 
 def test_service_rejects_only_blank_queries(client):
