@@ -35,9 +35,10 @@ def vm_rss_mib(pid: int) -> float:
     raise RuntimeError(f'no VmRSS for pid {pid}')
 
 
-def run(client: RosClient, name: str, parameters, frames: int, log_path: Path) -> dict:
-    node = NodeProcess(log_path, *parameters,
-                       f"queries:=[{', '.join(QUERIES)}]")
+def run(client: RosClient, name: str, parameters, frames: int, log_path: Path,
+        threads: int) -> dict:
+    node = NodeProcess(log_path, *parameters, f"queries:=[{', '.join(QUERIES)}]",
+                       threads=threads)
     try:
         node.wait_for_log('loaded model', timeout=300)
         client.wait_matched()
@@ -66,9 +67,10 @@ def run(client: RosClient, name: str, parameters, frames: int, log_path: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--tiny-frames', type=int, default=500)
+    parser.add_argument('--tiny-frames', type=int, default=500, help='0 skips it')
     parser.add_argument('--vit-frames', type=int, default=20,
-                        help='ViT-B-16 takes about 1-2 s a frame on 2 CPU cores')
+                        help='ViT-B-16 takes seconds a frame on a CPU; 0 skips it')
+    parser.add_argument('--threads', type=int, default=1, help="the node's OMP_NUM_THREADS")
     args = parser.parse_args()
     frames = dict(zip(MODELS, (args.tiny_frames, args.vit_frames)))
     client = RosClient()
@@ -76,8 +78,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as log_dir:
             for i, (name, parameters) in enumerate(MODELS.items()):
-                rows.append(run(client, name, parameters, frames[name],
-                                Path(log_dir) / f'node{i}.log'))
+                if frames[name]:
+                    rows.append(run(client, name, parameters, frames[name],
+                                    Path(log_dir) / f'node{i}.log', args.threads))
     finally:
         client.close()
 
@@ -85,7 +88,7 @@ def main() -> None:
         return f'{value:.0f}' if value is not None else '-'
 
     print(f'640x480 rgb8, queries {list(QUERIES)}, input_size 448, CPU, node with '
-          'OMP_NUM_THREADS=1')
+          f'OMP_NUM_THREADS={args.threads}')
     print(f"| model | frames | median latency (ms) | p90 (ms) | median inference (ms) | "
           f"VmRSS after {RSS_EARLY} (MiB) | VmRSS at end (MiB) |")
     print('|---|---|---|---|---|---|---|')

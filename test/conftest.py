@@ -3,6 +3,7 @@
 Both talk over real Fast DDS on loopback, in a DDS domain of their own per test session.
 """
 import array
+import itertools
 import os
 import signal
 import subprocess
@@ -28,11 +29,11 @@ os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
 class NodeProcess:
     """`python -m gem_ros.node` from the source tree, its stdout and stderr in a file."""
 
-    def __init__(self, log_path: Path, *parameters: str):
+    def __init__(self, log_path: Path, *parameters: str, threads: int = 1):
         args = [sys.executable, '-m', 'gem_ros.node', '--ros-args']
         for parameter in parameters:
             args += ['-p', parameter]
-        env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1',
                    RCUTILS_LOGGING_BUFFERED_STREAM='0', RCUTILS_COLORIZED_OUTPUT='0',
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                             os.environ.get('PYTHONPATH')])))
@@ -143,7 +144,7 @@ class RosClient:
     def result_for(self, header, timeout: float = 30.0):
         """The first result stamped like `header` (stamp and frame_id)."""
         def find():
-            return next((r for r in self.results if stamps_equal(r.header, header)), None)
+            return next((r for r in self.results if r.header == header), None)
         return self.wait_for(find, f'a result for frame {header.frame_id!r}', timeout)
 
     def publish_and_wait(self, msg, timeout: float = 30.0, resend_s: float = 5.0):
@@ -180,12 +181,7 @@ class RosClient:
         self.context.try_shutdown()
 
 
-def stamps_equal(a, b) -> bool:
-    return (a.stamp.sec, a.stamp.nanosec, a.frame_id) == (b.stamp.sec, b.stamp.nanosec,
-                                                         b.frame_id)
-
-
-_frame_counter = iter(range(1, 10**9))
+_frame_counter = itertools.count(1)
 
 
 def header(frame_id: str = 'camera'):
