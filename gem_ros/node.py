@@ -200,8 +200,9 @@ class GemNode(Node):
                     queries = self._model.set_queries(queries)
                 changed = queries != self._queries
                 self._queries = queries
-        except gem.QueryError as exc:
-            message = (f'rejected queries from {source}: {exc}; keeping the active queries '
+        except Exception as exc:  # QueryError, or the model failing to encode them
+            reason = exc if isinstance(exc, gem.QueryError) else f'{type(exc).__name__}: {exc}'
+            message = (f'rejected queries from {source}: {reason}; keeping the active queries '
                        f'{self._describe_queries()}')
             self.get_logger().error(message)
             return False, message
@@ -319,7 +320,7 @@ class GemNode(Node):
             try:
                 if self._queries:
                     model.set_queries(self._queries)
-            except gem.QueryError as exc:
+            except Exception as exc:  # QueryError (e.g. a shorter context), or encoding failed
                 self.get_logger().error(f'the new {what} rejects the active queries: {exc}; '
                                         'keeping the previous model')
                 return
