@@ -333,7 +333,9 @@ class GemNode(Node):
         try:
             publisher.publish(msg)
         except RCLError as exc:  # Fast DDS occasionally fails a publish under load
-            self._log_throttled('warn', f'publishing on {publisher.topic_name} failed: {exc}')
+            if self.context.ok():  # else shutting down: a frame in flight has nowhere to go
+                self._log_throttled('warning',
+                                    f'publishing on {publisher.topic_name} failed: {exc}')
 
     def _log_throttled(self, level: str, text: str) -> None:
         if self._throttle.due(text):

@@ -80,7 +80,7 @@ class RosClient:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rcl_interfaces.srv import SetParameters
+        from rcl_interfaces.srv import SetParametersAtomically
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
@@ -105,8 +105,8 @@ class RosClient:
         # Volatile, as `ros2 topic pub` publishes.
         self.queries_pub = n.create_publisher(String, 'queries', 10)
         self.set_queries_client = n.create_client(SetQueries, f'/{node_name}/set_queries')
-        self.set_parameters_client = n.create_client(SetParameters,
-                                                     f'/{node_name}/set_parameters')
+        self.set_parameters_client = n.create_client(
+            SetParametersAtomically, f'/{node_name}/set_parameters_atomically')
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -168,11 +168,13 @@ class RosClient:
         return future.result()
 
     def set_parameters(self, **values):
-        from rcl_interfaces.srv import SetParameters
+        """Set the node's parameters all at once (one change for its callbacks); the
+        SetParametersResult."""
+        from rcl_interfaces.srv import SetParametersAtomically
         from rclpy.parameter import Parameter
-        request = SetParameters.Request(parameters=[
+        request = SetParametersAtomically.Request(parameters=[
             Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
-        return self.call(self.set_parameters_client, request).results
+        return self.call(self.set_parameters_client, request).result
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)

@@ -15,6 +15,7 @@ from conftest import TINY_MODEL, NodeProcess, RosClient, header, image_msg, rand
 from gem_ros.srv import SetQueries
 
 pytestmark = pytest.mark.timeout(120)
+TINY_WEIGHTS = dict(p.split(':=') for p in TINY_MODEL[:2])  # model and pretrained
 
 
 @pytest.fixture(scope='module')
@@ -205,7 +206,7 @@ def test_topic_replaces_queries(client, latched):
 @pytest.mark.parametrize('value,expected', [('a; b, a', 'a; b'), (['x', ' y ', ''], 'x; y')],
                          ids=['string', 'string-array'])
 def test_queries_parameter_replaces_queries_at_run_time(client, value, expected):
-    assert client.set_parameters(queries=value)[0].successful
+    assert client.set_parameters(queries=value).successful
     client.wait_for(lambda: client.active[-1] == expected, f'the echo of {expected!r}')
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, expected.split('; '))
@@ -284,7 +285,7 @@ def test_mask_threshold_applies_to_the_next_frame(client):
     areas = {}
     try:
         for threshold in (0.9, 0.1):
-            assert client.set_parameters(mask_threshold=threshold)[0].successful
+            assert client.set_parameters(mask_threshold=threshold).successful
             msg = image_msg(random_rgb(48, 64, seed=11), 'rgb8')
             areas[threshold] = mask_area(client.publish_and_wait(msg))
     finally:
@@ -301,7 +302,7 @@ def test_mask_threshold_applies_to_the_next_frame(client):
     ('queries', ['ok', 'z' * 400], 'bad queries: query of 400 characters is too long'),
 ])
 def test_invalid_parameter_values_are_refused(client, name, value, reason):
-    (result,) = client.set_parameters(**{name: value})
+    result = client.set_parameters(**{name: value})
     assert not result.successful
     assert reason in result.reason
 
@@ -309,7 +310,7 @@ def test_invalid_parameter_values_are_refused(client, name, value, reason):
 def test_model_reload_failure_keeps_the_old_model(gem_node, client):
     set_queries(client, 'red')
     mark = len(gem_node.log())
-    assert client.set_parameters(pretrained='test/fixtures/no-such-weights.pt')[0].successful
+    assert client.set_parameters(pretrained='test/fixtures/no-such-weights.pt').successful
     log = gem_node.wait_for_log('keeping the previous model', after=mark)
     assert 'checkpoint file not found' in log
     msg = image_msg(RGB, 'rgb8')
@@ -319,21 +320,39 @@ def test_model_reload_failure_keeps_the_old_model(gem_node, client):
 def test_model_reload_swaps_in_the_new_model_while_serving(gem_node, client):
     set_queries(client, 'red')
     mark = len(gem_node.log())
-    assert client.set_parameters(pretrained=TINY_MODEL[1].split(':=')[1],
-                                 method='clip')[0].successful
+    assert client.set_parameters(pretrained=TINY_WEIGHTS['pretrained'],
+                                 method='clip').successful
     gem_node.wait_for_log('method clip, device cpu, precision fp32) on cpu', after=mark)
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['red'])
     mark = len(gem_node.log())
-    assert client.set_parameters(method='gem')[0].successful
+    assert client.set_parameters(method='gem').successful
     gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
+
+
+def test_queries_are_served_while_a_model_loads(gem_node, client):
+    set_queries(client, 'red')
+    mark = len(gem_node.log())
+    try:
+        # Building ViT-B-16 takes seconds here; a query change takes milliseconds.
+        assert client.set_parameters(model='ViT-B-16', pretrained='none').successful
+        gem_node.wait_for_log("loading model 'ViT-B-16'", after=mark)
+        set_queries(client, 'green')
+        assert "loaded model 'ViT-B-16'" not in gem_node.log()[mark:]
+    finally:
+        assert client.set_parameters(**TINY_WEIGHTS).successful
+        gem_node.wait_for_log(f"loaded model '{TINY_WEIGHTS['model']}'", after=mark,
+                              timeout=110)
+    assert "loaded model 'ViT-B-16'" in gem_node.log()[mark:]  # then replaced by the tiny one
+    msg = image_msg(RGB, 'rgb8')
+    check_result(client.publish_and_wait(msg), msg, ['green'])
 
 
 def test_burst_of_frames_builds_no_backlog(client):
     set_queries(client, 'red', 'blue')
     # At most 2 frames/s: a queue of 100 frames would take 50 s to drain; the newest-frame
     # slot answers the last frames right after the burst.
-    assert client.set_parameters(max_rate_hz=2.0)[0].successful
+    assert client.set_parameters(max_rate_hz=2.0).successful
     try:
         pixels = random_rgb(480, 640, seed=5)
         burst = [image_msg(pixels, 'rgb8', frame_id='burst') for _ in range(100)]
