@@ -43,7 +43,10 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
     encoding = msg.encoding.lower()
     _check_image_msg(msg, encoding)
     if _bridge is not None:
-        return _bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+        try:
+            return _bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+        except Exception as exc:  # CvBridgeError is a TypeError: one error type for callers
+            raise ValueError(f"cv_bridge cannot convert '{msg.encoding}' to rgb8: {exc}") from exc
     return _builtin_to_rgb(msg, encoding)
 
 
