@@ -14,6 +14,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 # Launch argument (= node parameter) -> (parameter type, description).
 PARAMETER_ARGUMENTS = {
@@ -27,12 +28,13 @@ PARAMETER_ARGUMENTS = {
 
 
 def _gem_node(context):
-    # Only arguments given a value override the params file.
+    # Only arguments given a value override the params file; typed, so that e.g. a
+    # pretrained tag of digits stays a string.
     overrides = {}
-    for name, (to_type, _) in PARAMETER_ARGUMENTS.items():
+    for name, (value_type, _) in PARAMETER_ARGUMENTS.items():
         value = LaunchConfiguration(name).perform(context)
         if value != '':
-            overrides[name] = to_type(value)
+            overrides[name] = ParameterValue(value, value_type=value_type)
     return [Node(package='gem_ros', executable='gem_node', name='gem', output='screen',
                  parameters=[LaunchConfiguration('params_file'), overrides],
                  remappings=[('image', LaunchConfiguration('image_topic'))])]
