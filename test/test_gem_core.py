@@ -265,3 +265,14 @@ def test_cli_reports_bad_queries_and_models(tmp_path, caplog):
     assert main(["locate", "x.png", "-q", " ; ", "--model", CONFIG, "--pretrained", "none"]) == 2
     assert main(["locate", "x.png", "-q", "a", "--model", "ViT-B-61"]) == 2
     assert "no queries" in caplog.text and "unknown open_clip model" in caplog.text
+
+
+def test_a_batch_gives_each_image_its_own_answer(model):
+    """Batched frames take the per-image temperature path; it must match single images."""
+    a = model.preprocess(_two_colour_image())
+    b = model.preprocess(_two_colour_image()[:, ::-1].copy())
+    both = model.patch_logits(torch.cat([a, b]), ["red", "blue"])
+    np.testing.assert_allclose(both[:1].numpy(), model.patch_logits(a, ["red", "blue"]).numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(both[1:].numpy(), model.patch_logits(b, ["red", "blue"]).numpy(),
+                               atol=1e-5)

@@ -4,11 +4,13 @@ Each of a block's own q, k and v projections attends to itself (q-q, k-k, v-v): 
 tokens are L2-normalised, clustered by `iters` rounds of softmax(p pᵀ·τ) p with
 re-normalisation, and then used as queries and keys over the values v. The three results
 are averaged. This is the function of the authors' `SelfSelfAttention.forward` (GEM path
-only), written with fused scaled-dot-product attention and the three branches batched.
+only), written with fused scaled-dot-product attention, the three branches batched into
+one call, and as few full-size elementwise passes as the maths allows (on a CPU those
+passes cost a third as much as the attention itself).
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,28 +25,32 @@ def adaptive_inverse_temperature(block_input: torch.Tensor, head_dim: int) -> to
     return (mean_norm * head_dim ** -0.5).view(-1, 1, 1, 1)
 
 
-def self_self_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    iters: int,
-    inv_temp: Union[float, torch.Tensor],
-) -> torch.Tensor:
+def _scale_of(inv_temp: Union[float, torch.Tensor]) -> tuple[float, Optional[torch.Tensor]]:
+    """SDPA takes one float scale. A per-image τ on the CPU with one image is read out as a
+    float; otherwise (a batch, or a GPU, where reading it would stall the stream) it is
+    multiplied into the queries."""
+    if not isinstance(inv_temp, torch.Tensor):
+        return float(inv_temp), None
+    if inv_temp.numel() == 1 and inv_temp.device.type == "cpu":
+        return float(inv_temp), None
+    return 1.0, inv_temp.repeat(3, 1, 1, 1)
+
+
+def self_self_attention(qkv: torch.Tensor, iters: int,
+                        inv_temp: Union[float, torch.Tensor]) -> torch.Tensor:
     """The qkv ensemble of self-self attention, per head.
 
-    q, k, v: [B, H, N, d]. inv_temp: a float or a [B, 1, 1, 1] tensor. Returns [B, H, N, d]
-    (heads not yet merged, output projection not applied).
+    qkv: [3, B, H, N, d], the block's q, k and v stacked (contiguous). inv_temp: a float or
+    a [B, 1, 1, 1] tensor. Returns [B, H, N, d] (heads not merged, no output projection).
     """
-    batch = q.shape[0]
-    # One attention call serves the three branches: stack them along the batch axis.
-    p = torch.cat([v, k, q], dim=0)
-    if isinstance(inv_temp, torch.Tensor):
-        inv_temp = inv_temp.to(p.dtype).repeat(3, 1, 1, 1)
+    _, batch, heads, tokens, dim = qkv.shape
+    scale, temp = _scale_of(inv_temp)
+    p = qkv.flatten(0, 1)  # the three branches as one batch of 3B
     for _ in range(iters):
         p = F.normalize(p, dim=-1)
-        # softmax(p pᵀ·τ) p: τ goes into the query so the fused kernel runs with scale 1.
-        p = F.scaled_dot_product_attention(p * inv_temp, p, p, scale=1.0)
+        p = F.scaled_dot_product_attention(p if temp is None else p * temp, p, p, scale=scale)
     p = F.normalize(p, dim=-1)
-    values = v.repeat(3, 1, 1, 1)
-    out = F.scaled_dot_product_attention(p * inv_temp, p, values, scale=1.0)
-    return out.view(3, batch, *out.shape[1:]).mean(dim=0)
+    # The shared values, broadcast to the three branches without a copy when B == 1.
+    values = qkv[2].unsqueeze(0).expand(3, -1, -1, -1, -1).reshape(3 * batch, heads, tokens, dim)
+    out = F.scaled_dot_product_attention(p if temp is None else p * temp, p, values, scale=scale)
+    return out.view(3, batch, heads, tokens, dim).sum(dim=0).div_(3)

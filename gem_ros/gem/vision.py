@@ -109,15 +109,16 @@ class PatchTokenEncoder(nn.Module):
             h = block.ln_1(x)
             batch, n_tok, width = h.shape
             # One qkv projection shared by the original attention and self-self attention.
+            # ... laid out once as contiguous [3, B, heads, N, head_dim].
             qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
-            q, k, v = qkv.view(batch, n_tok, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            qkv = qkv.view(batch, n_tok, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
             inv_temp = (self.ss_attn_temp if self.ss_attn_temp is not None
                         else adaptive_inverse_temperature(h, head_dim))
-            ss = self_self_attention(q, k, v, self.ss_attn_iter, inv_temp)
+            ss = self_self_attention(qkv, self.ss_attn_iter, inv_temp)
             gem = gem + block.ls_1(attn.out_proj(_merge_heads(ss)))
             if i == len(blocks) - 1:
                 break  # the original path's last attention and MLP feed nothing GEM outputs
-            orig = F.scaled_dot_product_attention(q, k, v)
+            orig = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
             x = x + block.ls_1(attn.out_proj(_merge_heads(orig)))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
         return gem
