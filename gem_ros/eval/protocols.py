@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 import numpy as np
+import torch
+
+from gem_ros.gem import postprocess
 
 from .datasets import Sample
 from .metrics import IGNORE_INDEX, ConfusionMatrix, Localisation, PointIoU
 
-DEFAULT_BACKGROUND_THRESHOLD = 0.8  # softmax probability, the paper's VOC protocol
-DEFAULT_MASK_THRESHOLD = 0.5  # on the min-max heatmap, the OpenImages V7 protocol
+DEFAULT_BACKGROUND_THRESHOLD = postprocess.DEFAULT_BACKGROUND_THRESHOLD
+DEFAULT_MASK_THRESHOLD = postprocess.DEFAULT_MASK_THRESHOLD
 
 
 class Predictor(Protocol):
@@ -25,23 +28,15 @@ class Predictor(Protocol):
                size: tuple[int, int]) -> np.ndarray: ...
 
 
-def softmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def min_max(maps: np.ndarray) -> np.ndarray:
+    """The core's per-map min-max normalisation, on numpy score maps."""
+    return postprocess.min_max(torch.from_numpy(maps)).numpy()
 
 
 def threshold_background(scores: np.ndarray, logit_scale: float, threshold: float) -> np.ndarray:
-    """[P, H, W] -> labels: 0 where the top softmax probability is under `threshold`,
-    else 1 + the best class."""
-    probs = softmax(scores * logit_scale)
-    return np.where(probs.max(0) < threshold, 0, probs.argmax(0) + 1)
-
-
-def min_max(maps: np.ndarray) -> np.ndarray:
-    """Per-map min-max normalisation over the last two axes (a flat map gives zeros)."""
-    lo = maps.min(axis=(-2, -1), keepdims=True)
-    span = maps.max(axis=(-2, -1), keepdims=True) - lo
-    return (maps - lo) / np.where(span > 0, span, 1)
+    """The core's VOC background rule, on numpy score maps [P, H, W] -> labels [H, W]."""
+    return postprocess.labels_with_background(torch.from_numpy(scores), logit_scale,
+                                              threshold).numpy()
 
 
 class Segmentation:

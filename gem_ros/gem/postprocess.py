@@ -98,13 +98,19 @@ def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[i
     return out
 
 
+def labels_with_background(scores: torch.Tensor, logit_scale: float,
+                           background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
+                           ) -> torch.Tensor:
+    """[P, H, W] similarities -> [H, W] int64 labels: 0 = background, i + 1 = query i.
+
+    Argmax over queries; background where the softmax of the scaled similarities (CLIP's
+    logit scale) stays below the threshold: the paper's VOC protocol.
+    """
+    best, idx = (scores.float() * logit_scale).softmax(dim=0).max(dim=0)
+    return torch.where(best < background_threshold, 0, idx + 1)
+
+
 def semantic_labels(logits: torch.Tensor, size: tuple[int, int], logit_scale: float,
                     background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD) -> torch.Tensor:
-    """[P, h, w] logits -> [H, W] int64 label map: 0 = background, i + 1 = query i.
-
-    Argmax over queries of the bilinearly upsampled logits; background where the softmax
-    of the scaled similarities (CLIP's logit scale) stays below the threshold.
-    """
-    probs = (upsample(logits, size) * logit_scale).softmax(dim=0)
-    best, idx = probs.max(dim=0)
-    return torch.where(best < background_threshold, 0, idx + 1)
+    """[P, h, w] patch logits -> [H, W] label map of the bilinearly upsampled logits."""
+    return labels_with_background(upsample(logits, size), logit_scale, background_threshold)
