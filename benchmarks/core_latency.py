@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import open_clip
 import torch
 
-import gem_ros.gem as gem
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
+import gem_ros.gem as gem  # noqa: E402
 
 
 def _timed(fn, sync) -> float:

@@ -36,6 +36,11 @@ def _scale_of(inv_temp: Union[float, torch.Tensor]) -> tuple[float, Optional[tor
     return 1.0, inv_temp.repeat(3, 1, 1, 1)
 
 
+def _normalize_(p: torch.Tensor) -> None:
+    """F.normalize(p, dim=-1) in place."""
+    p.div_(torch.linalg.vector_norm(p, dim=-1, keepdim=True).clamp_min_(1e-12))
+
+
 def self_self_attention(qkv: torch.Tensor, iters: int,
                         inv_temp: Union[float, torch.Tensor]) -> torch.Tensor:
     """The qkv ensemble of self-self attention, per head.
@@ -45,12 +50,13 @@ def self_self_attention(qkv: torch.Tensor, iters: int,
     """
     _, batch, heads, tokens, dim = qkv.shape
     scale, temp = _scale_of(inv_temp)
-    p = qkv.flatten(0, 1)  # the three branches as one batch of 3B
+    # The three branches as one batch of 3B; normalising makes the copy that leaves qkv intact.
+    p = F.normalize(qkv.flatten(0, 1), dim=-1)
     for _ in range(iters):
-        p = F.normalize(p, dim=-1)
         p = F.scaled_dot_product_attention(p if temp is None else p * temp, p, p, scale=scale)
-    p = F.normalize(p, dim=-1)
+        _normalize_(p)  # in place: fresh buffers of this size cost page faults on a CPU
     # The shared values, broadcast to the three branches without a copy when B == 1.
     values = qkv[2].unsqueeze(0).expand(3, -1, -1, -1, -1).reshape(3 * batch, heads, tokens, dim)
     out = F.scaled_dot_product_attention(p if temp is None else p * temp, p, values, scale=scale)
-    return out.view(3, batch, heads, tokens, dim).sum(dim=0).div_(3)
+    branches = out.view(3, batch, heads, tokens, dim)
+    return branches[0].add_(branches[1]).add_(branches[2]).div_(3)  # the mean, in place
