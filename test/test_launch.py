@@ -11,7 +11,7 @@ from gem_ros.node_parameters import PARAMETERS, check_value
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'gem.launch.py'
-NON_PARAMETER_ARGUMENTS = {'params_file', 'image_topic'}
+NON_PARAMETER_ARGUMENTS = {'params_file', 'image_topic', 'depth_topic', 'camera_info_topic', 'rviz'}
 # What gem_node declares (gem_ros.node.DECLARED_PARAMETERS, without importing the model).
 DECLARED = {spec.name: spec for spec in PARAMETERS + DEPTH_PARAMETERS}
 
@@ -60,12 +60,17 @@ def test_launch_file_remaps_image_and_uses_the_node_name():
     tree = ast.parse(source)
     node_calls = [call for call in ast.walk(tree)
                   if isinstance(call, ast.Call) and getattr(call.func, 'id', '') == 'Node']
-    assert len(node_calls) == 1
-    keywords = {k.arg: k.value for k in node_calls[0].keywords}
-    assert ast.literal_eval(keywords['package']) == 'gem_ros'
+    calls = [{k.arg: k.value for k in call.keywords} for call in node_calls]
+    assert sorted(ast.literal_eval(c['package']) for c in calls) == ['gem_ros', 'rviz2']
+    keywords = next(c for c in calls if ast.literal_eval(c['package']) == 'gem_ros')
     assert ast.literal_eval(keywords['executable']) == 'gem_node'
     assert ast.literal_eval(keywords['name']) == 'gem'
-    assert "('image', LaunchConfiguration('image_topic'))" in ast.unparse(keywords['remappings'])
+    remaps = ast.unparse(keywords['remappings'])
+    for topic, argument in (('image', 'image_topic'), ('depth', 'depth_topic'),
+                            ('camera_info', 'camera_info_topic')):
+        assert f"('{topic}', LaunchConfiguration('{argument}'))" in remaps
+    # rviz2 is started with the package's rviz config, and only where it is installed.
+    assert "'gem.rviz'" in source and "shutil.which('rviz2')" in source
 
 
 @pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
