@@ -48,9 +48,12 @@ def depth_msg_to_array(msg: Image) -> np.ndarray:
     if len(msg.data) < msg.height * msg.step:
         raise ValueError(f'truncated depth image: {len(msg.data)} bytes, expected '
                          f'{msg.height * msg.step}')
+    if msg.step == msg.width * dtype.itemsize:  # unpadded rows: a view of the message, no copy
+        return np.frombuffer(msg.data, dtype, count=msg.height * msg.width).reshape(
+            msg.height, msg.width)
     rows = np.frombuffer(msg.data, np.uint8, count=msg.height * msg.step)
     rows = rows.reshape(msg.height, msg.step)[:, :msg.width * dtype.itemsize]
-    return rows.copy().view(dtype).reshape(msg.height, msg.width)
+    return rows.copy().view(dtype).reshape(msg.height, msg.width)  # padded: realign once
 
 
 def no_point() -> dict:

@@ -210,6 +210,12 @@ def test_depth_message_conversion():
     big.is_bigendian = True
     big.data = np.frombuffer(big.data, np.uint8).reshape(-1, 2)[:, ::-1].tobytes()
     assert depth_msg_to_array(big)[240, 250] == 1200
+    padded = depth_msg(depth, '16UC1', header)  # rows padded by 6 bytes, as some drivers do
+    rows = np.frombuffer(padded.data, np.uint8).reshape(HEIGHT, WIDTH * 2)
+    padded.data = np.hstack([rows, np.full((HEIGHT, 6), 0xAB, np.uint8)]).tobytes()
+    padded.step = WIDTH * 2 + 6
+    np.testing.assert_array_equal(depth_msg_to_array(padded),
+                                  depth_msg_to_array(depth_msg(depth, '16UC1', header)))
     truncated = depth_msg(depth, '32FC1', header)
     truncated.data = truncated.data[:-4]
     with pytest.raises(ValueError, match='truncated depth image'):
