@@ -181,4 +181,7 @@ class DepthInput:
         now = time.monotonic()
         if now - self._last_log.get(kind, -LOG_PERIOD_S) >= LOG_PERIOD_S:
             self._last_log[kind] = now
-            self._log.warning(text)
+            try:
+                self._log.warning(text)
+            except Exception:  # noqa: BLE001 - e.g. shutting down: lose the line, not the frame
+                pass

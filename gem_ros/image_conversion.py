@@ -4,11 +4,16 @@ Incoming images become HxWx3 uint8 RGB arrays for the model. cv_bridge is used w
 importable (a ROS workspace); otherwise a built-in numpy/OpenCV conversion produces the same
 pixels (cv_bridge is not on PyPI). Both paths are preceded by the same checks, so malformed
 messages fail with one clear ValueError whichever path runs.
+
+Sizes are checked before any pixel is copied or decoded: a raw image by its header fields, a
+compressed one by the size its header declares (a 1 KB JPEG can declare 30000x30000).
 """
 import array
+import io
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 
 try:
@@ -33,27 +38,42 @@ _ENCODINGS = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 _bridge = CvBridge() if CvBridge is not None else None
+DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD
 
 
-def image_msg_to_rgb(msg: Image) -> np.ndarray:
+def short(text: str, limit: int = 40) -> str:
+    """`text` as repr, cut to about `limit` characters: message fields end up in logs."""
+    return repr(text) if len(text) <= limit else f'{text[:limit]!r}... ({len(text)} chars)'
+
+
+def check_size(width: int, height: int, max_pixels: int, what: str = '') -> None:
+    if width * height > max_pixels:
+        raise ValueError(f'declared size {width}x{height} is larger than max_image_pixels '
+                         f'({width * height} > {max_pixels} pixels); refused before decoding'
+                         + (f' ({what})' if what else ''))
+
+
+def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return the image as an HxWx3 uint8 RGB array (a view of msg.data for rgb8 input).
 
-    Raises ValueError for unsupported encodings, zero-size or truncated images.
+    Raises ValueError for unsupported encodings, zero-size, oversized or truncated images.
     """
+    check_size(msg.width, msg.height, max_pixels)
     encoding = msg.encoding.lower()
     _check_image_msg(msg, encoding)
     if _bridge is not None:
         try:
             return _bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
         except Exception as exc:  # CvBridgeError is a TypeError: one error type for callers
-            raise ValueError(f"cv_bridge cannot convert '{msg.encoding}' to rgb8: {exc}") from exc
+            raise ValueError(f'cv_bridge cannot convert {short(msg.encoding)} to rgb8: '
+                             f'{exc}') from exc
     return _builtin_to_rgb(msg, encoding)
 
 
 def _check_image_msg(msg: Image, encoding: str) -> None:
     if encoding not in _ENCODINGS:
         raise ValueError(
-            f"unsupported image encoding '{msg.encoding}' "
+            f'unsupported image encoding {short(msg.encoding)} '
             f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f'zero-size image ({msg.width}x{msg.height})')
@@ -90,14 +110,26 @@ def _builtin_to_rgb(msg: Image, encoding: str) -> np.ndarray:
     return cv2.cvtColor(pixels, conversion)
 
 
-def compressed_msg_to_rgb(msg) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) to an HxWx3 uint8 RGB array."""
+def compressed_msg_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) to an HxWx3 uint8 RGB array.
+
+    The size the image's header declares is read first (Pillow reads headers without
+    decoding) and checked against max_pixels, so a decompression bomb is never decoded.
+    """
     if len(msg.data) == 0:
         raise ValueError('empty compressed image')
+    what = f'compressed image (format {short(msg.format)}, {len(msg.data)} bytes)'
+    try:
+        with PILImage.open(io.BytesIO(msg.data)) as header:
+            width, height = header.size
+    except PILImage.DecompressionBombError as exc:  # Pillow's own, far higher limit
+        raise ValueError(f'declared size is huge: {exc} ({what})') from exc
+    except Exception as exc:  # not an image format Pillow can read the header of
+        raise ValueError(f'cannot decode {what}: unreadable header') from exc
+    check_size(width, height, max_pixels, what)
     bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(
-            f"cannot decode compressed image (format '{msg.format}', {len(msg.data)} bytes)")
+        raise ValueError(f'cannot decode {what}')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -9,6 +9,12 @@ from typing import Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+# Plain constants of the core and the conversion (no torch import through these names).
+MAX_INPUT_PIXELS = 2 * 448 * 448  # = gem_ros.gem.model.MAX_INPUT_PIXELS (tested)
+MAX_INPUT_SIDE = 2048
+MAX_IMAGE_PIXELS = 50_000_000  # = gem_ros.gem.model.MAX_IMAGE_PIXELS
+DEFAULT_MAX_PIXELS = 3840 * 2160  # = gem_ros.image_conversion.DEFAULT_MAX_PIXELS
+
 
 @dataclass(frozen=True)
 class ParameterSpec:
@@ -63,8 +69,16 @@ PARAMETERS = (
     ParameterSpec('precision', 'fp32', 'inference precision (fp16 falls back to fp32 on the CPU)',
                   choices=('fp32', 'fp16', 'bf16'), reloads_model=True),
     ParameterSpec('input_size', 448,
-                  'shorter image side fed to the model, pixels (aspect ratio kept)',
-                  range=(16, 4096)),
+                  'shorter image side fed to the model, pixels (aspect ratio kept); its square '
+                  'must fit max_input_pixels', range=(16, MAX_INPUT_SIDE)),
+    ParameterSpec('max_input_pixels', MAX_INPUT_PIXELS,
+                  'most pixels fed to the model per frame (the memory and time budget): frames '
+                  'whose input at input_size would be larger are fed smaller, aspect kept; '
+                  'aspect ratios too extreme for it are refused', range=(16 * 16, MAX_INPUT_SIDE ** 2)),
+    ParameterSpec('max_image_pixels', DEFAULT_MAX_PIXELS,
+                  'largest camera frame accepted, width x height in pixels, checked from the '
+                  "message's header (compressed: the size its header declares) before any "
+                  'copy or decoding', range=(1, MAX_IMAGE_PIXELS)),
     ParameterSpec('prompt_template', 'a photo of a {}.',
                   "text prompt for each query; '{}' is replaced by the query", reloads_model=True),
     ParameterSpec('mask_threshold', 0.5,
@@ -110,5 +124,14 @@ def check_value(name: str, value) -> Optional[str]:
         return f"prompt_template needs exactly one '{{}}', got {value!r}"
     if name == 'queries' and not (value is None or isinstance(value, str) or (
             isinstance(value, list) and all(isinstance(q, str) for q in value))):
-        return f'queries must be a string or a string array, got {value!r}'
+        return f'queries must be a string or a string array, got {value!r:.80}'
+    return None
+
+
+def check_input_budget(input_size: int, max_input_pixels: int) -> Optional[str]:
+    """Why input_size does not fit the model-input budget, or None."""
+    if input_size * input_size > max_input_pixels:
+        return (f'input_size {input_size} needs {input_size * input_size} model-input pixels '
+                f'for a square frame, more than max_input_pixels {max_input_pixels}: lower '
+                'input_size or raise max_input_pixels (both at once: set them atomically)')
     return None

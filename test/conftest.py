@@ -5,6 +5,7 @@ Both talk over real Fast DDS on loopback, in a DDS domain of their own per test 
 import array
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,19 +25,16 @@ os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # Fast DDS's default shared-memory segment is smaller than one 640x480 frame. (Measured:
 # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes this; best-effort 640x480 frames get lost.)
 os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
+# The node and launch processes must stop on SIGINT as from a terminal; a non-interactive
+# shell starts background jobs with SIGINT ignored, which children would inherit.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-class NodeProcess:
-    """`python -m gem_ros.node` from the source tree, its stdout and stderr in a file."""
+class _Process:
+    """A child process with its stdout and stderr in a file."""
 
-    def __init__(self, log_path: Path, *parameters: str, threads: int = 1):
-        args = [sys.executable, '-m', 'gem_ros.node', '--ros-args']
-        for parameter in parameters:
-            args += ['-p', parameter]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1',
-                   RCUTILS_LOGGING_BUFFERED_STREAM='0', RCUTILS_COLORIZED_OUTPUT='0',
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                            os.environ.get('PYTHONPATH')])))
+    def __init__(self, log_path: Path, args: list, env: dict):
         self.log_path = log_path
         self._log_file = open(log_path, 'wb')
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log_file,
@@ -53,12 +51,25 @@ class NodeProcess:
             if text in log:
                 return log
             if self.proc.poll() is not None:
-                raise AssertionError(f'node exited ({self.proc.returncode}) before logging '
+                raise AssertionError(f'process exited ({self.proc.returncode}) before logging '
                                      f'{text!r}:\n{self.log()[-3000:]}')
             if time.monotonic() > deadline:
-                raise AssertionError(f'node did not log {text!r} within {timeout} s:\n'
+                raise AssertionError(f'no {text!r} in the log within {timeout} s:\n'
                                      f'{log[-3000:]}')
-            time.sleep(0.1)
+            time.sleep(0.05)
+
+    def interrupt(self, *signals: int, timeout: float = 60.0) -> tuple[int, float]:
+        """Send the signals (0.1 s apart); (exit code, seconds from the first to the exit)."""
+        started = time.monotonic()
+        for i, signum in enumerate(signals):
+            if i:
+                time.sleep(0.1)
+            self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.stop()
+        return code, time.monotonic() - started
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -72,6 +83,45 @@ class NodeProcess:
         return self.proc.returncode
 
 
+def source_env(threads: int = 1) -> dict:
+    """The environment of a node or launch run from this checkout."""
+    venv_bin = str(Path(sys.executable).parent)
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1',
+                RCUTILS_LOGGING_BUFFERED_STREAM='0', RCUTILS_COLORIZED_OUTPUT='0',
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                         os.environ.get('PYTHONPATH')])),
+                # Pip-installed ROS: the ament index is the venv's prefix (launch files,
+                # `ros2 launch <package>`), and the node's `python3` is the venv's.
+                AMENT_PREFIX_PATH=os.pathsep.join(filter(None, [
+                    sys.prefix, os.environ.get('AMENT_PREFIX_PATH')])),
+                PATH=os.pathsep.join([venv_bin, os.environ.get('PATH', '')]))
+
+
+class NodeProcess(_Process):
+    """`python -m gem_ros.node` from the source tree."""
+
+    def __init__(self, log_path: Path, *parameters: str, threads: int = 1):
+        args = [sys.executable, '-m', 'gem_ros.node', '--ros-args']
+        for parameter in parameters:
+            args += ['-p', parameter]
+        super().__init__(log_path, args, source_env(threads))
+
+
+class LaunchProcess(_Process):
+    """`ros2 launch gem_ros gem.launch.py ARGS` as a user runs it; the node's Python code
+    comes from this checkout (PYTHONPATH), the launch file from the installed package."""
+
+    def __init__(self, log_path: Path, *arguments: str, threads: int = 1):
+        ros2 = shutil.which('ros2', path=source_env()['PATH'])
+        super().__init__(log_path, [ros2, 'launch', 'gem_ros', 'gem.launch.py', *arguments],
+                         source_env(threads))
+
+    def node_pid(self) -> int:
+        """The gem_node's pid, from launch's 'process started with pid [N]' line."""
+        line = self.wait_for_log('gem_node-1]: process started with pid')
+        return int(line.split('gem_node-1]: process started with pid [')[1].split(']')[0])
+
+
 class RosClient:
     """The test side: publishers of images and queries, subscribers of the node's outputs,
     clients of its services, spun by an executor thread of its own."""
@@ -80,7 +130,7 @@ class RosClient:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rcl_interfaces.srv import SetParametersAtomically
+        from rcl_interfaces.srv import GetParameters, SetParametersAtomically
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
@@ -107,6 +157,8 @@ class RosClient:
         self.set_queries_client = n.create_client(SetQueries, f'/{node_name}/set_queries')
         self.set_parameters_client = n.create_client(
             SetParametersAtomically, f'/{node_name}/set_parameters_atomically')
+        self.get_parameters_client = n.create_client(
+            GetParameters, f'/{node_name}/get_parameters')
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -170,11 +222,20 @@ class RosClient:
     def set_parameters(self, **values):
         """Set the node's parameters all at once (one change for its callbacks); the
         SetParametersResult."""
-        from rcl_interfaces.srv import SetParametersAtomically
+        from rcl_interfaces.srv import GetParameters, SetParametersAtomically
         from rclpy.parameter import Parameter
         request = SetParametersAtomically.Request(parameters=[
             Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
         return self.call(self.set_parameters_client, request).result
+
+    def get_parameters(self, *names, timeout: float = 30.0) -> dict:
+        """The node's values of these parameters, by name."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+        response = self.call(self.get_parameters_client, GetParameters.Request(names=list(names)),
+                             timeout)
+        return {name: parameter_value_to_python(value)
+                for name, value in zip(names, response.values)}
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)

@@ -95,12 +95,25 @@ def test_parse_queries_splits_trims_and_deduplicates():
 @pytest.mark.parametrize("bad", ["", "   ", "\t\n", "x" * 10_000])
 def test_bad_queries_are_refused(model, bad):
     with pytest.raises(gem.QueryError):
-        model.set_queries(["ok", bad])
+        model.check_queries(["ok", bad])
 
 
 def test_prompt_longer_than_context_is_refused_not_truncated(model):
+    before = model._text.encoded
     with pytest.raises(gem.QueryError, match="tokens"):
-        model.set_queries(["a b c " * 40])
+        model.check_queries(["a b c " * 40])
+    with pytest.raises(gem.QueryError, match="tokens"):
+        model.prepare_queries(["a b c " * 40])
+    assert model._text.encoded == before  # refused by the tokenizer, not the text tower
+
+
+def test_query_count_is_bounded_and_the_error_says_the_bound(model):
+    assert len(model.check_queries([f"q{i}" for i in range(gem.MAX_QUERIES)])) == gem.MAX_QUERIES
+    assert model.check_queries(["same"] * 1000) == ["same"]
+    with pytest.raises(gem.QueryError, match=f"1000 queries at once; at most {gem.MAX_QUERIES}"):
+        model.check_queries([f"q{i}" for i in range(1000)])
+    with pytest.raises(gem.QueryError, match="at most"):
+        model.locate(_two_colour_image(), [f"q{i}" for i in range(gem.MAX_QUERIES + 1)])
 
 
 def test_non_ascii_queries_work(model):
@@ -110,7 +123,7 @@ def test_non_ascii_queries_work(model):
 
 def test_text_embeddings_are_computed_once_per_query(model):
     cache = model._text
-    model.set_queries(["cache a", "cache b"])
+    model.prepare_queries(["cache a", "cache b"])
     before = cache.encoded
     emb = model.encode_text(["cache b", "cache a"])
     model.locate(_two_colour_image(), ["cache a", "cache b"])
@@ -154,7 +167,40 @@ def test_input_shape_keeps_aspect_on_patch_multiples(model):
     assert model.input_shape(480, 640) == (448, 592)
     assert model.input_shape(640, 480) == (592, 448)
     assert model.input_shape(100, 100, input_size=224) == (224, 224)
-    assert model.input_shape(10, 2000) == (448, 89600)
+    # Within the model-input budget (2 x 448 x 448 pixels): as input_size says.
+    assert model.input_shape(720, 1280) == (448, 800)
+
+
+def test_input_beyond_the_budget_is_fed_smaller_with_its_aspect(model):
+    budget = gem.MAX_INPUT_PIXELS
+    h, w = model.input_shape(100, 2000)  # at input_size 448 it would be 448 x 8960
+    assert h * w <= budget and (h, w) == (128, 2560)
+    assert h % 16 == 0 and w % 16 == 0 and w / h == 20
+    h, w = model.input_shape(480, 640, input_size=2048)
+    assert h * w <= budget and abs(w / h - 4 / 3) < 0.1
+    assert model.input_shape(480, 640, input_size=2048, max_input_pixels=10**8) == (2048, 2736)
+
+
+@pytest.mark.parametrize("shape", [(1, 10_000), (10_000, 1), (30, 5000)])
+def test_aspect_ratios_beyond_the_budget_are_refused_before_any_work(model, shape):
+    image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (*shape, 3))
+    with pytest.raises(gem.InputBudgetError, match="aspect ratio .* cannot be fed within "
+                                                   "max_input_pixels 401408"):
+        model.locate(image, ["x"])
+
+
+def test_detections_do_not_depend_on_how_queries_are_grouped(model, monkeypatch):
+    from gem_ros.gem import postprocess
+    image = _two_colour_image(96, 128)
+    queries = ["red", "blue", "green", "a square"]
+    whole = model.locate(image, queries, return_heatmaps=True)
+    monkeypatch.setattr(postprocess, "CHUNK_PIXELS", 96 * 128)  # one query a group
+    grouped = model.locate(image, queries, return_heatmaps=True)
+    for a, b in zip(whole, grouped):
+        assert (a.query, a.peak_x, a.peak_y, a.bbox, a.area, a.score) == \
+            (b.query, b.peak_x, b.peak_y, b.bbox, b.area, b.score)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
 
 
 @pytest.mark.parametrize("method", ["gem", "clip"])

@@ -122,6 +122,17 @@ def test_uncalibrated_camera_info_gives_no_point():
     assert point is None and 'no intrinsics' in reason
 
 
+@pytest.mark.parametrize('entry', [(0, 0), (0, 2), (1, 1), (1, 2), (0, 1)])
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_non_finite_intrinsics_give_no_point(entry, bad):
+    depth, box = wall_and_box()
+    K_bad = K.copy()
+    K_bad[entry] = bad
+    point, reason = peak_to_point(depth.astype(np.float32), (320, 240), box, K_bad,
+                                  (WIDTH, HEIGHT))
+    assert point is None and 'non-finite' in reason
+
+
 def test_depth_units():
     raw = np.array([[0, 1, 1500, 65535]], np.uint16)
     for encoding in ('16UC1', 'mono16'):

@@ -189,3 +189,30 @@ def test_mask_to_image_msg_is_mono8_0_or_255():
     msg = mask_to_image_msg(mask, Header(frame_id='cam'))
     assert (msg.encoding, msg.height, msg.width, msg.step) == ('mono8', 2, 3, 3)
     np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(2, 3), mask * 255)
+
+
+def test_raw_image_over_the_pixel_limit_is_refused_by_its_header():
+    # The header claims 30000x30000; the data is never looked at.
+    msg = Image(width=30_000, height=30_000, encoding='rgb8', step=90_000,
+                data=array.array('B', bytes(100)))
+    with pytest.raises(ValueError, match=r'declared size 30000x30000 is larger than '
+                                         r'max_image_pixels \(900000000 > 8294400 pixels\)'):
+        image_msg_to_rgb(msg)
+    small = make_msg(RGB, 'rgb8')
+    with pytest.raises(ValueError, match='larger than max_image_pixels'):
+        image_msg_to_rgb(small, max_pixels=7)
+    assert image_msg_to_rgb(small, max_pixels=8).shape == (2, 4, 3)
+
+
+def test_compressed_image_declaring_a_huge_size_is_never_decoded(monkeypatch):
+    from hostile_inputs import huge_jpeg, huge_png
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('decoded')
+    monkeypatch.setattr(cv2, 'imdecode', no_decoding)
+    for data, fmt, why in [(huge_png(5000, 5000), 'png', 'declared size 5000x5000 is larger'),
+                           (huge_jpeg(4000, 3000), 'jpeg', 'declared size 4000x3000 is larger'),
+                           (huge_jpeg(30_000, 30_000), 'jpeg', 'declared size is huge')]:
+        msg = CompressedImage(format=fmt, data=array.array('B', data))
+        with pytest.raises(ValueError, match=why):
+            compressed_msg_to_rgb(msg)

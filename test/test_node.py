@@ -307,14 +307,41 @@ def test_invalid_parameter_values_are_refused(client, name, value, reason):
     assert reason in result.reason
 
 
-def test_model_reload_failure_keeps_the_old_model(gem_node, client):
+@pytest.mark.parametrize('values,reason', [
+    (dict(pretrained='test/fixtures/no-such-weights.pt'), 'checkpoint file not found'),
+    (dict(model='ViT-B-17'), "unknown open_clip model 'ViT-B-17'"),
+    (dict(pretrained='no-such-tag'), "no pretrained tag 'no-such-tag'"),
+    (dict(device='cuda:7'), 'CUDA is not available'),
+    (dict(input_size=1024), 'more than max_input_pixels 401408'),
+], ids=['missing-file', 'unknown-model', 'unknown-tag', 'no-cuda', 'input-over-budget'])
+def test_model_settings_that_cannot_work_are_refused_when_set(client, values, reason):
+    before = client.get_parameters(*values)
+    result = client.set_parameters(**values)
+    assert not result.successful
+    assert reason in result.reason
+    assert client.get_parameters(*values) == before
+
+
+def test_failed_load_keeps_the_old_model_and_puts_the_parameter_back(gem_node, client):
     set_queries(client, 'red')
     mark = len(gem_node.log())
-    assert client.set_parameters(pretrained='test/fixtures/no-such-weights.pt').successful
-    log = gem_node.wait_for_log('keeping the previous model', after=mark)
-    assert 'checkpoint file not found' in log
+    # An existing file that is no checkpoint passes the check when set; loading fails.
+    assert client.set_parameters(pretrained=TINY_WEIGHTS['model']).successful
+    log = gem_node.wait_for_log('parameters set back to it', after=mark)
+    assert 'could not load' in log
+    client.wait_for(lambda: client.get_parameters('pretrained')['pretrained']
+                    == TINY_WEIGHTS['pretrained'], 'pretrained set back to the model in use')
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['red'])
+    # The next model change loads, instead of reusing the bad value.
+    mark = len(gem_node.log())
+    try:
+        assert client.set_parameters(method='clip').successful
+        log = gem_node.wait_for_log('method clip, device cpu, precision fp32) on cpu', after=mark)
+        assert 'could not load' not in log
+    finally:
+        assert client.set_parameters(method='gem').successful
+        gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
 
 
 def test_model_reload_swaps_in_the_new_model_while_serving(gem_node, client):
@@ -340,10 +367,10 @@ def test_queries_are_served_while_a_model_loads(gem_node, client):
         set_queries(client, 'green')
         assert "loaded model 'ViT-B-16'" not in gem_node.log()[mark:]
     finally:
+        # Back to the model in use before ViT-B-16 is ready: that load is not used.
         assert client.set_parameters(**TINY_WEIGHTS).successful
-        gem_node.wait_for_log(f"loaded model '{TINY_WEIGHTS['model']}'", after=mark,
-                              timeout=110)
-    assert "loaded model 'ViT-B-16'" in gem_node.log()[mark:]  # then replaced by the tiny one
+        gem_node.wait_for_log("not using the model 'ViT-B-16'", after=mark, timeout=110)
+    assert "loaded model 'ViT-B-16'" not in gem_node.log()[mark:]
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['green'])
 

@@ -74,7 +74,7 @@ def scene_rgb():
     return rgb
 
 
-def send(client, depth_m, encoding, depth_offset_s=0, info_size=(WIDTH, HEIGHT)):
+def send(client, depth_m, encoding, depth_offset_s=0, info_size=(WIDTH, HEIGHT), K=K):
     """Publish depth + camera_info (stamped depth_offset_s after the frame), then the colour
     frame; return its result."""
     header = Header(frame_id=FRAME_ID)
@@ -82,7 +82,7 @@ def send(client, depth_m, encoding, depth_offset_s=0, info_size=(WIDTH, HEIGHT))
     depth_header = Header(frame_id=FRAME_ID)
     depth_header.stamp.sec = header.stamp.sec + depth_offset_s
     client.depth_pub.publish(depth_msg(depth_m, encoding, depth_header))
-    client.info_pub.publish(camera_info_msg(depth_header, info_size))
+    client.info_pub.publish(camera_info_msg(depth_header, info_size, K))
     frame = image_msg(scene_rgb(), 'rgb8', frame_id=FRAME_ID)
     frame.header = header
     return client.publish_and_wait(frame)
@@ -156,6 +156,18 @@ def test_invalid_depth_gives_no_points_without_errors(client, node, encoding, ba
     assert '[ERROR]' not in log and 'frame failed' not in log
     valid, _ = wall_and_box()
     check_points(send_valid(client, valid, encoding), valid)  # and the next frame is served
+
+
+@pytest.mark.parametrize('entry', [(0, 0), (0, 2), (1, 1)], ids=['fx', 'cx', 'fy'])
+def test_non_finite_intrinsics_give_no_point_and_a_warning(client, node, entry):
+    set_queries(client, 'red', 'blue')
+    depth, _ = wall_and_box()
+    bad = K.copy()
+    bad[entry] = np.nan
+    log = send_until_logged(client, node, 'camera_info K has non-finite entries', depth, '16UC1',
+                            K=bad)
+    assert '[ERROR]' not in log and 'frame failed' not in log
+    check_points(send_valid(client, depth, '16UC1'), depth)  # good intrinsics: points again
 
 
 def test_unsynchronised_depth_gives_a_warning_and_no_points(client, node):

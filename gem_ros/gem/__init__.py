@@ -11,15 +11,16 @@ Modules: `ss_attention` (the self-self attention math), `vision` (GEM's parallel
 open_clip ViT), `text` (queries and cached text embeddings), `postprocess` (heatmaps, masks,
 peaks, label maps), `model` (GemModel), `loading` (load_model: names, configs, weights).
 """
-from .loading import ModelLoadError, load_model
-from .model import GemModel, check_image
+from .loading import ModelLoadError, check_source, load_model
+from .model import MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, GemModel, InputBudgetError, check_image
 from .postprocess import (DEFAULT_BACKGROUND_THRESHOLD, DEFAULT_MASK_THRESHOLD, Detection,
                           min_max, upsample)
-from .text import DEFAULT_TEMPLATE, QueryError, check_queries, parse_queries
+from .text import DEFAULT_TEMPLATE, MAX_QUERIES, QueryError, check_queries, parse_queries
 from .vision import METHODS
 
 __all__ = [
-    "DEFAULT_BACKGROUND_THRESHOLD", "DEFAULT_MASK_THRESHOLD", "DEFAULT_TEMPLATE", "METHODS",
-    "Detection", "GemModel", "ModelLoadError", "QueryError", "check_image", "check_queries",
-    "load_model", "min_max", "parse_queries", "upsample",
+    "DEFAULT_BACKGROUND_THRESHOLD", "DEFAULT_MASK_THRESHOLD", "DEFAULT_TEMPLATE",
+    "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS", "MAX_QUERIES", "METHODS", "Detection", "GemModel",
+    "InputBudgetError", "ModelLoadError", "QueryError", "check_image", "check_queries",
+    "check_source", "load_model", "min_max", "parse_queries", "upsample",
 ]

@@ -91,8 +91,12 @@ def peak_to_point(depth_m: np.ndarray, peak_xy: tuple[float, float],
     MIN_VALID_PIXELS such readings, the median over the whole window is used instead.
     The point is the back-projection of the (scaled, sub-pixel) peak at that depth.
     """
+    if not np.isfinite(K).all():
+        return None, 'camera_info K has non-finite entries (NaN or inf)'
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         return None, 'camera_info has no intrinsics (K has a zero focal length)'
+    if not (np.isfinite(peak_xy[0]) and np.isfinite(peak_xy[1])):
+        return None, 'the peak is not a finite pixel'
     h, w = depth_m.shape
     u, v = scale_pixel(peak_xy, colour_size, (w, h))
     iu, iv = min(max(round(u), 0), w - 1), min(max(round(v), 0), h - 1)
@@ -117,7 +121,10 @@ def peak_to_point(depth_m: np.ndarray, peak_xy: tuple[float, float],
         if in_mask.sum() >= needed:
             valid = in_mask
     z = float(np.median(patch[valid]))
-    return back_project(u, v, z, K), ''
+    point = back_project(u, v, z, K)
+    if not np.isfinite(point).all():  # never hand a NaN on as a valid point
+        return None, f'the back-projected point is not finite: {point}'
+    return point, ''
 
 
 def _nearest(index: np.ndarray, size: int, other_size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .model import GemModel
+from .model import MAX_INPUT_PIXELS, GemModel
 from .text import DEFAULT_TEMPLATE
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def load_model(model: str = "ViT-B-16", pretrained: Optional[str] = "openai", me
                depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
                device: str = "cpu", precision: str = "fp32",
                prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
-               cache_dir: Optional[str] = None) -> GemModel:
+               cache_dir: Optional[str] = None,
+               max_input_pixels: int = MAX_INPUT_PIXELS) -> GemModel:
     """A GEM (or plain CLIP, method="clip") model ready for `locate`/`patch_logits`.
 
     model: an open_clip model name (ViT-B-16, ViT-B-32, ViT-L-14, *-quickgelu, ...) or the path
@@ -66,7 +67,20 @@ def load_model(model: str = "ViT-B-16", pretrained: Optional[str] = "openai", me
         clip, open_clip.get_tokenizer(name), name=name, method=method, depth=depth,
         ss_attn_iter=ss_attn_iter, ss_attn_temp=ss_attn_temp, device=torch_device,
         autocast_dtype=PRECISIONS[precision], prompt_template=prompt_template,
-        input_size=input_size, mean=preprocess_cfg["mean"], std=preprocess_cfg["std"])
+        input_size=input_size, max_input_pixels=max_input_pixels,
+        mean=preprocess_cfg["mean"], std=preprocess_cfg["std"])
+
+
+def check_source(model: str, pretrained: Optional[str], device: str = "auto") -> None:
+    """ModelLoadError or ValueError if `load_model` would surely fail for these: an unknown
+    model name or missing config file, a missing checkpoint file or unknown tag, a device
+    that is not there. Builds nothing and touches no network (milliseconds once open_clip is
+    imported), so a caller can refuse a setting at once; whether a tag's weights are cached or
+    downloadable is only known when loading."""
+    import open_clip
+
+    _weights_source(open_clip, _register_model(open_clip, model), pretrained)
+    _resolve_device(device)
 
 
 def _register_model(open_clip, model: str) -> str:
@@ -87,19 +101,9 @@ def _register_model(open_clip, model: str) -> str:
 def _resolve_weights(open_clip, name: str, pretrained: Optional[str],
                      cache_dir: Optional[str]) -> Optional[str]:
     """A local weights file for `pretrained`, or None for random weights."""
-    if pretrained in _NO_WEIGHTS:
-        return None
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        return str(path)
-    if path.suffix in _WEIGHT_SUFFIXES or os.sep in pretrained:
-        raise ModelLoadError(f"checkpoint file not found: {path}")
-    cfg = open_clip.get_pretrained_cfg(name, pretrained)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for model {name!r}"
-                             f" (known tags: {', '.join(tags) or 'none'}); or pass the path of "
-                             "a checkpoint file as pretrained")
+    cfg = _weights_source(open_clip, name, pretrained)
+    if not isinstance(cfg, dict):
+        return cfg
     cached = _cached_weights(cfg, cache_dir)
     if cached:
         return cached
@@ -117,6 +121,25 @@ def _resolve_weights(open_clip, name: str, pretrained: Optional[str],
         return open_clip.download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as exc:
         raise ModelLoadError(f"{how} and the download failed: {exc}") from exc
+
+
+def _weights_source(open_clip, name: str, pretrained: Optional[str]):
+    """None (random weights), the path of an existing file, or open_clip's pretrained config
+    of a known tag; ModelLoadError otherwise."""
+    if pretrained in _NO_WEIGHTS:
+        return None
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.suffix in _WEIGHT_SUFFIXES or os.sep in pretrained:
+        raise ModelLoadError(f"checkpoint file not found: {path}")
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for model {name!r}"
+                             f" (known tags: {', '.join(tags) or 'none'}); or pass the path of "
+                             "a checkpoint file as pretrained")
+    return cfg
 
 
 def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> Optional[str]:

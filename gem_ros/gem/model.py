@@ -15,10 +15,20 @@ import torch.nn.functional as F
 
 from . import postprocess
 from .postprocess import Detection
-from .text import DEFAULT_TEMPLATE, TextEmbeddingCache, check_queries, check_templates
+from .text import (DEFAULT_TEMPLATE, QueryError, TextEmbeddingCache, check_queries,
+                   check_templates)
 from .vision import PatchTokenEncoder
 
 MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
+# The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px), which
+# covers a 2:1 frame at input_size 448 and which ViT-B-16 runs in well under 1 GB of
+# activations, a Jetson Orin 8 GB included. Frames whose input would exceed it are fed smaller.
+MAX_INPUT_PIXELS = 2 * 448 * 448
+MIN_INPUT_SIDE_PATCHES = 4  # a narrower input says nothing useful: refused, not fed
+
+
+class InputBudgetError(ValueError):
+    """An image whose aspect ratio cannot be fed within the model-input budget."""
 # Frames arrive as read-only views of message buffers; they are only read (copied to the
 # device and converted), so torch's warning about non-writable arrays does not apply.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -30,6 +40,7 @@ class GemModel:
                  device: torch.device = torch.device("cpu"),
                  autocast_dtype: Optional[torch.dtype] = None,
                  prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
+                 max_input_pixels: int = MAX_INPUT_PIXELS,
                  mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
                  std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)):
         self.clip = clip
@@ -39,6 +50,7 @@ class GemModel:
         self.patch_size = self.encoder.patch_size
         self.templates = check_templates(prompt_template)
         self.input_size = input_size
+        self.max_input_pixels = max_input_pixels
         self.autocast_dtype = autocast_dtype
         self.logit_scale = float(clip.logit_scale.exp().clamp(max=100))
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
@@ -62,29 +74,62 @@ class GemModel:
         with self._autocast():
             return self._text(check_queries(queries), self.templates)
 
-    def set_queries(self, queries: Sequence[str]) -> list[str]:
-        """Check and encode a new query list ahead of the frames that use it; returns it
-        trimmed and de-duplicated. Raises QueryError for blank or too long queries."""
+    def check_queries(self, queries: Sequence[str]) -> list[str]:
+        """`queries` trimmed and de-duplicated, or QueryError (blank, too long, too many, more
+        tokens than the text encoder takes). Tokenizes only: no text tower, milliseconds."""
         queries = check_queries(queries)
+        self._text.check(queries, self.templates)
+        return queries
+
+    def prepare_queries(self, queries: Sequence[str]) -> list[str]:
+        """check_queries, then encode them ahead of the frames that use them (warms the
+        cache, so the first frame after a query change does not pay the text tower)."""
+        queries = self.check_queries(queries)
         if queries:
             self.encode_text(queries)
         return queries
 
     # --- image ----------------------------------------------------------------------------
-    def input_shape(self, height: int, width: int, input_size: Optional[int] = None) -> tuple[int, int]:
-        """Model input size: shorter side -> input_size, aspect kept, multiples of the patch."""
+    def input_shape(self, height: int, width: int, input_size: Optional[int] = None,
+                    max_input_pixels: Optional[int] = None) -> tuple[int, int]:
+        """Model input size: shorter side -> input_size, aspect kept, multiples of the patch;
+        scaled down (aspect kept) where that would exceed max_input_pixels.
+
+        Raises InputBudgetError where even that leaves the shorter side under
+        MIN_INPUT_SIDE_PATCHES patches (aspect ratios of about 100:1 at the default budget):
+        the budget, not the image, bounds the tokens and memory of a frame.
+        """
         side = input_size or self.input_size
-        scale = side / min(height, width)
+        budget = max_input_pixels or self.max_input_pixels
         p = self.patch_size
-        return (max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p))
+        scale = side / min(height, width)
+        shape = (max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p))
+        if shape[0] * shape[1] <= budget:
+            return shape
+        # The shorter side in whole patches, the longer one by the aspect ratio, both within
+        # the budget.
+        short, long = min(height, width), max(height, width)
+        short_p = int(short * (budget / (height * width)) ** 0.5 / p)
+        long_p = min(round(long / short * short_p), budget // max(1, short_p * p * p))
+        shape = (short_p * p, long_p * p) if height <= width else (long_p * p, short_p * p)
+        if short_p < MIN_INPUT_SIDE_PATCHES:
+            ratio = long / short
+            most = budget / (MIN_INPUT_SIDE_PATCHES * p) ** 2
+            raise InputBudgetError(
+                f"image of {width}x{height} (aspect ratio {ratio:.0f}:1) cannot be fed within "
+                f"max_input_pixels {budget}: its shorter side would be under "
+                f"{MIN_INPUT_SIDE_PATCHES} patches ({MIN_INPUT_SIDE_PATCHES * p} px); crop it "
+                f"to an aspect ratio of at most {most:.0f}:1 or raise max_input_pixels")
+        return shape
 
     @torch.inference_mode()
-    def preprocess(self, image: np.ndarray, input_size: Optional[int] = None) -> torch.Tensor:
+    def preprocess(self, image: np.ndarray, input_size: Optional[int] = None,
+                   max_input_pixels: Optional[int] = None) -> torch.Tensor:
         """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] on the model's device."""
         height, width = check_image(image)
+        size = self.input_shape(height, width, input_size, max_input_pixels)  # before any copy
         img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         x = img.permute(2, 0, 1)[None].float()
-        size = self.input_shape(height, width, input_size)
         if size != (height, width):
             x = F.interpolate(x, size=size, mode="bicubic", antialias=True,
                               align_corners=False).clamp_(0, 255)
@@ -122,20 +167,28 @@ class GemModel:
     def locate(self, image: np.ndarray, queries: Sequence[str],
                mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
                input_size: Optional[int] = None, max_peaks: int = 5,
-               return_heatmaps: bool = False) -> list[Detection]:
+               return_heatmaps: bool = False,
+               max_input_pixels: Optional[int] = None) -> list[Detection]:
         """One Detection per query for an RGB uint8 image, in its pixel coordinates."""
+        queries = check_queries(queries)
         if not queries:
             return []
-        logits = self.patch_logits(self.preprocess(image, input_size), queries)[0]
-        return postprocess.detections(list(check_queries(queries)), logits, image.shape[:2],
-                                      mask_threshold, max_peaks, return_heatmaps)
+        pixels = self.preprocess(image, input_size, max_input_pixels)
+        logits = self.patch_logits(pixels, queries)[0]
+        return postprocess.detections(queries, logits, image.shape[:2], mask_threshold,
+                                      max_peaks, return_heatmaps)
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, queries: Sequence[str],
                 background_threshold: float = postprocess.DEFAULT_BACKGROUND_THRESHOLD,
-                input_size: Optional[int] = None) -> np.ndarray:
+                input_size: Optional[int] = None,
+                max_input_pixels: Optional[int] = None) -> np.ndarray:
         """[H, W] int64 labels: 0 background, i + 1 query i (the paper's VOC protocol)."""
-        logits = self.patch_logits(self.preprocess(image, input_size), queries)[0]
+        queries = check_queries(queries)
+        if not queries:
+            raise QueryError("segment needs at least one query")
+        pixels = self.preprocess(image, input_size, max_input_pixels)
+        logits = self.patch_logits(pixels, queries)[0]
         return postprocess.semantic_labels(logits, image.shape[:2], self.logit_scale,
                                            background_threshold).cpu().numpy()
 

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 DEFAULT_MASK_THRESHOLD = 0.5  # on the min-max heatmap: the OpenImages-V7 protocol
 DEFAULT_BACKGROUND_THRESHOLD = 0.8  # on the softmax over queries: the paper's VOC protocol
+# Heatmap pixels upsampled at once (queries x H x W): 8 M floats, 32 MB a map in flight; the
+# usual 640x480 frame with up to 27 queries takes one group.
+CHUNK_PIXELS = 8_000_000
 
 
 @dataclass
@@ -70,15 +73,34 @@ def local_peaks(logits: torch.Tensor, image_size: tuple[int, int], threshold: fl
 def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[int, int],
                mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_peaks: int = 5,
                return_heatmaps: bool = False) -> list[Detection]:
-    """Detections of one image from its patch logits [P, h, w] (cosines)."""
+    """Detections of one image from its patch logits [P, h, w] (cosines).
+
+    Queries are upsampled in groups of at most CHUNK_PIXELS heatmap pixels, so the float
+    maps in flight stay bounded whatever the query count; the [P, H, W] bool masks (one byte a
+    pixel) are the only full-size output.
+    """
     height, width = image_size
-    raw = upsample(logits, image_size)  # [P, H, W]
+    per_chunk = max(1, CHUNK_PIXELS // (height * width))
+    out: list[Detection] = []
+    peaks = local_peaks(logits.float(), image_size, mask_threshold, max_peaks)
+    for start in range(0, len(queries), per_chunk):
+        chunk = logits[start:start + per_chunk]
+        out += _detections_of_chunk(queries[start:start + per_chunk], chunk, image_size,
+                                    mask_threshold, return_heatmaps,
+                                    peaks[start:start + per_chunk])
+    return out
+
+
+def _detections_of_chunk(queries, logits, image_size, mask_threshold, return_heatmaps, peaks):
+    height, width = image_size
+    raw = upsample(logits, image_size)  # [p, H, W]
     heat = min_max(raw)
     mask = heat > mask_threshold
     flat_peak = raw.flatten(1).argmax(dim=1)
     score = raw.flatten(1).gather(1, flat_peak[:, None])[:, 0]
+    del raw
     area = mask.flatten(1).sum(dim=1)
-    rows, cols = mask.any(dim=2), mask.any(dim=1)  # [P, H], [P, W]
+    rows, cols = mask.any(dim=2), mask.any(dim=1)  # [p, H], [p, W]
     # First and last True along each axis, via argmax over a 0/1 ramp.
     y0 = rows.int().argmax(dim=1)
     y1 = height - 1 - rows.flip(1).int().argmax(dim=1)
@@ -88,7 +110,6 @@ def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[i
     scores = score.cpu().tolist()
     masks = mask.cpu().numpy()
     heats = heat.cpu().numpy() if return_heatmaps else [None] * len(queries)
-    peaks = local_peaks(logits.float(), image_size, mask_threshold, max_peaks)
     out = []
     for p, q in enumerate(queries):
         fp, a, bx0, by0, bx1, by1 = (col[p] for col in small)

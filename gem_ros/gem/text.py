@@ -12,6 +12,9 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 # Far above any real phrase, far below what would make the tokenizer slow; the token check
 # below is the real limit.
 MAX_QUERY_CHARS = 300
+# Queries asked at once. Each costs a full-size mask per frame (307 KB at 640x480) and a row
+# of text embeddings; a few dozen covers any task, thousands would take gigabytes a frame.
+MAX_QUERIES = 32
 _SEPARATORS = re.compile(r"[,;]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -27,7 +30,13 @@ def parse_queries(text: str) -> list[str]:
 
 
 def check_queries(queries: Iterable[str]) -> list[str]:
-    """Trimmed, de-duplicated queries, or QueryError naming the offending one."""
+    """Trimmed, de-duplicated queries, or QueryError naming the offending one.
+
+    The one check of query text, whatever its source (API, CLI, topic, service, parameter).
+    """
+    queries = list(queries)
+    if len(queries) > MAX_QUERIES and len(set(queries)) > MAX_QUERIES:
+        raise QueryError(f"{len(queries)} queries at once; at most {MAX_QUERIES}")
     out: list[str] = []
     for q in queries:
         if not isinstance(q, str):
@@ -40,6 +49,8 @@ def check_queries(queries: Iterable[str]) -> list[str]:
                              f"{MAX_QUERY_CHARS}): {q[:40]!r}...")
         if q not in out:
             out.append(q)
+    if len(out) > MAX_QUERIES:
+        raise QueryError(f"{len(out)} different queries at once; at most {MAX_QUERIES}")
     return out
 
 
@@ -70,6 +81,14 @@ class TextEmbeddingCache:
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._last: tuple[tuple, torch.Tensor] | None = None
         self.encoded = 0  # prompts sent through the text tower, for tests and stats
+
+    def check(self, queries: Sequence[str], templates: tuple[str, ...]) -> None:
+        """QueryError if a prompt of `queries` is longer than the text encoder's context.
+        Tokenizes only (no text tower): cheap enough for a caller that must not wait."""
+        for q in queries:
+            if (templates, q) not in self._cache:
+                for t in templates:
+                    self._check_length(t.format(q))
 
     def _check_length(self, prompt: str) -> None:
         encode = getattr(self._tokenizer, "encode", None)
