@@ -66,7 +66,7 @@ QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, s
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 STATS_PERIOD_S = 30.0
 POLL_S = 0.5  # how often idle threads look at the stop flag
-STOP_WAIT_S = 2.0  # at stop, how long a model load (which cannot be interrupted) is waited for
+STOP_WAIT_S = 0.5  # at stop, how long a model load (which cannot be interrupted) is waited for
 
 
 @dataclass(frozen=True)
@@ -596,6 +596,10 @@ def main(args=None) -> int:
         except Exception:  # noqa: BLE001 - already torn down by the shutdown
             pass
         rclpy.try_shutdown()
+        # Python's finalisation puts SIG_DFL back for handled signals: a late second signal
+        # would then kill the process with -2 instead of letting it exit 0.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
     if not finished:
         # A model load (or, after a second signal, a frame) is still running in C code that
         # cannot be interrupted; interpreter finalisation under it can crash. Leave now.

@@ -6,46 +6,79 @@
     ros2 launch gem_ros gem.launch.py use_depth:=true rviz:=true \
         image_topic:=/camera/color/image_raw depth_topic:=/camera/aligned_depth_to_color/image_raw \
         camera_info_topic:=/camera/aligned_depth_to_color/camera_info
+    ros2 launch gem_ros gem.launch.py --show-args
 
-Parameters come from params_file (default: the package's config/gem.yaml). The arguments
-below override single parameters of it; left empty, the file's value stays.
+Parameters come from params_file (default: the package's config/gem.yaml). Every node
+parameter is also a launch argument (from the node's parameter table, with its description);
+one given a value overrides the file's, converted to the parameter's type here (0.6 a float,
+true a bool, a digits-only pretrained tag still a string). Left empty, the file's value stays.
+When the node exits the launch ends with it, with exit code 1 if the node failed (e.g. a
+bad parameter value).
 """
 import os
 import shutil
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, LogInfo, OpaqueFunction,
+                            RegisterEventHandler, Shutdown)
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-# Launch argument (= node parameter) -> (parameter type, description).
+from gem_ros.depth_parameters import DEPTH_PARAMETERS
+from gem_ros.node_parameters import PARAMETERS
+
+# Launch argument (= node parameter) -> its type and description, from the node's table.
 PARAMETER_ARGUMENTS = {
-    'model': (str, 'open_clip model name (ViT-B-16, ...) or path of a JSON model config'),
-    'pretrained': (str, "open_clip pretrained tag, checkpoint path, or 'none' for random weights"),
-    'method': (str, 'gem or clip'),
-    'mask_threshold': (float, 'mask threshold on the normalised heatmap, 0..1'),
-    'device': (str, 'auto, cpu, cuda or cuda:N'),
-    'queries': (str, "start-up queries separated by ',' or ';'"),
-    'use_depth': (bool, 'true: 3D points from depth + camera_info, rviz markers'),
+    spec.name: (str if spec.dynamic_typing else type(spec.default), spec.description)
+    for spec in PARAMETERS + DEPTH_PARAMETERS}
+TOPIC_ARGUMENTS = {  # remapped name -> (launch argument, default, description)
+    'image': ('image_topic', 'image', 'sensor_msgs/Image topic to subscribe'),
+    'depth': ('depth_topic', 'depth', 'depth image aligned to the colour image (use_depth)'),
+    'camera_info': ('camera_info_topic', 'camera_info',
+                    'camera_info of the depth image (use_depth)'),
 }
+_BOOLS = {'true': True, 'false': False}
+
+
+def typed(name: str, text: str, value_type: type):
+    """A launch argument's text as its parameter's type; ValueError naming it otherwise."""
+    try:
+        if value_type is bool:
+            return _BOOLS[text.strip().lower()]
+        return value_type(text)
+    except (KeyError, ValueError):
+        kind = {bool: 'true or false', int: 'an integer', float: 'a number'}[value_type]
+        raise ValueError(f'launch argument {name}:={text!r} must be {kind}') from None
+
+
+def _on_node_exit(event, context):
+    """The launch ends with the node; with an error (and exit code 1) if the node failed,
+    e.g. on a bad parameter value, so that scripts starting the launch can tell."""
+    if event.returncode != 0:
+        raise RuntimeError(f'gem_node exited with code {event.returncode}; see its log above')
+    return [Shutdown(reason='gem_node exited')]
 
 
 def _gem_node(context):
-    # Only arguments given a value override the params file; typed, so that e.g. a
-    # pretrained tag of digits stays a string.
     overrides = {}
     for name, (value_type, _) in PARAMETER_ARGUMENTS.items():
-        value = LaunchConfiguration(name).perform(context)
-        if value != '':
-            overrides[name] = ParameterValue(value, value_type=value_type)
-    actions = [Node(package='gem_ros', executable='gem_node', name='gem', output='screen',
-                    parameters=[LaunchConfiguration('params_file'), overrides],
-                    remappings=[('image', LaunchConfiguration('image_topic')),
-                                ('depth', LaunchConfiguration('depth_topic')),
-                                ('camera_info', LaunchConfiguration('camera_info_topic'))])]
-    if LaunchConfiguration('rviz').perform(context).lower() in ('true', '1'):
+        text = LaunchConfiguration(name).perform(context)
+        if text != '':
+            value = typed(name, text, value_type)
+            # A string stays a string (ParameterValue), not YAML-parsed into a number.
+            overrides[name] = ParameterValue(value, value_type=str) if value_type is str \
+                else value
+    remappings = [(topic, LaunchConfiguration(argument))
+                  for topic, (argument, _, _) in TOPIC_ARGUMENTS.items()]
+    node = Node(package='gem_ros', executable='gem_node', name='gem', output='screen',
+                parameters=[LaunchConfiguration('params_file'), overrides],
+                remappings=remappings, additional_env={'PYTHONUNBUFFERED': '1'})
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                        on_exit=_on_node_exit))]
+    if typed('rviz', LaunchConfiguration('rviz').perform(context), bool):
         if shutil.which('rviz2'):
             rviz_config = os.path.join(get_package_share_directory('gem_ros'), 'config',
                                        'gem.rviz')
@@ -61,12 +94,8 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='parameters YAML of the node'),
-        DeclareLaunchArgument('image_topic', default_value='image',
-                              description='sensor_msgs/Image topic to subscribe'),
-        DeclareLaunchArgument('depth_topic', default_value='depth',
-                              description='depth image aligned to the colour image (use_depth)'),
-        DeclareLaunchArgument('camera_info_topic', default_value='camera_info',
-                              description='camera_info of the depth image (use_depth)'),
+        *(DeclareLaunchArgument(argument, default_value=default, description=description)
+          for argument, default, description in TOPIC_ARGUMENTS.values()),
         DeclareLaunchArgument('rviz', default_value='false',
                               description='true: start rviz2 with config/gem.rviz, if installed'),
         *(DeclareLaunchArgument(name, default_value='',
