@@ -7,23 +7,20 @@ budgets; this process sends each input of test/hostile_inputs.py and waits for t
 error line (or result). Per case: the node's peak RSS over its idle RSS (VmHWM, reset before
 each case), the time from publishing to the answer, and the outcome. Medians over repeats.
 """
+
 import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))
 
-from conftest import TINY_MODEL, NodeProcess, RosClient  # noqa: E402
 from hostile_inputs import CASES, error_line, run_case  # noqa: E402
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient  # noqa: E402
 
-from gem_ros.node import ERROR_LOG_PERIOD_S  # noqa: E402
-
-MODELS = {'tiny': TINY_MODEL,
-          'vit': ('model:=ViT-B-16', 'pretrained:=none', 'device:=cpu')}
+MODELS = {'tiny': TINY_MODEL, 'vit': ('model:=ViT-B-16', 'pretrained:=none', 'device:=cpu')}
 
 
 def main() -> None:
@@ -34,18 +31,21 @@ def main() -> None:
     args = parser.parse_args()
     client = RosClient()
     with tempfile.TemporaryDirectory() as log_dir:
-        node = NodeProcess(Path(log_dir) / 'node.log', *MODELS[args.model], 'queries:=[red]',
-                           'use_compressed:=true', 'publish_overlay:=false',
-                           threads=args.threads)
+        node = NodeProcess(
+            Path(log_dir) / 'node.log',
+            *MODELS[args.model],
+            'queries:=[red]',
+            'use_compressed:=true',
+            'publish_overlay:=false',
+            threads=args.threads,
+        )
         try:
             node.wait_for_log('loaded model', timeout=300)
             client.wait_matched(compressed=True)
-            print(f'| input | outcome | peak RSS over idle, MiB | seconds |\n|---|---|---|---|')
+            print('| input | outcome | peak RSS over idle, MiB | seconds |\n|---|---|---|---|')
             for case in CASES:
                 outcomes = []
-                for _ in range(args.repeats):
-                    # The node logs one line per error kind per 5 s: space the repeats.
-                    time.sleep(ERROR_LOG_PERIOD_S + 0.5)
+                for _ in range(args.repeats):  # (run_case waits out the log throttle)
                     outcomes.append(run_case(node, client, case, timeout=300))
                     client.clear()
                 if case.error:

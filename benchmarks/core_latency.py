@@ -6,7 +6,10 @@
 Random weights (timing does not depend on them). Runs are interleaved (baseline, then each
 query count, round after round) so drift of a shared machine hits all alike; each figure is
 the median over rounds, and the ratio is to the plain forward measured in the same process.
+Text: encoding --text-queries new queries (cache emptied each round; what a query change
+costs), as a ratio to open_clip's encode_text of the same tokenized prompts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
 import gem_ros.gem as gem  # noqa: E402
+from gem_ros.gem.text import TextEmbeddingCache  # noqa: E402
 
 
 def _timed(fn, sync) -> float:
@@ -39,15 +43,23 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--text-queries", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = gem.load_model(args.model, None, method=args.method, device=args.device,
-                           precision=args.precision, input_size=args.size)
-    plain = open_clip.create_model(args.model, pretrained=None, device=model.device,
-                                   force_image_size=args.size).eval()
+    model = gem.load_model(
+        args.model,
+        "none",
+        method=args.method,
+        device=args.device,
+        precision=args.precision,
+        input_size=args.size,
+    )
+    plain = open_clip.create_model(
+        args.model, pretrained=None, device=model.device, force_image_size=args.size
+    ).eval()
     pixels = torch.randn(1, 3, args.size, args.size, device=model.device)
     words = ["red mug", "person", "chair", "table", "dog", "cat", "laptop", "bottle"]
     query_sets = {n: [f"{words[i % len(words)]} {i}" for i in range(n)] for n in args.queries}
@@ -58,10 +70,30 @@ def main() -> None:
         with model._autocast():
             plain.encode_image(pixels)
 
+    tokenizer = open_clip.get_tokenizer(args.model)
+    text_queries = [f"{words[i % len(words)]} {i}" for i in range(args.text_queries)]
+    prompts = [model.templates[0].format(q) for q in text_queries]
+
+    @torch.inference_mode()
+    def text_baseline():
+        with model._autocast():
+            plain.encode_text(tokenizer(prompts).to(model.device))
+
+    def text_ours():  # a query change: a cache that holds none of them yet
+        fresh = TextEmbeddingCache(model.clip.encode_text, tokenizer, 77, model.device)
+        with torch.inference_mode(), model._autocast():
+            fresh(text_queries, model.templates)
+
     runs = {"open_clip encode_image": baseline}
     for n, qs in query_sets.items():
-        runs[f"{args.method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = \
-            (lambda qs=qs: model.heatmaps(pixels, qs))
+        runs[f"{args.method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = lambda qs=qs: (
+            model.heatmaps(pixels, qs)
+        )
+    text_runs = {
+        "open_clip encode_text": text_baseline,
+        f"gem_ros encode_text, {args.text_queries} new queries": text_ours,
+    }
+    runs.update(text_runs)
     for fn in runs.values():  # warm-up: kernels, allocator, text cache
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -70,13 +102,22 @@ def main() -> None:
             times[name].append(_timed(fn, sync))
 
     base = statistics.median(times["open_clip encode_image"])
+    text_base = statistics.median(times["open_clip encode_text"])
     one = statistics.median(next(v for k, v in times.items() if k != "open_clip encode_image"))
-    print(f"{args.model} {args.size}x{args.size} {model.device} {args.precision}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"{args.model} {args.size}x{args.size} {model.device} {args.precision}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}"
+    )
     print(f"{'run':34s} {'ms':>9s} {'x plain':>8s} {'x 1st':>7s}")
     for name, ts in times.items():
+        if name in text_runs:
+            continue
         med = statistics.median(ts)
         print(f"{name:34s} {med * 1e3:9.1f} {med / base:8.3f} {med / one:7.3f}")
+    print(f"\n{'text, ' + str(args.text_queries) + ' prompts':34s} {'ms':>9s} {'x open_clip':>11s}")
+    for name in text_runs:
+        med = statistics.median(times[name])
+        print(f"{name:34s} {med * 1e3:9.1f} {med / text_base:11.3f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
 one results.json with every query's peak, raw score, box and area.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,39 +22,31 @@ log = logging.getLogger("gem-ros")
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    """The model flags every subcommand shares (the names of the node's parameters)."""
-    g = ap.add_argument_group("model")
-    g.add_argument("--model", default="ViT-B-16",
-                   help="open_clip model name or path of an open_clip JSON config")
-    g.add_argument("--pretrained", default="openai",
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights")
-    g.add_argument("--method", default="gem", choices=["gem", "clip"])
-    g.add_argument("--gem-depth", type=int, default=7)
-    g.add_argument("--ss-attn-iter", type=int, default=1)
-    g.add_argument("--ss-attn-temp", type=float, default=0.0, help="0: adaptive")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    g.add_argument("--input-size", type=int, default=448, help="shorter side fed to the model")
-    g.add_argument("--prompt-template", action="append", default=None,
-                   help="'{}' is replaced by the query; repeat to average several")
+    """The model and frame flags (the node's parameter names, from gem_ros.settings)."""
+    from .settings import FrameSettings, ModelSettings, add_arguments
+
+    add_arguments(ap, ModelSettings)
+    add_arguments(ap, FrameSettings, title="frame")
 
 
 def model_from_args(args: argparse.Namespace):
     import gem_ros.gem as gem
 
+    from .settings import FrameSettings, ModelSettings, check_input_budget, from_arguments
+
+    frame = from_arguments(FrameSettings, args)
+    reason = check_input_budget(frame.input_size, frame.max_input_pixels)
+    if reason:
+        raise ValueError(
+            reason.replace("input_size", "--input-size").replace(
+                "max_input_pixels", "--max-input-pixels"
+            )
+        )
     return gem.load_model(
-        model=args.model, pretrained=args.pretrained, method=args.method, depth=args.gem_depth,
-        ss_attn_iter=args.ss_attn_iter, ss_attn_temp=args.ss_attn_temp or None,
-        device=args.device, precision=args.precision,
-        prompt_template=args.prompt_template or gem.DEFAULT_TEMPLATE,
-        input_size=args.input_size)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        from_arguments(ModelSettings, args),
+        input_size=frame.input_size,
+        max_input_pixels=frame.max_input_pixels,
+    )
 
 
 def _slug(text: str) -> str:
@@ -61,10 +54,12 @@ def _slug(text: str) -> str:
 
 
 def run_locate(args: argparse.Namespace) -> int:
-    import gem_ros.gem as gem
     from PIL import Image
     from tqdm import tqdm
 
+    import gem_ros.gem as gem
+
+    from .images import read_rgb
     from .overlay import draw_overlay
 
     queries = gem.check_queries(gem.parse_queries(";".join(args.queries)))
@@ -74,12 +69,12 @@ def run_locate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failed = {}, 0
-    for path in tqdm([Path(p) for p in args.images], desc="images", unit="img",
-                     disable=args.quiet):
+    for path in tqdm([Path(p) for p in args.images], desc="images", unit="img", disable=args.quiet):
         try:
             image = read_rgb(path)
-            dets = model.locate(image, queries, mask_threshold=args.mask_threshold,
-                                max_peaks=args.max_peaks)
+            dets = model.locate(
+                image, queries, mask_threshold=args.mask_threshold, max_peaks=args.max_peaks
+            )
         except (OSError, ValueError) as exc:  # unreadable file, bad image: report, go on
             log.error("%s: %s", path, exc)
             failed += 1
@@ -87,32 +82,54 @@ def run_locate(args: argparse.Namespace) -> int:
         Image.fromarray(draw_overlay(image, dets)).save(out_dir / f"{path.stem}_overlay.png")
         for k, det in enumerate(dets):
             Image.fromarray(det.mask.astype(np.uint8) * 255).save(
-                out_dir / f"{path.stem}_mask_{k}_{_slug(det.query)}.png")
+                out_dir / f"{path.stem}_mask_{k}_{_slug(det.query)}.png"
+            )
         results[str(path)] = {
-            "width": image.shape[1], "height": image.shape[0],
-            "queries": [{"query": d.query, "score": d.score, "peak": [d.peak_x, d.peak_y],
-                         "peaks": [list(p) for p in d.peaks], "bbox": list(d.bbox),
-                         "area": d.area} for d in dets]}
-    meta = {"model": model.name, "pretrained": args.pretrained, "method": model.method,
-            "mask_threshold": args.mask_threshold, "templates": list(model.templates)}
-    (out_dir / "results.json").write_text(json.dumps({"settings": meta, "images": results},
-                                                     indent=1, ensure_ascii=False))
-    log.info("wrote %d image(s) to %s%s", len(results), out_dir,
-             f"; {failed} failed" if failed else "")
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "queries": [
+                {
+                    "query": d.query,
+                    "score": d.score,
+                    "peak": [d.peak_x, d.peak_y],
+                    "peaks": [list(p) for p in d.peaks],
+                    "bbox": list(d.bbox),
+                    "area": d.area,
+                }
+                for d in dets
+            ],
+        }
+    meta = {
+        "model": model.name,
+        "pretrained": args.pretrained,
+        "method": model.method,
+        "mask_threshold": args.mask_threshold,
+        "templates": list(model.templates),
+    }
+    (out_dir / "results.json").write_text(
+        json.dumps({"settings": meta, "images": results}, indent=1, ensure_ascii=False)
+    )
+    log.info(
+        "wrote %d image(s) to %s%s", len(results), out_dir, f"; {failed} failed" if failed else ""
+    )
     return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gem-ros", description="GEM open-vocabulary localisation "
-                                 "on image files")
+    ap = argparse.ArgumentParser(
+        prog="gem-ros", description="GEM open-vocabulary localisation on image files"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     loc = sub.add_parser("locate", help="heatmaps, masks and peaks for text queries")
     loc.add_argument("images", nargs="+", help="image files")
-    loc.add_argument("-q", "--queries", action="append", required=True,
-                     help="queries separated by ',' or ';' (repeatable)")
+    loc.add_argument(
+        "-q",
+        "--queries",
+        action="append",
+        required=True,
+        help="queries separated by ',' or ';' (repeatable)",
+    )
     loc.add_argument("-o", "--out", default="gem_out", help="output folder")
-    loc.add_argument("--mask-threshold", type=float, default=0.5,
-                     help="threshold on the min-max heatmap")
     loc.add_argument("--max-peaks", type=int, default=5, help="local maxima listed per query")
     loc.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(loc)

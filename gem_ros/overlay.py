@@ -1,5 +1,6 @@
 """The overlay image people look at (rviz, the CLI): masks tinted per query, peaks marked
 and labelled, a legend. Pure numpy/OpenCV; used by the node and by the one-shot command."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,16 +11,27 @@ import numpy as np
 from .gem.postprocess import Detection
 
 # Distinct, colour-blind-friendly tints (Okabe-Ito), RGB.
-PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-           (213, 94, 0), (204, 121, 167), (255, 255, 255)]
+PALETTE = [
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (255, 255, 255),
+]
 
 
 def colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
-def draw_overlay(image: np.ndarray, detections: Sequence[Detection], alpha: float = 0.45,
-                 ) -> np.ndarray:
+def draw_overlay(
+    image: np.ndarray,
+    detections: Sequence[Detection],
+    alpha: float = 0.45,
+) -> np.ndarray:
     """A new RGB uint8 image: `image` with each detection's mask tinted, its peak marked and
     labelled with the query and raw score, and a legend in the top-left corner."""
     out = image.copy()
@@ -32,8 +44,14 @@ def draw_overlay(image: np.ndarray, detections: Sequence[Detection], alpha: floa
     thick = max(1, int(round(scale * 2)))
     for i, det in enumerate(detections):
         c = colour(i)
-        cv2.drawMarker(out, (det.peak_x, det.peak_y), (0, 0, 0), cv2.MARKER_CROSS,
-                       int(24 * scale) + 4, thick + 2)
+        cv2.drawMarker(
+            out,
+            (det.peak_x, det.peak_y),
+            (0, 0, 0),
+            cv2.MARKER_CROSS,
+            int(24 * scale) + 4,
+            thick + 2,
+        )
         cv2.drawMarker(out, (det.peak_x, det.peak_y), c, cv2.MARKER_CROSS, int(24 * scale), thick)
         _label(out, f"{det.query} {det.score:.2f}", (det.peak_x + 8, det.peak_y - 8), c, scale)
     for i, det in enumerate(detections):

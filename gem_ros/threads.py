@@ -3,6 +3,7 @@
 No ROS imports: the log takes any logger with info/warning/error methods (rclpy's, or
 Python's logging).
 """
+
 import threading
 import time
 

@@ -15,30 +15,39 @@ true a bool, a digits-only pretrained tag still a string). Left empty, the file'
 When the node exits the launch ends with it, with exit code 1 if the node failed (e.g. a
 bad parameter value).
 """
+
 import os
 import shutil
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, LogInfo, OpaqueFunction,
-                            RegisterEventHandler, Shutdown)
+from launch.actions import (
+    DeclareLaunchArgument,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+)
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from gem_ros.depth_parameters import DEPTH_PARAMETERS
-from gem_ros.node_parameters import PARAMETERS
+from gem_ros.ros.parameters import PARAMETERS
+from launch import LaunchDescription
 
 # Launch argument (= node parameter) -> its type and description, from the node's table.
 PARAMETER_ARGUMENTS = {
     spec.name: (str if spec.dynamic_typing else type(spec.default), spec.description)
-    for spec in PARAMETERS + DEPTH_PARAMETERS}
+    for spec in PARAMETERS
+}
 TOPIC_ARGUMENTS = {  # remapped name -> (launch argument, default, description)
     'image': ('image_topic', 'image', 'sensor_msgs/Image topic to subscribe'),
     'depth': ('depth_topic', 'depth', 'depth image aligned to the colour image (use_depth)'),
-    'camera_info': ('camera_info_topic', 'camera_info',
-                    'camera_info of the depth image (use_depth)'),
+    'camera_info': (
+        'camera_info_topic',
+        'camera_info',
+        'camera_info of the depth image (use_depth)',
+    ),
 }
 _BOOLS = {'true': True, 'false': False}
 
@@ -69,21 +78,29 @@ def _gem_node(context):
         if text != '':
             value = typed(name, text, value_type)
             # A string stays a string (ParameterValue), not YAML-parsed into a number.
-            overrides[name] = ParameterValue(value, value_type=str) if value_type is str \
-                else value
-    remappings = [(topic, LaunchConfiguration(argument))
-                  for topic, (argument, _, _) in TOPIC_ARGUMENTS.items()]
-    node = Node(package='gem_ros', executable='gem_node', name='gem', output='screen',
-                parameters=[LaunchConfiguration('params_file'), overrides],
-                remappings=remappings, additional_env={'PYTHONUNBUFFERED': '1'})
-    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node,
-                                                        on_exit=_on_node_exit))]
+            overrides[name] = ParameterValue(value, value_type=str) if value_type is str else value
+    remappings = [
+        (topic, LaunchConfiguration(argument))
+        for topic, (argument, _, _) in TOPIC_ARGUMENTS.items()
+    ]
+    node = Node(
+        package='gem_ros',
+        executable='gem_node',
+        name='gem',
+        output='screen',
+        parameters=[LaunchConfiguration('params_file'), overrides],
+        remappings=remappings,
+        additional_env={'PYTHONUNBUFFERED': '1'},
+    )
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
     if typed('rviz', LaunchConfiguration('rviz').perform(context), bool):
         if shutil.which('rviz2'):
-            rviz_config = os.path.join(get_package_share_directory('gem_ros'), 'config',
-                                       'gem.rviz')
-            actions.append(Node(package='rviz2', executable='rviz2', name='rviz2',
-                                arguments=['-d', rviz_config]))
+            rviz_config = os.path.join(get_package_share_directory('gem_ros'), 'config', 'gem.rviz')
+            actions.append(
+                Node(
+                    package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', rviz_config]
+                )
+            )
         else:
             actions.append(LogInfo(msg='rviz:=true, but rviz2 is not installed; not started'))
     return actions
@@ -91,15 +108,28 @@ def _gem_node(context):
 
 def generate_launch_description():
     default_params = os.path.join(get_package_share_directory('gem_ros'), 'config', 'gem.yaml')
-    return LaunchDescription([
-        DeclareLaunchArgument('params_file', default_value=default_params,
-                              description='parameters YAML of the node'),
-        *(DeclareLaunchArgument(argument, default_value=default, description=description)
-          for argument, default, description in TOPIC_ARGUMENTS.values()),
-        DeclareLaunchArgument('rviz', default_value='false',
-                              description='true: start rviz2 with config/gem.rviz, if installed'),
-        *(DeclareLaunchArgument(name, default_value='',
-                                description=f'{description} (empty: from params_file)')
-          for name, (_, description) in PARAMETER_ARGUMENTS.items()),
-        OpaqueFunction(function=_gem_node),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                'params_file',
+                default_value=default_params,
+                description='parameters YAML of the node',
+            ),
+            *(
+                DeclareLaunchArgument(argument, default_value=default, description=description)
+                for argument, default, description in TOPIC_ARGUMENTS.values()
+            ),
+            DeclareLaunchArgument(
+                'rviz',
+                default_value='false',
+                description='true: start rviz2 with config/gem.rviz, if installed',
+            ),
+            *(
+                DeclareLaunchArgument(
+                    name, default_value='', description=f'{description} (empty: from params_file)'
+                )
+                for name, (_, description) in PARAMETER_ARGUMENTS.items()
+            ),
+            OpaqueFunction(function=_gem_node),
+        ]
+    )

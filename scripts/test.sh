@@ -12,4 +12,7 @@ export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
 # In a sourced ROS workspace the existing AMENT_PREFIX_PATH is kept, with the venv added.
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export PATH="$venv/bin:$PATH"
+# Lint and format first (configured in pyproject.toml); a finding fails the run.
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check --quiet .
 exec "$venv/bin/python" -m pytest "$@"

@@ -52,8 +52,9 @@ def zero_shot_accuracy(model, tokenizer, size: int, seed: int, count: int = 200)
         ("colour", list(COLOURS), [list(COLOURS).index(s.objects[0].colour) for s in scenes]),
         ("shape", list(SHAPES), [SHAPES.index(s.objects[0].shape) for s in scenes]),
     ):
-        prompts = [f"a photo of a {w} shape." if name == "colour" else f"a photo of a {w}."
-                   for w in words]
+        prompts = [
+            f"a photo of a {w} shape." if name == "colour" else f"a photo of a {w}." for w in words
+        ]
         text_features = model.encode_text(tokenizer(prompts), normalize=True)
         predicted = (image_features @ text_features.T).argmax(1).numpy()
         result[name] = float((predicted == np.array(truth)).mean())
@@ -62,8 +63,9 @@ def zero_shot_accuracy(model, tokenizer, size: int, seed: int, count: int = 200)
 
 
 def save_fp16(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.detach().half() if v.is_floating_point() else v
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint behind
@@ -71,8 +73,9 @@ def save_fp16(model: torch.nn.Module, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="open_clip model config JSON")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="open_clip model config JSON"
+    )
     parser.add_argument("--out", type=Path, required=True, help="fp16 state_dict to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=2000)
@@ -81,14 +84,22 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop early (and save) after this wall time")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop early (and save) after this wall time"
+    )
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--eval-scenes", type=int, default=200,
-                        help="held-out single-object scenes for the zero-shot check")
-    parser.add_argument("--no-bf16", action="store_true",
-                        help="train in fp32 (bf16 autocast is about 2x faster on CPU)")
+    parser.add_argument(
+        "--eval-scenes",
+        type=int,
+        default=200,
+        help="held-out single-object scenes for the zero-shot check",
+    )
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in fp32 (bf16 autocast is about 2x faster on CPU)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -97,27 +108,43 @@ def main(argv=None) -> int:
     open_clip.add_model_config(args.config)
     model = open_clip.create_model(args.config.stem)
     tokenizer = open_clip.get_tokenizer(args.config.stem)
-    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) \
+    size = (
+        model.visual.image_size[0]
+        if isinstance(model.visual.image_size, tuple)
         else model.visual.image_size
-    print(f"model {args.config.stem}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
-          f"params, image {size}, seed {args.seed}", flush=True)
+    )
+    print(
+        f"model {args.config.stem}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+        f"params, image {size}, seed {args.seed}",
+        flush=True,
+    )
 
     # No weight decay on gains, biases, embeddings and the logit scale (CLIP recipe).
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name
-         else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(
+            p
+        )
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     loss_fn = open_clip.ClipLoss()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     model.train()
     for step in range(1, args.steps + 1):
-        lr = args.lr * (step / args.warmup if step <= args.warmup else
-                        0.5 * (1 + math.cos(math.pi * (step - args.warmup)
-                                            / max(1, args.steps - args.warmup))))
+        lr = args.lr * (
+            step / args.warmup
+            if step <= args.warmup
+            else 0.5
+            * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         pixels, captions = make_batch(rng, size, args.batch_size)
@@ -132,16 +159,21 @@ def main(argv=None) -> int:
             model.logit_scale.clamp_(0, math.log(100))
         elapsed = time.monotonic() - start
         if step % args.log_every == 0 or step == 1:
-            print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.2e} "
-                  f"scale {model.logit_scale.exp().item():.1f} "
-                  f"{step * args.batch_size / elapsed:.1f} img/s {elapsed / 60:.1f} min",
-                  flush=True)
+            print(
+                f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.2e} "
+                f"scale {model.logit_scale.exp().item():.1f} "
+                f"{step * args.batch_size / elapsed:.1f} img/s {elapsed / 60:.1f} min",
+                flush=True,
+            )
         out_of_time = args.max_minutes is not None and elapsed > args.max_minutes * 60
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
-            acc = zero_shot_accuracy(model, tokenizer, size, seed=args.seed + 10_000,
-                                     count=args.eval_scenes)
-            print(f"step {step} zero-shot colour {acc['colour']:.3f} shape {acc['shape']:.3f}",
-                  flush=True)
+            acc = zero_shot_accuracy(
+                model, tokenizer, size, seed=args.seed + 10_000, count=args.eval_scenes
+            )
+            print(
+                f"step {step} zero-shot colour {acc['colour']:.3f} shape {acc['shape']:.3f}",
+                flush=True,
+            )
             save_fp16(model, args.out)
         if out_of_time:
             print(f"stopped at step {step} after {elapsed / 60:.1f} min (--max-minutes)")

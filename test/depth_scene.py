@@ -1,5 +1,6 @@
 """A synthetic, physically consistent RGB-D view for the depth tests: a wall 2 m away and a
 box whose front face is 1.2 m away, seen by a 640x480 pinhole camera; and its messages."""
+
 import array
 
 import numpy as np
@@ -45,17 +46,23 @@ def encode(depth_m, encoding):
 
 def depth_msg(depth_m, encoding, header):
     from sensor_msgs.msg import Image
+
     pixels = encode(depth_m, encoding)
-    msg = Image(header=header, height=pixels.shape[0], width=pixels.shape[1],
-                encoding=encoding, step=pixels[0].nbytes)
+    msg = Image(
+        header=header,
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        encoding=encoding,
+        step=pixels[0].nbytes,
+    )
     msg.data = array.array('B', pixels.tobytes())
     return msg
 
 
 def camera_info_msg(header, size=(WIDTH, HEIGHT), K=K):
     from sensor_msgs.msg import CameraInfo
-    info = CameraInfo(header=header, width=size[0], height=size[1],
-                      distortion_model='plumb_bob')
+
+    info = CameraInfo(header=header, width=size[0], height=size[1], distortion_model='plumb_bob')
     info.k = [float(v) for v in np.ravel(K)]
     info.d = [0.0] * 5
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]

@@ -1,5 +1,6 @@
 """DepthInput in a real rclpy node: depth + camera_info published by another node over DDS,
 points for detections checked against the analytic back-projection."""
+
 import itertools
 import time
 
@@ -12,11 +13,22 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 import gem_ros.gem as gem
-from depth_scene import (BOX_Z, HEIGHT, WALL_Z, WIDTH, K, box_pixel, camera_info_msg,
-                         depth_msg, expected, wall_and_box)
-from gem_ros.depth_input import DepthInput, depth_msg_to_array
-from gem_ros.depth_parameters import DEPTH_PARAMETERS
-from gem_ros.gem.geometry import scale_intrinsics
+from gem_ros.geometry import scale_intrinsics
+from gem_ros.ros.depth_input import DepthInput, DepthSettings, depth_msg_to_array
+from gem_ros.ros.parameters import DEPTH_PARAMETERS
+
+from depth_scene import (
+    BOX_Z,
+    HEIGHT,
+    WALL_Z,
+    WIDTH,
+    K,
+    box_pixel,
+    camera_info_msg,
+    depth_msg,
+    expected,
+    wall_and_box,
+)
 
 pytestmark = pytest.mark.timeout(60)
 _namespaces = (f'/depth_test_{i}' for i in itertools.count())
@@ -29,13 +41,23 @@ class Rig:
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context)
         namespace = next(_namespaces)
-        self.host = rclpy.create_node('host', namespace=namespace, context=self.context,
-                                      parameter_overrides=[
-                                          Parameter(name, value=value)
-                                          for name, value in parameters.items()])
+        self.host = rclpy.create_node(
+            'host',
+            namespace=namespace,
+            context=self.context,
+            parameter_overrides=[
+                Parameter(name, value=value) for name, value in parameters.items()
+            ],
+        )
         for spec in DEPTH_PARAMETERS:
             self.host.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.depth = DepthInput(self.host)
+        self.settings = DepthSettings(
+            **{
+                name: self.host.get_parameter(name).value
+                for name in DepthSettings.__dataclass_fields__
+            }
+        )
         self.camera = rclpy.create_node('camera', namespace=namespace, context=self.context)
         self.depth_pub = self.camera.create_publisher(Image, 'depth', 5)
         self.info_pub = self.camera.create_publisher(CameraInfo, 'camera_info', 5)
@@ -44,8 +66,9 @@ class Rig:
         self.executor.add_node(self.camera)
         self.stamps = itertools.count(100)
         deadline = time.monotonic() + 20
-        while not (self.depth_pub.get_subscription_count()
-                   and self.info_pub.get_subscription_count()):
+        while not (
+            self.depth_pub.get_subscription_count() and self.info_pub.get_subscription_count()
+        ):
             assert time.monotonic() < deadline, 'depth subscriptions not discovered'
             self.executor.spin_once(timeout_sec=0.05)
 
@@ -64,7 +87,7 @@ class Rig:
         deadline = time.monotonic() + timeout
         while True:
             self.executor.spin_once(timeout_sec=0.05)
-            points = self.depth.points_for(header, colour_size, detections)
+            points = self.depth.points_for(header, colour_size, detections, self.settings)
             if ready(points):
                 return points
             assert time.monotonic() < deadline, f'not ready within {timeout} s: {points}'
@@ -83,14 +106,22 @@ def rig():
     def make(**parameters):
         rigs.append(Rig(use_depth=True, **parameters))
         return rigs[-1]
+
     yield make
     for r in rigs:
         r.close()
 
 
 def detection(query, u, v, mask):
-    return gem.Detection(query=query, score=0.3, peak_x=u, peak_y=v, bbox=(0, 0, 0, 0),
-                         area=int(mask.sum()), mask=mask)
+    return gem.Detection(
+        query=query,
+        score=0.3,
+        peak_x=u,
+        peak_y=v,
+        bbox=(0, 0, 0, 0),
+        area=int(mask.sum()),
+        mask=mask,
+    )
 
 
 def scene_detections(mask_size=(WIDTH, HEIGHT)):
@@ -148,9 +179,10 @@ def test_unsynchronised_depth_gives_no_points_and_a_warning(rig, capfd):
         assert not any(p['has_point'] for p in points)  # never a point from the wrong time
         log.append(capfd.readouterr().err)
         return 'depth not synchronised' in log[-1]
+
     r.points_when(warned, frame, detections)
     assert 'the nearest depth is +1.000 s off the frame, more than sync_slop (0.05 s)' in log[-1]
-    assert all_points(r.depth.points_for(late, (WIDTH, HEIGHT), detections))
+    assert all_points(r.depth.points_for(late, (WIDTH, HEIGHT), detections, r.settings))
 
 
 def test_invalid_depth_gives_no_point_and_says_why(rig, capfd):
@@ -186,7 +218,7 @@ def test_half_size_depth_with_colour_camera_info(rig, capfd):
     r.publish(depth, '16UC1', header, info_size=(WIDTH, HEIGHT))
     detections, depths = scene_detections()
     assert_points(r.points_when(all_points, header, detections), detections, depths)
-    r.depth.points_for(header, (WIDTH, HEIGHT), detections)
+    r.depth.points_for(header, (WIDTH, HEIGHT), detections, r.settings)
     assert capfd.readouterr().err.count('depth is 320x240 but the colour image is 640x480') == 1
 
 
@@ -214,8 +246,9 @@ def test_depth_message_conversion():
     rows = np.frombuffer(padded.data, np.uint8).reshape(HEIGHT, WIDTH * 2)
     padded.data = np.hstack([rows, np.full((HEIGHT, 6), 0xAB, np.uint8)]).tobytes()
     padded.step = WIDTH * 2 + 6
-    np.testing.assert_array_equal(depth_msg_to_array(padded),
-                                  depth_msg_to_array(depth_msg(depth, '16UC1', header)))
+    np.testing.assert_array_equal(
+        depth_msg_to_array(padded), depth_msg_to_array(depth_msg(depth, '16UC1', header))
+    )
     truncated = depth_msg(depth, '32FC1', header)
     truncated.data = truncated.data[:-4]
     with pytest.raises(ValueError, match='truncated depth image'):

@@ -11,19 +11,45 @@ import pytest
 from gem_ros.eval.cli import add_eval_arguments, main, run_eval, settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = ["--model", str(FIXTURES / "gem-tiny-test.json"),
-        "--pretrained", str(FIXTURES / "gem-tiny-test.pt"),
-        "--input-size", "64", "--threads", "1", "--no-progress"]
+TINY = [
+    "--model",
+    str(FIXTURES / "gem-tiny-test.json"),
+    "--pretrained",
+    str(FIXTURES / "gem-tiny-test.pt"),
+    "--input-size",
+    "64",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def test_write_scenes_runs_as_a_module_without_a_model(tmp_path):
     out = tmp_path / "scenes"
-    proc = subprocess.run([sys.executable, "-m", "gem_ros.eval", "write-scenes", str(out),
-                           "--count", "3", "--size", "64", "--vocab", "colour"],
-                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gem_ros.eval",
+            "write-scenes",
+            str(out),
+            "--count",
+            "3",
+            "--size",
+            "64",
+            "--vocab",
+            "colour",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (out / "images").iterdir()) == [
-        "scene00000.png", "scene00001.png", "scene00002.png"]
+        "scene00000.png",
+        "scene00001.png",
+        "scene00002.png",
+    ]
     assert (out / "classes.txt").read_text().split("\n")[:2] == ["background", "red"]
 
 
@@ -31,16 +57,43 @@ def test_directory_and_scenes_kinds_agree_and_write_json(tmp_path, capsys):
     out = tmp_path / "scenes"
     assert main(["write-scenes", str(out), "--count", "3", "--size", "64", "--seed", "4"]) == 0
     from_dir, on_the_fly = tmp_path / "dir.json", tmp_path / "fly.json"
-    common = [*TINY, "--protocol", "localisation", "--method", "clip", "gem",
-              "--ss-attn-iter", "1", "0"]
+    common = [
+        *TINY,
+        "--protocol",
+        "localisation",
+        "--method",
+        "clip",
+        "gem",
+        "--ss-attn-iter",
+        "1",
+        "0",
+    ]
     assert main(["directory", str(out), *common, "--json", str(from_dir)]) == 0
-    assert main(["scenes", "--count", "3", "--size", "64", "--seed", "4", *common,
-                 "--json", str(on_the_fly)]) == 0
+    assert (
+        main(
+            [
+                "scenes",
+                "--count",
+                "3",
+                "--size",
+                "64",
+                "--seed",
+                "4",
+                *common,
+                "--json",
+                str(on_the_fly),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| gem depth 7 iter 0 |" in table and "| clip |" in table
     a, b = json.loads(from_dir.read_text()), json.loads(on_the_fly.read_text())
     assert [r["setting"] for r in a["results"]] == [
-        "clip", "gem depth 7 iter 1", "gem depth 7 iter 0"]
+        "clip",
+        "gem depth 7 iter 1",
+        "gem depth 7 iter 0",
+    ]
     for ra, rb in zip(a["results"], b["results"]):
         for key in ("pointing_accuracy", "mIoU", "queries"):
             assert ra["metrics"][key] == pytest.approx(rb["metrics"][key])
@@ -54,12 +107,34 @@ def test_segmentation_json_holds_per_class_figures(tmp_path):
     out = tmp_path / "scenes"
     main(["write-scenes", str(out), "--count", "2", "--size", "48", "--vocab", "colour"])
     result = tmp_path / "seg.json"
-    assert main(["directory", str(out), *TINY, "--json", str(result),
-                 "--prompt", "a photo of a {} shape.", "--prompt", "a {} thing."]) == 0
+    assert (
+        main(
+            [
+                "directory",
+                str(out),
+                *TINY,
+                "--json",
+                str(result),
+                "--prompt-template",
+                "a photo of a {} shape.",
+                "--prompt-template",
+                "a {} thing.",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(result.read_text())
     metrics = payload["results"][0]["metrics"]
-    assert set(metrics["per_class_IoU"]) == {"background", "red", "orange", "yellow", "green",
-                                             "blue", "purple", "pink"}
+    assert set(metrics["per_class_IoU"]) == {
+        "background",
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "blue",
+        "purple",
+        "pink",
+    }
     assert metrics["images"] == 2 and "mIoU_no_background" in metrics
     assert payload["prompt_templates"] == ["a photo of a {} shape.", "a {} thing."]
 
@@ -79,13 +154,48 @@ def test_arguments_plug_into_another_parser():
     add_eval_arguments(sub.add_parser("eval"))
     args = parser.parse_args(["eval", "voc", "/data/VOC2012", "--method", "clip"])
     assert (args.command, args.eval_kind, args.method, args.input_size) == (
-        "eval", "voc", ["clip"], 448)
+        "eval",
+        "voc",
+        ["clip"],
+        448,
+    )
     assert args.background_threshold == 0.8 and args.protocol == "segmentation"
     assert callable(run_eval)
 
 
 def test_settings_product_skips_gem_options_for_clip():
-    rows = settings(["clip", "gem", "clip"], [7, 5], [1, 0])
-    assert [r["setting"] for r in rows] == [
-        "clip", "gem depth 7 iter 1", "gem depth 7 iter 0", "gem depth 5 iter 1",
-        "gem depth 5 iter 0"]
+    from gem_ros.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "eval",
+            "scenes",
+            "--method",
+            "clip",
+            "gem",
+            "clip",
+            "--gem-depth",
+            "7",
+            "5",
+            "--ss-attn-iter",
+            "1",
+            "0",
+            "--precision",
+            "bf16",
+        ]
+    )
+    rows = settings(args)
+    assert [name for name, _ in rows] == [
+        "clip",
+        "gem depth 7 iter 1",
+        "gem depth 7 iter 0",
+        "gem depth 5 iter 1",
+        "gem depth 5 iter 0",
+    ]
+    assert [(s.method, s.gem_depth, s.ss_attn_iter) for _, s in rows[1:]] == [
+        ("gem", 7, 1),
+        ("gem", 7, 0),
+        ("gem", 5, 1),
+        ("gem", 5, 0),
+    ]
+    assert all(s.precision == "bf16" and s.model.endswith("scene-clip-s16.json") for _, s in rows)

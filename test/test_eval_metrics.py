@@ -9,12 +9,8 @@ from gem_ros.eval.metrics import ConfusionMatrix, Localisation, PointIoU
 
 
 def test_confusion_matrix_miou_by_hand():
-    labels = np.array([[0, 0, 1, 1],
-                       [0, 0, 1, 1],
-                       [2, 2, 255, 255]])
-    pred = np.array([[0, 1, 1, 1],
-                     [0, 0, 1, 2],
-                     [2, 2, 0, 1]])
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 1, 2], [2, 2, 0, 1]])
     cm = ConfusionMatrix(["a", "b", "c"])
     cm.update(pred, labels)
     # a: 3 hit of 4, no false positive -> 3/4; b: 3 of 4 plus one from a -> 3/5;

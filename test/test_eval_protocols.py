@@ -15,10 +15,7 @@ from gem_ros.eval import datasets, protocols
 from gem_ros.eval.runner import evaluate
 
 # Labels of the segmentation tests: background 0, cat 1, dog 2, ignore 255.
-LABELS = np.array([[0, 0, 1, 1],
-                   [0, 0, 1, 1],
-                   [2, 2, 2, 2],
-                   [2, 2, 255, 255]], np.uint8)
+LABELS = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 255, 255]], np.uint8)
 
 
 def encode(labels: np.ndarray) -> np.ndarray:
@@ -127,12 +124,17 @@ def test_context59_reduce_zero_label_oracle_and_partial(tmp_path):
     expected = np.where(raw == 0, 255, np.where(raw == 255, 255, raw.astype(int) - 1))
     np.testing.assert_array_equal(sample.labels, expected)
     codes = {name: i + 1 for i, name in enumerate(datasets.CONTEXT59_CLASSES)}
-    oracle = evaluate(CodePredictor(codes), ds, protocols.Segmentation(ds.class_names, False),
-                      progress=False)
+    oracle = evaluate(
+        CodePredictor(codes), ds, protocols.Segmentation(ds.class_names, False), progress=False
+    )
     assert oracle["mIoU"] == pytest.approx(1.0)
     # Calling the bench pixels aeroplane: aeroplane 4/10, bench 0.
-    partial = evaluate(CodePredictor(codes, override={"bench": (), "aeroplane": (1, 5)}), ds,
-                       protocols.Segmentation(ds.class_names, False), progress=False)
+    partial = evaluate(
+        CodePredictor(codes, override={"bench": (), "aeroplane": (1, 5)}),
+        ds,
+        protocols.Segmentation(ds.class_names, False),
+        progress=False,
+    )
     assert partial["mIoU"] == pytest.approx(0.2)
 
 
@@ -148,23 +150,38 @@ def write_openimages(root):
     Image.fromarray(encode(a)).save(images / "aaaa.jpg", format="PNG")
     Image.fromarray(encode(b)).save(images / "bbbb.jpg", format="PNG")
     with open(root / "classes.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["LabelName", "DisplayName"], ["/m/cat", "Cat"],
-                                 ["/m/dog", "Dog"], ["/m/cow", "Cow"]])
+        csv.writer(f).writerows(
+            [["LabelName", "DisplayName"], ["/m/cat", "Cat"], ["/m/dog", "Dog"], ["/m/cow", "Cow"]]
+        )
     rows = [  # ImageId, X, Y, Label, EstimatedYesNo, Source, YesVotes, NoVotes, UnsureVotes
-        ("aaaa", 0.15, 0.15, "/m/cat", "yes"), ("aaaa", 0.35, 0.85, "/m/cat", "yes"),
+        ("aaaa", 0.15, 0.15, "/m/cat", "yes"),
+        ("aaaa", 0.35, 0.85, "/m/cat", "yes"),
         ("aaaa", 0.25, 0.55, "/m/cat", "no"),  # a "no" inside the cat region: a false positive
         ("aaaa", 0.75, 0.85, "/m/cat", "yes"),  # a "yes" outside it: a false negative
         ("aaaa", 0.95, 0.95, "/m/cat", "no"),  # true negative
         ("aaaa", 0.75, 0.25, "/m/cat", "unsure"),  # dropped
-        ("aaaa", 0.65, 0.15, "/m/dog", "yes"), ("aaaa", 0.65, 0.85, "/m/dog", "no"),
+        ("aaaa", 0.65, 0.15, "/m/dog", "yes"),
+        ("aaaa", 0.65, 0.85, "/m/dog", "no"),
         ("aaaa", 0.35, 0.35, "/m/cow", "no"),  # no positive cow point: cow is not queried
         ("bbbb", 0.55, 0.55, "/m/cat", "yes"),
         ("cccc", 0.55, 0.55, "/m/cat", "yes"),  # image not in the folder
     ]
     with open(root / "points.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["ImageId", "X", "Y", "Label", "EstimatedYesNo", "Source", "YesVotes",
-                    "NoVotes", "UnsureVotes", "QuestionId"])
+        w.writerow(
+            [
+                "ImageId",
+                "X",
+                "Y",
+                "Label",
+                "EstimatedYesNo",
+                "Source",
+                "YesVotes",
+                "NoVotes",
+                "UnsureVotes",
+                "QuestionId",
+            ]
+        )
         for image_id, x, y, label, answer in rows:
             w.writerow([image_id, x, y, label, answer, "ih", 1, 0, 0, "q"])
     return datasets.OpenImagesPoints(root / "points.csv", root / "classes.csv", images)
@@ -191,15 +208,21 @@ def test_directory_layout_and_localisation(tmp_path):
     ds = datasets.directory(tmp_path)
     assert ds.class_names == ["background", "cat", "dog"] and ds.background
     codes = {"cat": 1, "dog": 2}
-    seg = evaluate(CodePredictor(codes), ds, protocols.Segmentation(ds.class_names, True),
-                   progress=False)
+    seg = evaluate(
+        CodePredictor(codes), ds, protocols.Segmentation(ds.class_names, True), progress=False
+    )
     assert seg["mIoU"] == pytest.approx(1.0)
-    oracle = evaluate(CodePredictor(codes), ds,
-                      protocols.ClassLocalisation(ds.class_names, True), progress=False)
+    oracle = evaluate(
+        CodePredictor(codes), ds, protocols.ClassLocalisation(ds.class_names, True), progress=False
+    )
     assert (oracle["pointing_accuracy"], oracle["mIoU"], oracle["queries"]) == (1.0, 1.0, 2)
     # Asked for the cat, the predictor shows the dog: miss, IoU 0; the dog is right.
-    swapped = evaluate(CodePredictor(codes, override={"cat": 2}), ds,
-                       protocols.ClassLocalisation(ds.class_names, True), progress=False)
+    swapped = evaluate(
+        CodePredictor(codes, override={"cat": 2}),
+        ds,
+        protocols.ClassLocalisation(ds.class_names, True),
+        progress=False,
+    )
     assert (swapped["pointing_accuracy"], swapped["mIoU"]) == (0.5, 0.5)
 
 

@@ -70,5 +70,6 @@ def test_generated_dataset_labels_follow_the_vocabulary():
                 name = obj.colour if vocab == "colour" else obj.name
                 k = ds.class_names.index(name)
                 assert (sample.labels[obj.mask] == k).all()
-            assert (sample.labels == 0).sum() == (~np.logical_or.reduce(
-                [o.mask for o in scene.objects])).sum()
+            assert (sample.labels == 0).sum() == (
+                ~np.logical_or.reduce([o.mask for o in scene.objects])
+            ).sum()

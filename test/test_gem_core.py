@@ -1,5 +1,7 @@
 """The GEM core on the CPU with a small real open_clip model: loading, bad input, the text
-cache, non-square inputs, post-processing and the one-shot command."""
+cache, non-square inputs, budgets and post-processing (the command line and the overlay are in
+test_cli.py)."""
+
 import json
 import socket
 from pathlib import Path
@@ -10,22 +12,14 @@ import torch
 
 import gem_ros.gem as gem
 from gem_ros.gem import postprocess
-from gem_ros.overlay import draw_overlay
 
-FIXTURES = Path(__file__).parent / "fixtures"
-CONFIG, WEIGHTS = str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt")
+from tiny_model import CONFIG, WEIGHTS
+from tiny_model import two_colour_image as _two_colour_image
 
 
 @pytest.fixture(scope="module")
 def model():
     return gem.load_model(CONFIG, WEIGHTS)
-
-
-def _two_colour_image(h=240, w=320):
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, : w // 2] = (200, 30, 30)
-    img[:, w // 2:] = (30, 30, 200)
-    return img
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -70,7 +64,7 @@ def test_missing_checkpoint_file_and_wrong_architecture(tmp_path):
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="depth"):
-        gem.load_model(CONFIG, None, depth=20)
+        gem.load_model(CONFIG, None, gem_depth=20)
     with pytest.raises(ValueError, match="method"):
         gem.load_model(CONFIG, None, method="maskclip")
     with pytest.raises(ValueError, match="template"):
@@ -88,7 +82,11 @@ def test_random_weights_and_auto_device():
 
 # --- queries and the text cache ----------------------------------------------------------
 def test_parse_queries_splits_trims_and_deduplicates():
-    assert gem.parse_queries(" red mug; person, , person ;;chair ") == ["red mug", "person", "chair"]
+    assert gem.parse_queries(" red mug; person, , person ;;chair ") == [
+        "red mug",
+        "person",
+        "chair",
+    ]
     assert gem.parse_queries("  ; , ") == []
 
 
@@ -131,27 +129,32 @@ def test_text_embeddings_are_computed_once_per_query(model):
     model.encode_text(["cache a", "cache c"])
     assert cache.encoded == before + 1  # only the new query went through the text tower
     fresh = gem.load_model(CONFIG, WEIGHTS)
-    np.testing.assert_allclose(emb.numpy(), fresh.encode_text(["cache b", "cache a"]).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        emb.numpy(), fresh.encode_text(["cache b", "cache a"]).numpy(), atol=1e-6
+    )
 
 
 def test_several_templates_are_averaged():
     templates = ["a photo of a {}.", "a close-up of the {}."]
     ens = gem.load_model(CONFIG, WEIGHTS, prompt_template=templates)
-    singles = [gem.load_model(CONFIG, WEIGHTS, prompt_template=t).encode_text(["mug"])
-               for t in templates]
+    singles = [
+        gem.load_model(CONFIG, WEIGHTS, prompt_template=t).encode_text(["mug"]) for t in templates
+    ]
     expected = torch.nn.functional.normalize(singles[0] + singles[1], dim=-1)
     np.testing.assert_allclose(ens.encode_text(["mug"]).numpy(), expected.numpy(), atol=1e-5)
 
 
 # --- images --------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, why", [
-    (np.zeros((0, 10, 3), np.uint8), "empty"),
-    (np.zeros((10, 10), np.uint8), "RGB"),
-    (np.zeros((10, 10, 4), np.uint8), "RGB"),
-    (np.zeros((10, 10, 3), np.float32), "uint8"),
-    ("not an image", "numpy"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((10, 10), np.uint8), "RGB"),
+        (np.zeros((10, 10, 4), np.uint8), "RGB"),
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        ("not an image", "numpy"),
+    ],
+)
 def test_bad_images_are_refused(model, bad, why):
     with pytest.raises(ValueError, match=why):
         model.locate(bad, ["x"])
@@ -184,21 +187,29 @@ def test_input_beyond_the_budget_is_fed_smaller_with_its_aspect(model):
 @pytest.mark.parametrize("shape", [(1, 10_000), (10_000, 1), (30, 5000)])
 def test_aspect_ratios_beyond_the_budget_are_refused_before_any_work(model, shape):
     image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (*shape, 3))
-    with pytest.raises(gem.InputBudgetError, match="aspect ratio .* cannot be fed within "
-                                                   "max_input_pixels 401408"):
+    with pytest.raises(
+        gem.InputBudgetError, match="aspect ratio .* cannot be fed within max_input_pixels 401408"
+    ):
         model.locate(image, ["x"])
 
 
 def test_detections_do_not_depend_on_how_queries_are_grouped(model, monkeypatch):
     from gem_ros.gem import postprocess
+
     image = _two_colour_image(96, 128)
     queries = ["red", "blue", "green", "a square"]
     whole = model.locate(image, queries, return_heatmaps=True)
     monkeypatch.setattr(postprocess, "CHUNK_PIXELS", 96 * 128)  # one query a group
     grouped = model.locate(image, queries, return_heatmaps=True)
     for a, b in zip(whole, grouped):
-        assert (a.query, a.peak_x, a.peak_y, a.bbox, a.area, a.score) == \
-            (b.query, b.peak_x, b.peak_y, b.bbox, b.area, b.score)
+        assert (a.query, a.peak_x, a.peak_y, a.bbox, a.area, a.score) == (
+            b.query,
+            b.peak_x,
+            b.peak_y,
+            b.bbox,
+            b.area,
+            b.score,
+        )
         np.testing.assert_array_equal(a.mask, b.mask)
         np.testing.assert_array_equal(a.heatmap, b.heatmap)
 
@@ -266,8 +277,9 @@ def test_semantic_labels_background_threshold():
     logits = torch.zeros(2, 2, 2)
     logits[0, 0, 0] = 0.3  # clearly query 0 here
     logits[1, 1, 1] = 0.3  # clearly query 1 here; elsewhere a tie -> background
-    labels = postprocess.semantic_labels(logits, (2, 2), logit_scale=100.0,
-                                         background_threshold=0.8)
+    labels = postprocess.semantic_labels(
+        logits, (2, 2), logit_scale=100.0, background_threshold=0.8
+    )
     assert labels.tolist() == [[1, 0], [0, 2]]
     assert postprocess.semantic_labels(logits, (2, 2), 100.0, 0.4).tolist() == [[1, 1], [1, 2]]
 
@@ -277,48 +289,14 @@ def test_segment_labels_image(model):
     assert labels.shape == (240, 320) and set(np.unique(labels)) <= {1, 2}
 
 
-def test_overlay_marks_masks_and_peaks(model):
-    img = _two_colour_image()
-    dets = model.locate(img, ["red", "blue"])
-    out = draw_overlay(img, dets)
-    assert out.shape == img.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image())
-
-
-# --- the one-shot command ----------------------------------------------------------------
-def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
-    from PIL import Image
-
-    from gem_ros.cli import main
-
-    Image.fromarray(_two_colour_image()).save(tmp_path / "a.png")
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    rc = main(["locate", str(tmp_path / "a.png"), str(tmp_path / "broken.png"), "-q", "red; blue",
-               "-o", str(tmp_path / "out"), "--model", CONFIG, "--pretrained", WEIGHTS, "--quiet"])
-    assert rc == 1  # one image failed, the other was processed
-    res = json.loads((tmp_path / "out" / "results.json").read_text())
-    (entry,) = res["images"].values()
-    assert [q["query"] for q in entry["queries"]] == ["red", "blue"]
-    assert np.asarray(Image.open(tmp_path / "out" / "a_overlay.png")).shape == (240, 320, 3)
-    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask_0_red.png"))
-    assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
-    assert (mask > 0).sum() == entry["queries"][0]["area"]
-
-
-def test_cli_reports_bad_queries_and_models(tmp_path, caplog):
-    from gem_ros.cli import main
-
-    assert main(["locate", "x.png", "-q", " ; ", "--model", CONFIG, "--pretrained", "none"]) == 2
-    assert main(["locate", "x.png", "-q", "a", "--model", "ViT-B-61"]) == 2
-    assert "no queries" in caplog.text and "unknown open_clip model" in caplog.text
-
-
 def test_a_batch_gives_each_image_its_own_answer(model):
     """Batched frames take the per-image temperature path; it must match single images."""
     a = model.preprocess(_two_colour_image())
     b = model.preprocess(_two_colour_image()[:, ::-1].copy())
     both = model.patch_logits(torch.cat([a, b]), ["red", "blue"])
-    np.testing.assert_allclose(both[:1].numpy(), model.patch_logits(a, ["red", "blue"]).numpy(),
-                               atol=1e-5)
-    np.testing.assert_allclose(both[1:].numpy(), model.patch_logits(b, ["red", "blue"]).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        both[:1].numpy(), model.patch_logits(a, ["red", "blue"]).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        both[1:].numpy(), model.patch_logits(b, ["red", "blue"]).numpy(), atol=1e-5
+    )

@@ -4,6 +4,7 @@ The fixtures (test/fixtures/gem_reference.*, from ../shared/reference) hold, per
 authors' inputs, text embeddings, GEM patch logits, GEM heatmaps and vanilla-CLIP heatmaps of
 a small random-weight open_clip ViT, run with open_clip 2.23.
 """
+
 import json
 from pathlib import Path
 
@@ -23,32 +24,43 @@ def reference():
 
 
 def _model(case, method):
-    return gem.load_model(str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt"),
-                          method=method, depth=case["depth"], ss_attn_iter=case["iter"],
-                          ss_attn_temp=case.get("temp"))
+    return gem.load_model(
+        str(FIXTURES / "gem-tiny-test.json"),
+        str(FIXTURES / "gem-tiny-test.pt"),
+        method=method,
+        gem_depth=case["depth"],
+        ss_attn_iter=case["iter"],
+        ss_attn_temp=case.get("temp"),
+    )
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['key']}-{c['h']}x{c['w']}-d{c['depth']}"
-                         f"-i{c['iter']}-t{c.get('temp', 'ad')}")
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: f"{c['key']}-{c['h']}x{c['w']}-d{c['depth']}-i{c['iter']}-t{c.get('temp', 'ad')}",
+)
 def test_matches_authors_implementation(case, reference):
     key = case["key"]
     pixels = torch.from_numpy(reference[f"{key}_input"])
     queries = case["queries"]
 
     model = _model(case, "gem")
-    np.testing.assert_allclose(model.encode_text(queries).numpy(), reference[f"{key}_text_emb"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        model.encode_text(queries).numpy(), reference[f"{key}_text_emb"], atol=1e-5
+    )
     logits = model.patch_logits(pixels, queries)
     assert logits.shape == (1, len(queries), case["h"] // 16, case["w"] // 16)
     np.testing.assert_allclose(logits[0].numpy(), reference[f"{key}_gem_patch_logits"], atol=1e-4)
     heat = model.heatmaps(pixels, queries)
     assert heat.shape == (1, len(queries), case["h"], case["w"])
-    np.testing.assert_allclose(heat[0].numpy(), reference[f"{key}_gem_heatmap"].astype(np.float32),
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        heat[0].numpy(), reference[f"{key}_gem_heatmap"].astype(np.float32), atol=2e-3
+    )
 
     clip_heat = _model(case, "clip").heatmaps(pixels, queries)
-    np.testing.assert_allclose(clip_heat[0].numpy(),
-                               reference[f"{key}_clip_heatmap"].astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(
+        clip_heat[0].numpy(), reference[f"{key}_clip_heatmap"].astype(np.float32), atol=2e-3
+    )
     # The two methods really differ: the test above cannot pass by computing one for both.
     assert np.abs(heat[0].numpy() - clip_heat[0].numpy()).max() > 0.05
 
@@ -61,11 +73,16 @@ def test_gem_leaves_open_clip_model_untouched(reference):
     gem_model, clip_model = _model(case, "gem"), _model(case, "clip")
     fresh = _model(case, "clip").clip
     with torch.inference_mode():
-        np.testing.assert_allclose(gem_model.clip.encode_image(pixels[..., :224, :224]).numpy(),
-                                   fresh.encode_image(pixels[..., :224, :224]).numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            gem_model.clip.encode_image(pixels[..., :224, :224]).numpy(),
+            fresh.encode_image(pixels[..., :224, :224]).numpy(),
+            atol=1e-6,
+        )
     a = gem_model.patch_logits(pixels, case["queries"])
     b = clip_model.patch_logits(pixels, case["queries"])
     a2 = gem_model.patch_logits(pixels, case["queries"])
     np.testing.assert_allclose(a.numpy(), a2.numpy(), atol=1e-6)
-    np.testing.assert_allclose(a[0].numpy(), reference[f"{case['key']}_gem_patch_logits"], atol=1e-4)
+    np.testing.assert_allclose(
+        a[0].numpy(), reference[f"{case['key']}_gem_patch_logits"], atol=1e-4
+    )
     assert not torch.allclose(a, b, atol=1e-3)

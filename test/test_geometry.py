@@ -1,14 +1,32 @@
 """Peak -> 3D point on synthetic, physically consistent depth: a wall, a box, a tilted floor,
 seen by a 640x480 pinhole camera; checked against the analytic back-projection."""
+
 import math
 
 import numpy as np
 import pytest
 
-from depth_scene import (BOX_Z, HEIGHT, K, WALL_Z, WIDTH, box_pixel, encode, expected, rays,
-                         wall_and_box)
-from gem_ros.gem.geometry import (apply_transform, back_project, depth_to_metres,
-                                  peak_to_point, scale_intrinsics, scale_pixel)
+from gem_ros.geometry import (
+    apply_transform,
+    back_project,
+    depth_to_metres,
+    peak_to_point,
+    scale_intrinsics,
+    scale_pixel,
+)
+
+from depth_scene import (
+    BOX_Z,
+    HEIGHT,
+    WALL_Z,
+    WIDTH,
+    K,
+    box_pixel,
+    encode,
+    expected,
+    rays,
+    wall_and_box,
+)
 
 TOLERANCE = 0.01  # m
 
@@ -30,8 +48,9 @@ def test_points_on_the_wall_and_the_box(encoding):
         ((WIDTH - 1, HEIGHT - 1), WALL_Z),  # the corner pixel itself
     ]
     for (u, v), z in cases:
-        point, reason = peak_to_point(metres, (u, v), box if z == BOX_Z else ~box, K,
-                                      (WIDTH, HEIGHT))
+        point, reason = peak_to_point(
+            metres, (u, v), box if z == BOX_Z else ~box, K, (WIDTH, HEIGHT)
+        )
         assert reason == ''
         assert_close(point, expected(u, v, z))
 
@@ -96,14 +115,17 @@ def test_scaled_pixel_and_intrinsics_keep_the_ray():
     assert scale_pixel((0, 0), (WIDTH, HEIGHT), (320, 240)) == (-0.25, -0.25)
 
 
-@pytest.mark.parametrize('encoding,bad,why', [
-    ('16UC1', 0, 'no depth near the peak: 0 of 121 readings'),
-    ('32FC1', np.nan, 'no depth near the peak: 0 of 121 readings'),
-    ('32FC1', np.inf, 'no depth near the peak: 0 of 121 readings'),
-    ('32FC1', 0.05, 'out of range [0.1, 10] m (median 0.050 m'),
-    ('32FC1', 25.0, 'out of range [0.1, 10] m (median 25.000 m'),
-    ('16UC1', 25.0, 'out of range [0.1, 10] m (median 25.000 m'),
-])
+@pytest.mark.parametrize(
+    'encoding,bad,why',
+    [
+        ('16UC1', 0, 'no depth near the peak: 0 of 121 readings'),
+        ('32FC1', np.nan, 'no depth near the peak: 0 of 121 readings'),
+        ('32FC1', np.inf, 'no depth near the peak: 0 of 121 readings'),
+        ('32FC1', 0.05, 'out of range [0.1, 10] m (median 0.050 m'),
+        ('32FC1', 25.0, 'out of range [0.1, 10] m (median 25.000 m'),
+        ('16UC1', 25.0, 'out of range [0.1, 10] m (median 25.000 m'),
+    ],
+)
 def test_invalid_depth_near_the_peak_gives_no_point_and_a_reason(encoding, bad, why):
     depth, box = wall_and_box()
     depth[200:280, 300:340] = bad
@@ -117,8 +139,9 @@ def test_invalid_depth_near_the_peak_gives_no_point_and_a_reason(encoding, bad, 
 
 def test_uncalibrated_camera_info_gives_no_point():
     depth, box = wall_and_box()
-    point, reason = peak_to_point(depth.astype(np.float32), (320, 240), box, np.zeros((3, 3)),
-                                  (WIDTH, HEIGHT))
+    point, reason = peak_to_point(
+        depth.astype(np.float32), (320, 240), box, np.zeros((3, 3)), (WIDTH, HEIGHT)
+    )
     assert point is None and 'no intrinsics' in reason
 
 
@@ -128,8 +151,7 @@ def test_non_finite_intrinsics_give_no_point(entry, bad):
     depth, box = wall_and_box()
     K_bad = K.copy()
     K_bad[entry] = bad
-    point, reason = peak_to_point(depth.astype(np.float32), (320, 240), box, K_bad,
-                                  (WIDTH, HEIGHT))
+    point, reason = peak_to_point(depth.astype(np.float32), (320, 240), box, K_bad, (WIDTH, HEIGHT))
     assert point is None and 'non-finite' in reason
 
 

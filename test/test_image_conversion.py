@@ -1,4 +1,5 @@
 """Image message conversion: every supported encoding against known pixels."""
+
 import array
 
 import cv2
@@ -7,13 +8,22 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from gem_ros.image_conversion import (
-    SUPPORTED_ENCODINGS, compressed_msg_to_rgb, image_msg_to_rgb, mask_to_image_msg,
-    rgb_to_image_msg)
+from gem_ros.ros.image_conversion import (
+    SUPPORTED_ENCODINGS,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    mask_to_image_msg,
+    rgb_to_image_msg,
+)
 
 # 2 rows x 4 columns of distinct colours (even width, as yuv422 needs).
-RGB = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]],
-                [[0, 0, 0], [10, 20, 30], [200, 100, 50], [1, 2, 3]]], dtype=np.uint8)
+RGB = np.array(
+    [
+        [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]],
+        [[0, 0, 0], [10, 20, 30], [200, 100, 50], [1, 2, 3]],
+    ],
+    dtype=np.uint8,
+)
 
 
 def make_msg(pixels, encoding, padding=0, is_bigendian=False):
@@ -22,8 +32,14 @@ def make_msg(pixels, encoding, padding=0, is_bigendian=False):
     row_bytes = pixels[0].nbytes
     rows = np.full((height, row_bytes + padding), 0xAB, dtype=np.uint8)
     rows[:, :row_bytes] = np.ascontiguousarray(pixels).view(np.uint8).reshape(height, -1)
-    return Image(height=height, width=width, encoding=encoding, step=row_bytes + padding,
-                 is_bigendian=is_bigendian, data=array.array('B', rows.tobytes()))
+    return Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        step=row_bytes + padding,
+        is_bigendian=is_bigendian,
+        data=array.array('B', rows.tobytes()),
+    )
 
 
 @pytest.mark.parametrize('padding', [0, 5])
@@ -83,8 +99,9 @@ def yuv_to_rgb_bt601(y, u, v):
 
 # Two pixel pairs: (Y0, Y1, U, V) per pair.
 YUV_PAIRS = [(16, 235, 128, 128), (81, 145, 90, 240)]
-YUV_EXPECTED = np.array([[yuv_to_rgb_bt601(y, u, v) for y0, y1, u, v in YUV_PAIRS
-                          for y in (y0, y1)]])
+YUV_EXPECTED = np.array(
+    [[yuv_to_rgb_bt601(y, u, v) for y0, y1, u, v in YUV_PAIRS for y in (y0, y1)]]
+)
 
 
 @pytest.mark.parametrize('encoding', ['yuv422', 'uyvy'])
@@ -107,8 +124,17 @@ def test_yuyv_byte_order(encoding, padding):
 
 def test_every_supported_encoding_is_covered():
     assert set(SUPPORTED_ENCODINGS) == {
-        'rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422', 'uyvy', 'yuv422_yuy2',
-        'yuyv'}
+        'rgb8',
+        'bgr8',
+        'rgba8',
+        'bgra8',
+        'mono8',
+        'mono16',
+        'yuv422',
+        'uyvy',
+        'yuv422_yuy2',
+        'yuyv',
+    }
 
 
 def test_data_longer_than_height_times_step_is_accepted():
@@ -193,10 +219,14 @@ def test_mask_to_image_msg_is_mono8_0_or_255():
 
 def test_raw_image_over_the_pixel_limit_is_refused_by_its_header():
     # The header claims 30000x30000; the data is never looked at.
-    msg = Image(width=30_000, height=30_000, encoding='rgb8', step=90_000,
-                data=array.array('B', bytes(100)))
-    with pytest.raises(ValueError, match=r'declared size 30000x30000 is larger than '
-                                         r'max_image_pixels \(900000000 > 8294400 pixels\)'):
+    msg = Image(
+        width=30_000, height=30_000, encoding='rgb8', step=90_000, data=array.array('B', bytes(100))
+    )
+    with pytest.raises(
+        ValueError,
+        match=r'declared size 30000x30000 is larger than '
+        r'max_image_pixels \(900000000 > 8294400 pixels\)',
+    ):
         image_msg_to_rgb(msg)
     small = make_msg(RGB, 'rgb8')
     with pytest.raises(ValueError, match='larger than max_image_pixels'):
@@ -209,10 +239,13 @@ def test_compressed_image_declaring_a_huge_size_is_never_decoded(monkeypatch):
 
     def no_decoding(*args, **kwargs):
         raise AssertionError('decoded')
+
     monkeypatch.setattr(cv2, 'imdecode', no_decoding)
-    for data, fmt, why in [(huge_png(5000, 5000), 'png', 'declared size 5000x5000 is larger'),
-                           (huge_jpeg(4000, 3000), 'jpeg', 'declared size 4000x3000 is larger'),
-                           (huge_jpeg(30_000, 30_000), 'jpeg', 'declared size is huge')]:
+    for data, fmt, why in [
+        (huge_png(5000, 5000), 'png', 'declared size 5000x5000 is larger'),
+        (huge_jpeg(4000, 3000), 'jpeg', 'declared size 4000x3000 is larger'),
+        (huge_jpeg(30_000, 30_000), 'jpeg', 'declared size is huge'),
+    ]:
         msg = CompressedImage(format=fmt, data=array.array('B', data))
         with pytest.raises(ValueError, match=why):
             compressed_msg_to_rgb(msg)

@@ -1,22 +1,23 @@
 """The launch file's arguments and the parameter YAMLs, without starting anything (the launches
 themselves are in test_launch_run.py)."""
+
 import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gem_ros.depth_parameters import DEPTH_PARAMETERS
-from gem_ros.node_parameters import PARAMETERS, check_input_budget, check_value
+from gem_ros.ros.parameters import PARAMETERS, check_value
+from gem_ros.settings import check_input_budget
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'gem.launch.py'
-# What gem_node declares (gem_ros.node.DECLARED_PARAMETERS, without importing the model).
-DECLARED = {spec.name: spec for spec in PARAMETERS + DEPTH_PARAMETERS}
+DECLARED = {spec.name: spec for spec in PARAMETERS}  # what gem_node declares
 needs_launch = pytest.mark.skipif(
     importlib.util.find_spec('launch_ros') is None,
     reason='launch_ros is not installed (not on PyPI: scripts/setup.sh installs it from '
-           '../shared/ros-launch when present, or source a ROS 2 installation)')
+    '../shared/ros-launch when present, or source a ROS 2 installation)',
+)
 
 
 @pytest.fixture(scope='module')
@@ -32,16 +33,28 @@ def test_every_node_parameter_is_a_launch_argument(launch_module, monkeypatch):
     monkeypatch.setenv('AMENT_PREFIX_PATH', str(Path(__import__('sys').prefix)))
     description = launch_module.generate_launch_description()
     names = {argument.name for argument in description.get_launch_arguments()}
-    assert names == set(DECLARED) | {'params_file', 'rviz', 'image_topic', 'depth_topic',
-                                     'camera_info_topic'}
+    assert names == set(DECLARED) | {
+        'params_file',
+        'rviz',
+        'image_topic',
+        'depth_topic',
+        'camera_info_topic',
+    }
 
 
 @needs_launch
-@pytest.mark.parametrize('name,text,value', [
-    ('mask_threshold', '0.6', 0.6), ('mask_threshold', '1', 1.0), ('use_depth', 'true', True),
-    ('use_depth', 'False', False), ('input_size', '96', 96), ('pretrained', '2023', '2023'),
-    ('queries', 'red mug; person', 'red mug; person'),
-])
+@pytest.mark.parametrize(
+    'name,text,value',
+    [
+        ('mask_threshold', '0.6', 0.6),
+        ('mask_threshold', '1', 1.0),
+        ('use_depth', 'true', True),
+        ('use_depth', 'False', False),
+        ('input_size', '96', 96),
+        ('pretrained', '2023', '2023'),
+        ('queries', 'red mug; person', 'red mug; person'),
+    ],
+)
 def test_arguments_become_their_parameters_type(launch_module, name, text, value):
     value_type = launch_module.PARAMETER_ARGUMENTS[name][0]
     converted = launch_module.typed(name, text, value_type)
@@ -49,11 +62,14 @@ def test_arguments_become_their_parameters_type(launch_module, name, text, value
 
 
 @needs_launch
-@pytest.mark.parametrize('name,text,why', [
-    ('mask_threshold', 'abc', "mask_threshold:='abc' must be a number"),
-    ('use_depth', 'yes please', "use_depth:='yes please' must be true or false"),
-    ('input_size', '9.5', "input_size:='9.5' must be an integer"),
-])
+@pytest.mark.parametrize(
+    'name,text,why',
+    [
+        ('mask_threshold', 'abc', "mask_threshold:='abc' must be a number"),
+        ('use_depth', 'yes please', "use_depth:='yes please' must be true or false"),
+        ('input_size', '9.5', "input_size:='9.5' must be an integer"),
+    ],
+)
 def test_badly_typed_arguments_are_named(launch_module, name, text, why):
     with pytest.raises(ValueError, match=why.replace('(', r'\(')):
         launch_module.typed(name, text, launch_module.PARAMETER_ARGUMENTS[name][0])
@@ -82,8 +98,8 @@ def test_default_file_lists_every_parameter_with_its_default():
 
 def test_node_parameter_constants_match_the_core():
     import gem_ros.gem as gem
-    import gem_ros.image_conversion as conversion
-    import gem_ros.node_parameters as table
-    assert table.MAX_INPUT_PIXELS == gem.MAX_INPUT_PIXELS
+    import gem_ros.ros.image_conversion as conversion
+    import gem_ros.ros.parameters as table
+
     assert table.MAX_IMAGE_PIXELS == gem.MAX_IMAGE_PIXELS
-    assert table.DEFAULT_MAX_PIXELS == conversion.DEFAULT_MAX_PIXELS
+    assert table.DEFAULT_MAX_IMAGE_PIXELS == conversion.DEFAULT_MAX_PIXELS

@@ -5,6 +5,7 @@ launch and node cleanly. Checked from this process over DDS.
 Needs the real launch packages: from ../shared/ros-launch (scripts/setup.sh installs them when
 that folder is there) or a sourced ROS 2 installation; skipped otherwise.
 """
+
 import filecmp
 import importlib.util
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, LaunchProcess, RosClient, image_msg, random_rgb, source_env
+from ros_helpers import REPO, LaunchProcess, RosClient, image_msg, random_rgb, source_env
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -24,8 +25,9 @@ pytestmark = [
         importlib.util.find_spec('launch_ros') is None
         or shutil.which('ros2', path=source_env()['PATH']) is None,
         reason='ros2 launch is not installed (launch, launch_ros and ros2launch are not on '
-               'PyPI: scripts/setup.sh installs them from ../shared/ros-launch when present, '
-               'or source a ROS 2 installation)'),
+        'PyPI: scripts/setup.sh installs them from ../shared/ros-launch when present, '
+        'or source a ROS 2 installation)',
+    ),
 ]
 FIXTURES = REPO / 'test' / 'fixtures'
 TINY = (f"model:={FIXTURES / 'gem-tiny-test.json'}", 'pretrained:=none', 'device:=cpu')
@@ -63,26 +65,45 @@ def test_the_installed_launch_file_and_presets_are_this_checkouts():
     for path in [REPO / 'launch' / 'gem.launch.py', *(REPO / 'config').iterdir()]:
         installed = share / path.parent.name / path.name
         assert installed.is_file() and filecmp.cmp(path, installed, shallow=False), (
-            f'{installed} differs from {path}: run scripts/setup.sh again')
+            f'{installed} differs from {path}: run scripts/setup.sh again'
+        )
 
 
 def test_arguments_of_each_type_and_the_remaps_reach_the_node(tmp_path, client):
-    launch = LaunchProcess(tmp_path / 'launch.log', *TINY, 'mask_threshold:=0.6',
-                           'use_depth:=true', 'queries:=red mug; person', 'input_size:=96',
-                           'pretrained:=none', 'image_topic:=/cam/color',
-                           'depth_topic:=/cam/depth', 'camera_info_topic:=/cam/info')
+    launch = LaunchProcess(
+        tmp_path / 'launch.log',
+        *TINY,
+        'mask_threshold:=0.6',
+        'use_depth:=true',
+        'queries:=red mug; person',
+        'input_size:=96',
+        'pretrained:=none',
+        'image_topic:=/cam/color',
+        'depth_topic:=/cam/depth',
+        'camera_info_topic:=/cam/info',
+    )
     try:
         wait_for_node(client)
-        values = client.get_parameters('mask_threshold', 'use_depth', 'queries', 'input_size',
-                                       'pretrained', 'model', 'device')
-        assert values == {'mask_threshold': 0.6, 'use_depth': True,
-                          'queries': 'red mug; person', 'input_size': 96, 'pretrained': 'none',
-                          'model': str(FIXTURES / 'gem-tiny-test.json'), 'device': 'cpu'}
+        values = client.get_parameters(
+            'mask_threshold', 'use_depth', 'queries', 'input_size', 'pretrained', 'model', 'device'
+        )
+        assert values == {
+            'mask_threshold': 0.6,
+            'use_depth': True,
+            'queries': 'red mug; person',
+            'input_size': 96,
+            'pretrained': 'none',
+            'model': str(FIXTURES / 'gem-tiny-test.json'),
+            'device': 'cpu',
+        }
         assert type(values['mask_threshold']) is float and type(values['input_size']) is int
-        client.wait_for(lambda: client.active and client.active[-1] == 'red mug; person',
-                        'the launch queries to become active')
-        subscribed = {topic for topic, _ in
-                      client.node.get_subscriber_names_and_types_by_node('gem', '/')}
+        client.wait_for(
+            lambda: client.active and client.active[-1] == 'red mug; person',
+            'the launch queries to become active',
+        )
+        subscribed = {
+            topic for topic, _ in client.node.get_subscriber_names_and_types_by_node('gem', '/')
+        }
         assert {'/cam/color', '/cam/depth', '/cam/info'} <= subscribed, subscribed
         assert not {'/image', '/depth', '/camera_info'} & subscribed
         launch.wait_for_log('loaded model')
@@ -92,8 +113,7 @@ def test_arguments_of_each_type_and_the_remaps_reach_the_node(tmp_path, client):
     assert seconds < STOP_S
 
 
-@pytest.mark.parametrize('preset', sorted((REPO / 'config').glob('*.yaml')),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize('preset', sorted((REPO / 'config').glob('*.yaml')), ids=lambda p: p.name)
 def test_each_preset_starts_a_node_with_its_values(tmp_path, client, preset):
     # The presets name real weights (openai), which cannot load offline: the node runs on,
     # says why, and its parameters are the preset's.
@@ -115,19 +135,23 @@ def test_rviz_without_rviz2_is_logged_and_the_node_runs(tmp_path, client):
     try:
         launch.wait_for_log('rviz:=true, but rviz2 is not installed; not started')
         wait_for_node(client)
-        client.wait_for(lambda: client.active and client.active[-1] == 'cup',
-                        'the node to serve its queries')
+        client.wait_for(
+            lambda: client.active and client.active[-1] == 'cup', 'the node to serve its queries'
+        )
         stop_cleanly(launch)
     finally:
         launch.stop()
 
 
-@pytest.mark.parametrize('argument,why', [
-    ('mask_threshold:=2', 'cannot start'),
-    ('mask_threshold:=abc', "launch argument mask_threshold:='abc' must be a number"),
-    ('use_depth:=maybe', "launch argument use_depth:='maybe' must be true or false"),
-    ('method:=sam', 'method must be one of gem, clip'),
-])
+@pytest.mark.parametrize(
+    'argument,why',
+    [
+        ('mask_threshold:=2', 'cannot start'),
+        ('mask_threshold:=abc', "launch argument mask_threshold:='abc' must be a number"),
+        ('use_depth:=maybe', "launch argument use_depth:='maybe' must be true or false"),
+        ('method:=sam', 'method must be one of gem, clip'),
+    ],
+)
 def test_a_bad_value_ends_the_launch_with_a_clear_error(tmp_path, argument, why):
     launch = LaunchProcess(tmp_path / 'launch.log', *TINY, argument)
     try:
@@ -142,17 +166,23 @@ def test_a_bad_value_ends_the_launch_with_a_clear_error(tmp_path, argument, why)
 
 
 def test_sigint_mid_frame_stops_the_launch_after_that_frame(tmp_path, client):
-    launch = LaunchProcess(tmp_path / 'launch.log', 'model:=ViT-B-16', 'pretrained:=none',
-                           'device:=cpu', 'queries:=red', 'publish_overlay:=false')
+    launch = LaunchProcess(
+        tmp_path / 'launch.log',
+        'model:=ViT-B-16',
+        'pretrained:=none',
+        'device:=cpu',
+        'queries:=red',
+        'publish_overlay:=false',
+    )
     try:
         launch.wait_for_log('loaded model', timeout=120)
         client.wait_matched()
-        first = client.publish_and_wait(image_msg(random_rgb(480, 640), 'rgb8'), timeout=120,
-                                        resend_s=60)
+        first = client.publish_and_wait(
+            image_msg(random_rgb(480, 640), 'rgb8'), timeout=120, resend_s=60
+        )
         client.image_pub.publish(image_msg(random_rgb(480, 640), 'rgb8'))
         time.sleep(0.5)  # converted and running
         seconds = stop_cleanly(launch)
     finally:
         launch.stop()
     assert seconds < STOP_S + first.inference_seconds, (seconds, first.inference_seconds)
-

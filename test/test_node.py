@@ -2,6 +2,7 @@
 
 One node serves the whole module; each test sets the queries it needs.
 """
+
 import array
 import time
 
@@ -11,8 +12,9 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from conftest import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
 from gem_ros.srv import SetQueries
+
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
 
 pytestmark = pytest.mark.timeout(120)
 TINY_WEIGHTS = dict(p.split(':=') for p in TINY_MODEL[:2])  # model and pretrained
@@ -29,9 +31,14 @@ def ros_client():
 
 @pytest.fixture(scope='module')
 def gem_node(ros_client, tmp_path_factory):
-    node = NodeProcess(tmp_path_factory.mktemp('gem_node') / 'node.log', *TINY_MODEL,
-                       'queries:=[zebra]', 'input_size:=96', 'use_compressed:=true',
-                       'overlay_max_rate_hz:=0.0')
+    node = NodeProcess(
+        tmp_path_factory.mktemp('gem_node') / 'node.log',
+        *TINY_MODEL,
+        'queries:=[zebra]',
+        'input_size:=96',
+        'use_compressed:=true',
+        'overlay_max_rate_hz:=0.0',
+    )
     try:
         node.wait_for_log('loaded model')
         ros_client.wait_matched(compressed=True)
@@ -59,7 +66,11 @@ def check_result(result, msg, queries):
     for r in result.results:
         mask = r.mask
         assert (mask.encoding, mask.width, mask.height, mask.step) == (
-            'mono8', msg.width, msg.height, msg.width)
+            'mono8',
+            msg.width,
+            msg.height,
+            msg.width,
+        )
         assert mask.header == msg.header
         pixels = np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width)
         assert set(np.unique(pixels)) <= {0, 255}
@@ -79,18 +90,22 @@ def check_result(result, msg, queries):
 def test_node_declares_the_parameter_table(client):
     from rcl_interfaces.srv import ListParameters
 
-    from gem_ros.node import DECLARED_PARAMETERS
+    from gem_ros.ros.parameters import PARAMETERS
+
     lister = client.node.create_client(ListParameters, '/gem/list_parameters')
     assert lister.wait_for_service(timeout_sec=30)
     names = set(client.call(lister, ListParameters.Request()).result.names)
     assert names - {'use_sim_time', 'start_type_description_service'} == {
-        spec.name for spec in DECLARED_PARAMETERS}
+        spec.name for spec in PARAMETERS
+    }
 
 
 def test_startup_parameter_then_latched_prompt(gem_node, client):
     assert 'active queries: [zebra]' in gem_node.log()
-    client.wait_for(lambda: client.active and client.active[-1] == 'red; blue',
-                    'the latched prompt to become active')
+    client.wait_for(
+        lambda: client.active and client.active[-1] == 'red; blue',
+        'the latched prompt to become active',
+    )
 
 
 def test_one_result_per_frame_with_the_frame_header(client):
@@ -137,8 +152,9 @@ def test_every_encoding_gets_a_result(client, encoding):
 def compressed_msg(rgb, extension='.png'):
     ok, encoded = cv2.imencode(extension, rgb[..., ::-1])
     assert ok
-    return CompressedImage(header=header(), format=extension[1:],
-                           data=array.array('B', encoded.tobytes()))
+    return CompressedImage(
+        header=header(), format=extension[1:], data=array.array('B', encoded.tobytes())
+    )
 
 
 def test_compressed_image_gets_a_result(client):
@@ -155,7 +171,8 @@ def test_overlay_is_rgb8_with_the_frame_header(client):
     client.publish_and_wait(msg)
     overlay = client.wait_for(
         lambda: next((o for o in client.overlays if o.header == msg.header), None),
-        'the overlay of the frame')
+        'the overlay of the frame',
+    )
     assert (overlay.encoding, overlay.width, overlay.height) == ('rgb8', 56, 40)
     assert len(overlay.data) == 56 * 40 * 3
 
@@ -203,8 +220,11 @@ def test_topic_replaces_queries(client, latched):
     check_result(client.publish_and_wait(msg), msg, expected)
 
 
-@pytest.mark.parametrize('value,expected', [('a; b, a', 'a; b'), (['x', ' y ', ''], 'x; y')],
-                         ids=['string', 'string-array'])
+@pytest.mark.parametrize(
+    'value,expected',
+    [('a; b, a', 'a; b'), (['x', ' y ', ''], 'x; y')],
+    ids=['string', 'string-array'],
+)
 def test_queries_parameter_replaces_queries_at_run_time(client, value, expected):
     assert client.set_parameters(queries=value).successful
     client.wait_for(lambda: client.active[-1] == expected, f'the echo of {expected!r}')
@@ -217,8 +237,9 @@ def bad_images():
     truncated.data = truncated.data[:-10]
     zero = Image(header=header(), height=0, width=0, encoding='rgb8', step=0)
     unknown = image_msg(RGB[..., 0], 'bayer_rggb8')
-    corrupt = CompressedImage(header=header(), format='jpeg',
-                              data=array.array('B', b'\xff\xd8 not really a jpeg'))
+    corrupt = CompressedImage(
+        header=header(), format='jpeg', data=array.array('B', b'\xff\xd8 not really a jpeg')
+    )
     return [
         (truncated, 'truncated image data: 2294 bytes, expected height*step = 24*96 = 2304'),
         (zero, 'zero-size image (0x0)'),
@@ -227,8 +248,9 @@ def bad_images():
     ]
 
 
-@pytest.mark.parametrize('bad,error', bad_images(),
-                         ids=['truncated', 'zero-size', 'unknown-encoding', 'corrupt-jpeg'])
+@pytest.mark.parametrize(
+    'bad,error', bad_images(), ids=['truncated', 'zero-size', 'unknown-encoding', 'corrupt-jpeg']
+)
 def test_bad_image_is_logged_and_the_next_frame_served(gem_node, client, bad, error):
     set_queries(client, 'red')
     mark = len(gem_node.log())
@@ -240,12 +262,16 @@ def test_bad_image_is_logged_and_the_next_frame_served(gem_node, client, bad, er
     check_result(client.publish_and_wait(msg), msg, ['red'])
 
 
-@pytest.mark.parametrize('text,error', [
-    ('', "no queries in ''"),
-    (' , ;; ', "no queries in ' , ;; '"),
-    ('x' * 10_000, 'query of 10000 characters is too long'),
-    ('杯子' * 100, 'tokens; the text encoder takes at most 77'),
-], ids=['empty', 'separators-only', '10000-characters', 'too-many-tokens'])
+@pytest.mark.parametrize(
+    'text,error',
+    [
+        ('', "no queries in ''"),
+        (' , ;; ', "no queries in ' , ;; '"),
+        ('x' * 10_000, 'query of 10000 characters is too long'),
+        ('杯子' * 100, 'tokens; the text encoder takes at most 77'),
+    ],
+    ids=['empty', 'separators-only', '10000-characters', 'too-many-tokens'],
+)
 def test_bad_query_on_topic_is_logged_and_the_old_queries_kept(gem_node, client, text, error):
     set_queries(client, 'red', 'blue')
     mark = len(gem_node.log())
@@ -259,8 +285,9 @@ def test_bad_query_on_topic_is_logged_and_the_old_queries_kept(gem_node, client,
 
 def test_too_long_query_on_service_is_refused(gem_node, client):
     set_queries(client, 'red')
-    response = client.call(client.set_queries_client,
-                           SetQueries.Request(queries=['fine', 'y' * 10_000]))
+    response = client.call(
+        client.set_queries_client, SetQueries.Request(queries=['fine', 'y' * 10_000])
+    )
     assert not response.success
     assert 'too long' in response.message and 'keeping the active queries [red]' in response.message
     msg = image_msg(RGB, 'rgb8')
@@ -293,27 +320,34 @@ def test_mask_threshold_applies_to_the_next_frame(client):
     assert 0 < areas[0.9] < areas[0.1]
 
 
-@pytest.mark.parametrize('name,value,reason', [
-    ('mask_threshold', 1.5, ''),
-    ('method', 'sam', 'method must be one of gem, clip'),
-    ('device', 'gpu0', 'device must be auto, cpu, cuda or cuda:N'),
-    ('prompt_template', 'a photo', "needs exactly one '{}'"),
-    ('image_qos', 'reliable', ''),
-    ('queries', ['ok', 'z' * 400], 'bad queries: query of 400 characters is too long'),
-])
+@pytest.mark.parametrize(
+    'name,value,reason',
+    [
+        ('mask_threshold', 1.5, ''),
+        ('method', 'sam', 'method must be one of gem, clip'),
+        ('device', 'gpu0', 'device must be auto, cpu, cuda or cuda:N'),
+        ('prompt_template', 'a photo', "needs exactly one '{}'"),
+        ('image_qos', 'reliable', ''),
+        ('queries', ['ok', 'z' * 400], 'bad queries: query of 400 characters is too long'),
+    ],
+)
 def test_invalid_parameter_values_are_refused(client, name, value, reason):
     result = client.set_parameters(**{name: value})
     assert not result.successful
     assert reason in result.reason
 
 
-@pytest.mark.parametrize('values,reason', [
-    (dict(pretrained='test/fixtures/no-such-weights.pt'), 'checkpoint file not found'),
-    (dict(model='ViT-B-17'), "unknown open_clip model 'ViT-B-17'"),
-    (dict(pretrained='no-such-tag'), "no pretrained tag 'no-such-tag'"),
-    (dict(device='cuda:7'), 'CUDA is not available'),
-    (dict(input_size=1024), 'more than max_input_pixels 401408'),
-], ids=['missing-file', 'unknown-model', 'unknown-tag', 'no-cuda', 'input-over-budget'])
+@pytest.mark.parametrize(
+    'values,reason',
+    [
+        (dict(pretrained='test/fixtures/no-such-weights.pt'), 'checkpoint file not found'),
+        (dict(model='ViT-B-17'), "unknown open_clip model 'ViT-B-17'"),
+        (dict(pretrained='no-such-tag'), "no pretrained tag 'no-such-tag'"),
+        (dict(device='cuda:7'), 'CUDA is not available'),
+        (dict(input_size=1024), 'more than max_input_pixels 401408'),
+    ],
+    ids=['missing-file', 'unknown-model', 'unknown-tag', 'no-cuda', 'input-over-budget'],
+)
 def test_model_settings_that_cannot_work_are_refused_when_set(client, values, reason):
     before = client.get_parameters(*values)
     result = client.set_parameters(**values)
@@ -329,8 +363,10 @@ def test_failed_load_keeps_the_old_model_and_puts_the_parameter_back(gem_node, c
     assert client.set_parameters(pretrained=TINY_WEIGHTS['model']).successful
     log = gem_node.wait_for_log('parameters set back to it', after=mark)
     assert 'could not load' in log
-    client.wait_for(lambda: client.get_parameters('pretrained')['pretrained']
-                    == TINY_WEIGHTS['pretrained'], 'pretrained set back to the model in use')
+    client.wait_for(
+        lambda: client.get_parameters('pretrained')['pretrained'] == TINY_WEIGHTS['pretrained'],
+        'pretrained set back to the model in use',
+    )
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['red'])
     # The next model change loads, instead of reusing the bad value.
@@ -347,8 +383,7 @@ def test_failed_load_keeps_the_old_model_and_puts_the_parameter_back(gem_node, c
 def test_model_reload_swaps_in_the_new_model_while_serving(gem_node, client):
     set_queries(client, 'red')
     mark = len(gem_node.log())
-    assert client.set_parameters(pretrained=TINY_WEIGHTS['pretrained'],
-                                 method='clip').successful
+    assert client.set_parameters(pretrained=TINY_WEIGHTS['pretrained'], method='clip').successful
     gem_node.wait_for_log('method clip, device cpu, precision fp32) on cpu', after=mark)
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['red'])
@@ -390,9 +425,13 @@ def test_burst_of_frames_builds_no_backlog(client):
         def burst_results():
             return [r for r in client.results if r.header.frame_id == 'burst']
 
-        client.wait_for(lambda: any((r.header.stamp.sec, r.header.stamp.nanosec) in recent
-                                    for r in burst_results()),
-                        'a result for one of the last 5 frames of the burst', timeout=30)
+        client.wait_for(
+            lambda: any(
+                (r.header.stamp.sec, r.header.stamp.nanosec) in recent for r in burst_results()
+            ),
+            'a result for one of the last 5 frames of the burst',
+            timeout=30,
+        )
     finally:
         client.set_parameters(max_rate_hz=0.0)
     stamps = [r.header.stamp.sec for r in burst_results()]

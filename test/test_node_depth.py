@@ -1,6 +1,7 @@
 """gem_node pointing in 3D, end to end: image + depth + camera_info published from this
 process, the node (tiny model) in its own, 3D points checked against the analytic
 back-projection of the reported peak pixel; rviz markers checked for stable ids."""
+
 import itertools
 import time
 
@@ -10,18 +11,19 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-import gem_ros.node
-from conftest import TINY_MODEL, NodeProcess, RosClient, image_msg
-from depth_scene import (BOX_Z, HEIGHT, WALL_Z, WIDTH, K, camera_info_msg, depth_msg,
-                         wall_and_box)
-from gem_ros.gem.geometry import scale_intrinsics
-from gem_ros.markers import LABELS_NS, POINTS_NS
+import gem_ros.ros.node
+from gem_ros.geometry import scale_intrinsics
+from gem_ros.ros.markers import LABELS_NS, POINTS_NS
 from gem_ros.srv import SetQueries
+
+from depth_scene import BOX_Z, HEIGHT, WALL_Z, WIDTH, K, camera_info_msg, depth_msg, wall_and_box
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, image_msg
 
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not hasattr(gem_ros.node, 'DepthInput'),
-                       reason='needs the node integration'),
+    pytest.mark.skipif(
+        not hasattr(gem_ros.ros.node, 'DepthInput'), reason='needs the node integration'
+    ),
 ]
 FRAME_ID = 'camera_color_optical_frame'
 DEPTH_WINDOW = 4  # depth pixels
@@ -43,17 +45,25 @@ def client():
 
 @pytest.fixture(scope='module')
 def node(client, tmp_path_factory):
-    process = NodeProcess(tmp_path_factory.mktemp('gem_node_depth') / 'node.log', *TINY_MODEL,
-                          'queries:=[red, blue]', 'input_size:=96', 'use_depth:=true',
-                          'sync_slop:=0.05', f'depth_window:={DEPTH_WINDOW}',
-                          'publish_overlay:=false')
+    process = NodeProcess(
+        tmp_path_factory.mktemp('gem_node_depth') / 'node.log',
+        *TINY_MODEL,
+        'queries:=[red, blue]',
+        'input_size:=96',
+        'use_depth:=true',
+        'sync_slop:=0.05',
+        f'depth_window:={DEPTH_WINDOW}',
+        'publish_overlay:=false',
+    )
     try:
         process.wait_for_log('loaded model')
         client.wait_matched()
         deadline = time.monotonic() + 30
-        while not (client.depth_pub.get_subscription_count()
-                   and client.info_pub.get_subscription_count()
-                   and client.node.count_publishers('/gem/markers')):
+        while not (
+            client.depth_pub.get_subscription_count()
+            and client.info_pub.get_subscription_count()
+            and client.node.count_publishers('/gem/markers')
+        ):
             assert time.monotonic() < deadline, 'depth and markers endpoints not discovered'
             time.sleep(0.05)
         yield process
@@ -122,7 +132,7 @@ def check_points(result, colour_depth):
         assert abs(p.x - (u - cx) * p.z / fx) < TOLERANCE
         assert abs(p.y - (v - cy) * p.z / fy) < TOLERANCE
         reach = 2 * DEPTH_WINDOW + 1  # colour pixels, for depth down to half the size
-        around = colour_depth[max(v - reach, 0):v + reach + 1, max(u - reach, 0):u + reach + 1]
+        around = colour_depth[max(v - reach, 0) : v + reach + 1, max(u - reach, 0) : u + reach + 1]
         if np.ptp(around) == 0:
             uniform += 1
             assert abs(p.z - colour_depth[v, u]) < TOLERANCE
@@ -147,8 +157,7 @@ def test_half_size_depth_is_scaled_and_announced(client, node):
     assert node.log().count('depth is 320x240 but the colour image is 640x480') == 1
 
 
-@pytest.mark.parametrize('encoding,bad', [('16UC1', 0.0), ('32FC1', np.nan)],
-                         ids=['zeros', 'nan'])
+@pytest.mark.parametrize('encoding,bad', [('16UC1', 0.0), ('32FC1', np.nan)], ids=['zeros', 'nan'])
 def test_invalid_depth_gives_no_points_without_errors(client, node, encoding, bad):
     set_queries(client, 'red', 'blue')
     depth = np.full((HEIGHT, WIDTH), bad)
@@ -164,8 +173,9 @@ def test_non_finite_intrinsics_give_no_point_and_a_warning(client, node, entry):
     depth, _ = wall_and_box()
     bad = K.copy()
     bad[entry] = np.nan
-    log = send_until_logged(client, node, 'camera_info K has non-finite entries', depth, '16UC1',
-                            K=bad)
+    log = send_until_logged(
+        client, node, 'camera_info K has non-finite entries', depth, '16UC1', K=bad
+    )
     assert '[ERROR]' not in log and 'frame failed' not in log
     check_points(send_valid(client, depth, '16UC1'), depth)  # good intrinsics: points again
 
@@ -173,8 +183,14 @@ def test_non_finite_intrinsics_give_no_point_and_a_warning(client, node, entry):
 def test_unsynchronised_depth_gives_a_warning_and_no_points(client, node):
     set_queries(client, 'red', 'blue')
     depth, _ = wall_and_box()
-    log = send_until_logged(client, node, 'the nearest depth is +1.000 s off the frame', depth,
-                            '16UC1', depth_offset_s=1)
+    log = send_until_logged(
+        client,
+        node,
+        'the nearest depth is +1.000 s off the frame',
+        depth,
+        '16UC1',
+        depth_offset_s=1,
+    )
     assert 'depth not synchronised with the colour image' in log
     assert 'more than sync_slop (0.05 s)' in log
 
@@ -192,19 +208,30 @@ def test_marker_ids_stay_with_their_query(client, node):
     set_queries(client, 'blue')  # red disappears: its markers are deleted
     markers = markers_of(client, send_valid(client, depth, '32FC1').header)
     assert {(m.ns, m.id) for m in markers if m.action == Marker.DELETE} == {
-        (POINTS_NS, ids[0]['red']), (LABELS_NS, ids[0]['red'])}
+        (POINTS_NS, ids[0]['red']),
+        (LABELS_NS, ids[0]['red']),
+    }
     assert added(markers) == {'blue': ids[0]['blue']}
 
 
 def added(markers):
     """query -> marker id of the labels added."""
-    return {m.text.split(' (')[0]: m.id for m in markers
-            if m.ns == LABELS_NS and m.action == Marker.ADD}
+    return {
+        m.text.split(' (')[0]: m.id for m in markers if m.ns == LABELS_NS and m.action == Marker.ADD
+    }
 
 
 def markers_of(client, header):
     """The markers published for the frame with this header."""
+
     def find():
-        return next((array.markers for array in client.markers
-                     if array.markers and array.markers[0].header.stamp == header.stamp), None)
+        return next(
+            (
+                array.markers
+                for array in client.markers
+                if array.markers and array.markers[0].header.stamp == header.stamp
+            ),
+            None,
+        )
+
     return client.wait_for(find, 'the markers of the frame')

@@ -1,4 +1,5 @@
 """The node's small thread and logging helpers, in-process."""
+
 import threading
 import time
 
@@ -76,6 +77,7 @@ def test_severities_of_one_throttle_never_raise_with_rclpy_loggers():
     # Issue 8, item 1: rclpy refuses a second severity from one call site; a worker thread
     # logging "no model yet" (info) and then a bad frame (error) through one helper died.
     import rclpy.logging
+
     log = ThrottledLog(rclpy.logging.get_logger('gem_units'), period_s=0.0)
     for level in ('info', 'error', 'warning', 'info', 'error'):
         assert log(level, 'same kind', f'a {level} line')
@@ -85,4 +87,5 @@ def test_a_raising_logger_does_not_raise():
     class Broken:
         def error(self, text):
             raise RuntimeError('logger gone')
+
     assert ThrottledLog(Broken(), period_s=0.0)('error', 'frame', 'x')

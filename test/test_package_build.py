@@ -5,6 +5,7 @@ CMakeLists.txt or the file set of launch/ and config/). The colcon test builds a
 repository in a temporary workspace with PyPI's colcon and the ament/rosidl wheels; it takes
 about a minute, so it is skipped when GEM_ROS_SKIP_SLOW=1.
 """
+
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ VENV_BIN = Path(sys.prefix) / 'bin'
 SITE_PACKAGES = Path(sysconfig.get_paths()['purelib'])
 
 slow = pytest.mark.skipif(
-    os.environ.get('GEM_ROS_SKIP_SLOW') == '1', reason='GEM_ROS_SKIP_SLOW=1 skips real builds')
+    os.environ.get('GEM_ROS_SKIP_SLOW') == '1', reason='GEM_ROS_SKIP_SLOW=1 skips real builds'
+)
 
 # Run in a subprocess with the working directory outside the repository, so only an
 # installed copy of gem_ros can be imported. Prints where things came from, as JSON.
@@ -87,8 +89,14 @@ def test_source_tree_finds_installed_messages():
 def test_installed_package_alone(tmp_path):
     env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix)
     env.pop('PYTHONPATH', None)
-    out = subprocess.run([sys.executable, '-c', ROUNDTRIP], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, '-c', ROUNDTRIP],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     _check_roundtrip(report)
@@ -103,8 +111,9 @@ def test_installed_package_alone(tmp_path):
     assert (share / 'launch' / 'gem.launch.py').is_file()
 
 
-@pytest.mark.parametrize('script, target', [('gem_node', 'gem_ros.node:main'),
-                                            ('gem-ros', 'gem_ros.cli:main')])
+@pytest.mark.parametrize(
+    'script, target', [('gem_node', 'gem_ros.ros.node:main'), ('gem-ros', 'gem_ros.cli:main')]
+)
 def test_console_scripts(script, target):
     (entry,) = metadata.entry_points(group='console_scripts', name=script)
     assert entry.value == target
@@ -117,17 +126,29 @@ def test_console_scripts(script, target):
 def test_colcon_build(tmp_path):
     workspace = tmp_path / 'ws'
     # A copy, not a symlink: others may edit the checkout while colcon builds.
-    shutil.copytree(REPO, workspace / 'src' / 'gem_ros', ignore=shutil.ignore_patterns(
-        '.git', '.venv', 'build', 'install', 'log', '__pycache__', '.pytest_cache', 'out'))
-    env = dict(os.environ,
-               PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-               # No sourced ROS here: the ament/rosidl wheels live in this venv's prefix.
-               AMENT_PREFIX_PATH=sys.prefix,
-               MAKEFLAGS='-j2')
+    shutil.copytree(
+        REPO,
+        workspace / 'src' / 'gem_ros',
+        ignore=shutil.ignore_patterns(
+            '.git', '.venv', 'build', 'install', 'log', '__pycache__', '.pytest_cache', 'out'
+        ),
+    )
+    env = dict(
+        os.environ,
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        # No sourced ROS here: the ament/rosidl wheels live in this venv's prefix.
+        AMENT_PREFIX_PATH=sys.prefix,
+        MAKEFLAGS='-j2',
+    )
     env.pop('PYTHONPATH', None)
     build = subprocess.run(
         [str(VENV_BIN / 'colcon'), 'build', '--event-handlers', 'console_direct-'],
-        cwd=workspace, env=env, capture_output=True, text=True, timeout=540)
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
 
     prefix = workspace / 'install' / 'gem_ros'
@@ -141,11 +162,18 @@ def test_colcon_build(tmp_path):
     assert (package_dir / 'gem' / '__init__.py').is_file()
 
     # As a user would: source the workspace, then use the package from elsewhere.
-    script = (f'source {workspace}/install/setup.bash && python3 -c "$ROUNDTRIP" && '
-              'python3 -c "from gem_ros.node import main; assert callable(main)"')
-    out = subprocess.run(['bash', '-c', script], cwd=tmp_path,
-                         env=dict(env, ROUNDTRIP=ROUNDTRIP),
-                         capture_output=True, text=True, timeout=180)
+    script = (
+        f'source {workspace}/install/setup.bash && python3 -c "$ROUNDTRIP" && '
+        'python3 -c "from gem_ros.ros.node import main; assert callable(main)"'
+    )
+    out = subprocess.run(
+        ['bash', '-c', script],
+        cwd=tmp_path,
+        env=dict(env, ROUNDTRIP=ROUNDTRIP),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     _check_roundtrip(report)

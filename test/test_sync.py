@@ -1,11 +1,12 @@
 """The approximate-time synchroniser: ours, and message_filters' where it is importable, by
 the same tests (the node uses whichever is there)."""
+
 import random
 
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from gem_ros.sync import ApproximateTimeSync, message_filters, stamp_ns
+from gem_ros.ros.sync import ApproximateTimeSync, message_filters, stamp_ns
 
 
 class Ours:
@@ -29,11 +30,18 @@ class MessageFilters:
         self.inputs[index].signalMessage(msg)
 
 
-@pytest.fixture(params=[
-    Ours,
-    pytest.param(MessageFilters, marks=pytest.mark.skipif(
-        message_filters is None, reason='message_filters is not importable')),
-], ids=['ours', 'message_filters'])
+@pytest.fixture(
+    params=[
+        Ours,
+        pytest.param(
+            MessageFilters,
+            marks=pytest.mark.skipif(
+                message_filters is None, reason='message_filters is not importable'
+            ),
+        ),
+    ],
+    ids=['ours', 'message_filters'],
+)
 def make(request):
     return request.param
 
@@ -57,8 +65,10 @@ def test_equal_stamps_pair_whichever_arrives_first(make):
     sync.feed(1, stamped(CameraInfo, 10.0))
     sync.feed(1, stamped(CameraInfo, 10.1))
     sync.feed(0, stamped(Image, 10.1))
-    assert names(sync.sets) == [('Image@10.0', 'CameraInfo@10.0'),
-                                ('Image@10.1', 'CameraInfo@10.1')]
+    assert names(sync.sets) == [
+        ('Image@10.0', 'CameraInfo@10.0'),
+        ('Image@10.1', 'CameraInfo@10.1'),
+    ]
 
 
 def test_within_slop_pairs_beyond_it_does_not(make):
@@ -114,11 +124,14 @@ def test_a_jittered_30_hz_stream_pairs_every_frame_once(make):
     arrivals = []
     for frame in range(100):
         t = 7.0 + frame / 30
-        arrivals += [(t + rng.uniform(0, 0.02), 0, stamped(Image, t)),
-                     (t + rng.uniform(0, 0.02), 1, stamped(CameraInfo, t + 0.002))]
+        arrivals += [
+            (t + rng.uniform(0, 0.02), 0, stamped(Image, t)),
+            (t + rng.uniform(0, 0.02), 1, stamped(CameraInfo, t + 0.002)),
+        ]
     for _, index, msg in sorted(arrivals, key=lambda a: a[0]):
         sync.feed(index, msg)
-    offsets = [stamp_ns(info.header.stamp) - stamp_ns(image.header.stamp)
-               for image, info in sync.sets]
+    offsets = [
+        stamp_ns(info.header.stamp) - stamp_ns(image.header.stamp) for image, info in sync.sets
+    ]
     assert len(offsets) == 100
     assert all(abs(offset - 2_000_000) <= 1 for offset in offsets)

@@ -8,7 +8,7 @@
     gem-ros eval scenes --method clip gem --ss-attn-iter 1 0  # procedural, bundled model
     gem-ros eval write-scenes out/scenes --count 300          # the same scenes as a directory
 
-Each run evaluates every combination of --method, --depth and --ss-attn-iter given, prints
+Each run evaluates every combination of --method, --gem-depth and --ss-attn-iter given, prints
 a table and, with --json, writes all figures (per class too).
 """
 
@@ -19,53 +19,57 @@ import itertools
 import sys
 from pathlib import Path
 
+from ..settings import FrameSettings, ModelSettings, add_arguments, from_arguments
 from . import datasets, protocols
 from .runner import GemPredictor, evaluate, format_table, write_json
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SCENE_MODEL = WEIGHTS_DIR / "scene-clip-s16.json"
 SCENE_WEIGHTS = WEIGHTS_DIR / "scene-clip-s16.pt"
-DEFAULT_PROTOCOL = {"voc": "segmentation", "context59": "segmentation", "directory": "segmentation",
-                    "openimages": "points", "scenes": "localisation"}
+SWEPT = ("method", "gem_depth", "ss_attn_iter")
+DEFAULT_PROTOCOL = {
+    "voc": "segmentation",
+    "context59": "segmentation",
+    "directory": "segmentation",
+    "openimages": "points",
+    "scenes": "localisation",
+}
 
 
 def _model_arguments(parser: argparse.ArgumentParser, scenes: bool) -> None:
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", default=str(SCENE_MODEL) if scenes else "ViT-B-16",
-                   help="open_clip model name or JSON config path (default: %(default)s)")
-    g.add_argument("--pretrained", default=str(SCENE_WEIGHTS) if scenes else "openai",
-                   help="open_clip pretrained tag or checkpoint file (default: %(default)s)")
-    g.add_argument("--method", nargs="+", choices=("gem", "clip"), default=["gem"],
-                   help="one or more methods to compare (default: gem)")
-    g.add_argument("--depth", nargs="+", type=int, default=[7],
-                   help="GEM depth(s) (default: 7)")
-    g.add_argument("--ss-attn-iter", nargs="+", type=int, default=[1],
-                   help="GEM self-self attention iteration(s) (default: 1)")
-    g.add_argument("--ss-attn-temp", type=float, default=None,
-                   help="self-self attention temperature (default: the paper's rule)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    g.add_argument("--prompt", action="append", default=None, metavar="TEMPLATE",
-                   help="prompt template with {} (repeat to average several; "
-                        "default: 'a photo of a {}.')")
-    g.add_argument("--input-size", type=int, default=448,
-                   help="shorter image side fed to the model (default: 448)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is fastest on a busy CPU)")
+    # The node's and `gem-ros locate`'s flags (gem_ros.settings); these take several values.
+    add_arguments(
+        parser,
+        ModelSettings,
+        sweep=SWEPT,
+        defaults=dict(model=str(SCENE_MODEL), pretrained=str(SCENE_WEIGHTS)) if scenes else None,
+    )
+    add_arguments(parser, FrameSettings, title="frame")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is fastest on a busy CPU)",
+    )
 
 
 def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     g = parser.add_argument_group("protocol")
     choices = ("points",) if kind == "openimages" else ("segmentation", "localisation")
-    g.add_argument("--protocol", choices=choices, default=DEFAULT_PROTOCOL[kind],
-                   help="segmentation: mIoU of label maps; localisation: per present class, "
-                        "pointing accuracy and IoU of the thresholded heatmap; points: "
-                        "OpenImages V7 point IoU (default: %(default)s)")
-    g.add_argument("--background-threshold", type=float,
-                   default=protocols.DEFAULT_BACKGROUND_THRESHOLD,
-                   help="softmax probability under which a pixel is background (default: 0.8)")
-    g.add_argument("--mask-threshold", type=float, default=protocols.DEFAULT_MASK_THRESHOLD,
-                   help="threshold on the min-max heatmap for masks (default: 0.5)")
+    g.add_argument(
+        "--protocol",
+        choices=choices,
+        default=DEFAULT_PROTOCOL[kind],
+        help="segmentation: mIoU of label maps; localisation: per present class, "
+        "pointing accuracy and IoU of the thresholded heatmap; points: "
+        "OpenImages V7 point IoU (default: %(default)s)",
+    )
+    g.add_argument(
+        "--background-threshold",
+        type=float,
+        default=protocols.DEFAULT_BACKGROUND_THRESHOLD,
+        help="softmax probability under which a pixel is background (default: 0.8)",
+    )
     g.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     g.add_argument("--json", type=Path, default=None, help="write all results to this file")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,24 +78,34 @@ def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the eval sub-commands (one per data set kind) to `parser`."""
     kinds = parser.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
-    for kind, help_text in (("voc", "PASCAL VOC 2012 (VOC21, VOC20)"),
-                            ("context59", "PASCAL Context 59 (MMSeg converted layout)"),
-                            ("directory", "images/ + labels/ + classes.txt"),
-                            ("openimages", "OpenImages V7 point labels"),
-                            ("scenes", "procedural scenes from a seed")):
+    for kind, help_text in (
+        ("voc", "PASCAL VOC 2012 (VOC21, VOC20)"),
+        ("context59", "PASCAL Context 59 (MMSeg converted layout)"),
+        ("directory", "images/ + labels/ + classes.txt"),
+        ("openimages", "OpenImages V7 point labels"),
+        ("scenes", "procedural scenes from a seed"),
+    ):
         p = kinds.add_parser(kind, help=help_text, description=help_text)
         if kind in ("voc", "context59", "directory"):
             p.add_argument("root", type=Path, help="data set folder")
         if kind in ("voc", "context59"):
             p.add_argument("--split", default="val", help="image list name (default: val)")
         if kind in ("voc", "context59", "directory"):
-            p.add_argument("--class-names", type=Path, default=None,
-                           help="file with one class name per line, replacing the built-in "
-                                "names (same order and count as the label values)")
+            p.add_argument(
+                "--class-names",
+                type=Path,
+                default=None,
+                help="file with one class name per line, replacing the built-in "
+                "names (same order and count as the label values)",
+            )
         if kind == "openimages":
             p.add_argument("--points", type=Path, required=True, help="point-label CSV")
-            p.add_argument("--classes", type=Path, required=True,
-                           help="class-description CSV (LabelName,DisplayName)")
+            p.add_argument(
+                "--classes",
+                type=Path,
+                required=True,
+                help="class-description CSV (LabelName,DisplayName)",
+            )
             p.add_argument("--images", type=Path, required=True, help="folder of <ImageId>.jpg")
         if kind == "scenes":
             _scene_arguments(p)
@@ -103,12 +117,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scene_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=1000,
-                        help="scene seed (default: 1000; training used other streams)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1000,
+        help="scene seed (default: 1000; training used other streams)",
+    )
     parser.add_argument("--count", type=int, default=300, help="number of scenes")
     parser.add_argument("--size", type=int, default=224, help="scene side in pixels")
-    parser.add_argument("--vocab", choices=("colour-shape", "colour"), default="colour-shape",
-                        help="class names: '<colour> <shape>' or the colour alone")
+    parser.add_argument(
+        "--vocab",
+        choices=("colour-shape", "colour"),
+        default="colour-shape",
+        help="class names: '<colour> <shape>' or the colour alone",
+    )
 
 
 def _dataset(args):
@@ -119,8 +141,9 @@ def _dataset(args):
     if kind == "voc":
         return datasets.voc(args.root, args.split, args.limit, names or datasets.VOC_CLASSES)
     if kind == "context59":
-        return datasets.context59(args.root, args.split, args.limit,
-                                  names or datasets.CONTEXT59_CLASSES)
+        return datasets.context59(
+            args.root, args.split, args.limit, names or datasets.CONTEXT59_CLASSES
+        )
     if kind == "directory":
         return datasets.directory(args.root, args.limit, names)
     if kind == "openimages":
@@ -133,22 +156,44 @@ def _protocol(args, dataset):
     if args.protocol == "points":
         return protocols.PointLabels(args.mask_threshold)
     if args.protocol == "localisation":
-        return protocols.ClassLocalisation(dataset.class_names, dataset.background,
-                                           args.mask_threshold)
-    return protocols.Segmentation(dataset.class_names, dataset.background,
-                                  args.background_threshold)
+        return protocols.ClassLocalisation(
+            dataset.class_names, dataset.background, args.mask_threshold
+        )
+    return protocols.Segmentation(
+        dataset.class_names, dataset.background, args.background_threshold
+    )
 
 
-def settings(methods, depths, iters) -> list[dict]:
-    """The combinations to run; plain CLIP ignores depth and iterations."""
+def settings(args) -> list[tuple[str, ModelSettings]]:
+    """The combinations of the swept flags to run, named; plain CLIP ignores depth and
+    iterations."""
     out = []
-    for method in dict.fromkeys(methods):
+    for method in dict.fromkeys(args.method):
         if method == "clip":
-            out.append({"setting": "clip", "method": "clip", "depth": None, "ss_attn_iter": None})
+            out.append(
+                (
+                    "clip",
+                    from_arguments(
+                        ModelSettings,
+                        args,
+                        method="clip",
+                        gem_depth=ModelSettings.gem_depth,
+                        ss_attn_iter=ModelSettings.ss_attn_iter,
+                    ),
+                )
+            )
             continue
-        for depth, it in itertools.product(dict.fromkeys(depths), dict.fromkeys(iters)):
-            out.append({"setting": f"gem depth {depth} iter {it}", "method": "gem",
-                        "depth": depth, "ss_attn_iter": it})
+        for depth, it in itertools.product(
+            dict.fromkeys(args.gem_depth), dict.fromkeys(args.ss_attn_iter)
+        ):
+            out.append(
+                (
+                    f"{method} depth {depth} iter {it}",
+                    from_arguments(
+                        ModelSettings, args, method=method, gem_depth=depth, ss_attn_iter=it
+                    ),
+                )
+            )
     return out
 
 
@@ -178,34 +223,50 @@ def _evaluate_all(args: argparse.Namespace) -> int:
     except datasets.DatasetError as exc:
         print(f"gem-ros eval: {exc}", file=sys.stderr)
         return 2
-    templates = args.prompt or [gem.DEFAULT_TEMPLATE]
     rows = []
-    for setting in settings(args.method, args.depth, args.ss_attn_iter):
+    frame = from_arguments(FrameSettings, args)
+    for name, model_settings in settings(args):
         try:
             model = gem.load_model(
-                model=args.model, pretrained=args.pretrained, method=setting["method"],
-                depth=setting["depth"] or 7, ss_attn_iter=setting["ss_attn_iter"] or 0,
-                ss_attn_temp=args.ss_attn_temp, device=args.device, precision=args.precision,
-                prompt_template=templates if len(templates) > 1 else templates[0],
-                input_size=args.input_size)
+                model_settings, input_size=frame.input_size, max_input_pixels=frame.max_input_pixels
+            )
         except (gem.ModelLoadError, ValueError) as exc:
             print(f"gem-ros eval: {exc}", file=sys.stderr)
             return 2
         protocol = _protocol(args, dataset)
-        metrics = evaluate(GemPredictor(model), dataset, protocol,
-                           progress=not args.no_progress, description=setting["setting"])
-        rows.append({**setting, "metrics": metrics})
-    print(f"\n{dataset.name}: {args.protocol}, model {args.model} ({args.pretrained}), "
-          f"input {args.input_size}, prompts {templates}")
+        metrics = evaluate(
+            GemPredictor(model), dataset, protocol, progress=not args.no_progress, description=name
+        )
+        rows.append(
+            {
+                "setting": name,
+                "method": model_settings.method,
+                "gem_depth": model_settings.gem_depth if name != "clip" else None,
+                "ss_attn_iter": model_settings.ss_attn_iter if name != "clip" else None,
+                "metrics": metrics,
+            }
+        )
+    templates = list(model.templates)
+    print(
+        f"\n{dataset.name}: {args.protocol}, model {args.model} ({args.pretrained}), "
+        f"input {args.input_size}, prompts {templates}"
+    )
     print(format_table(rows, args.protocol))
     if getattr(dataset, "missing_images", 0):
         print(f"note: {dataset.missing_images} images of the CSV are not in {args.images}")
-    payload = {"dataset": dataset.name, "protocol": args.protocol, "model": args.model,
-               "pretrained": args.pretrained, "prompt_templates": templates,
-               "input_size": args.input_size, "background_threshold": args.background_threshold,
-               "mask_threshold": args.mask_threshold, "class_names": dataset.class_names,
-               "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-               "results": rows}
+    payload = {
+        "dataset": dataset.name,
+        "protocol": args.protocol,
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "prompt_templates": templates,
+        "input_size": args.input_size,
+        "background_threshold": args.background_threshold,
+        "mask_threshold": args.mask_threshold,
+        "class_names": dataset.class_names,
+        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+        "results": rows,
+    }
     write_json(args.json, payload)
     if args.json:
         print(f"wrote {args.json}")
@@ -213,7 +274,10 @@ def _evaluate_all(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gem_ros.eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gem_ros.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_eval_arguments(parser)
     return run_eval(parser.parse_args(argv))

@@ -30,23 +30,94 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..images import read_rgb
 from . import scenes as scene_gen
 from .metrics import IGNORE_INDEX
 
 # The names as prompts read best ("potted plant", not "pottedplant").
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "dining table", "dog", "horse", "motorbike", "person", "potted plant",
-    "sheep", "sofa", "train", "tv monitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "dining table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "potted plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tv monitor",
 )
 CONTEXT59_CLASSES = (
-    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",
-    "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
-    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
-    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse",
-    "person", "plate", "platform", "potted plant", "road", "rock", "sheep", "shelves",
-    "sidewalk", "sign", "sky", "snow", "sofa", "table", "track", "train", "tree", "truck",
-    "tv monitor", "wall", "water", "window", "wood",
+    "aeroplane",
+    "bag",
+    "bed",
+    "bedclothes",
+    "bench",
+    "bicycle",
+    "bird",
+    "boat",
+    "book",
+    "bottle",
+    "building",
+    "bus",
+    "cabinet",
+    "car",
+    "cat",
+    "ceiling",
+    "chair",
+    "cloth",
+    "computer",
+    "cow",
+    "cup",
+    "curtain",
+    "dog",
+    "door",
+    "fence",
+    "floor",
+    "flower",
+    "food",
+    "grass",
+    "ground",
+    "horse",
+    "keyboard",
+    "light",
+    "motorbike",
+    "mountain",
+    "mouse",
+    "person",
+    "plate",
+    "platform",
+    "potted plant",
+    "road",
+    "rock",
+    "sheep",
+    "shelves",
+    "sidewalk",
+    "sign",
+    "sky",
+    "snow",
+    "sofa",
+    "table",
+    "track",
+    "train",
+    "tree",
+    "truck",
+    "tv monitor",
+    "wall",
+    "water",
+    "window",
+    "wood",
 )
 BACKGROUND = "background"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -72,11 +143,6 @@ class DatasetError(RuntimeError):
     """A data set folder or file is missing or not in the expected layout."""
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns otherwise
-
-
 def read_labels(path: Path) -> np.ndarray:
     """Label values of a PNG (palette indices for palette PNGs, as VOC stores them)."""
     with Image.open(path) as img:
@@ -92,8 +158,11 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in _require(path, "list file").read_text().splitlines()
-            if line.strip()]
+    return [
+        line.strip()
+        for line in _require(path, "list file").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def _limit(names: list[str], limit: Optional[int]) -> list[str]:
@@ -103,8 +172,13 @@ def _limit(names: list[str], limit: Optional[int]) -> list[str]:
 class SegmentationDataset:
     """Images + label maps; `background` is true when class 0 is the background."""
 
-    def __init__(self, name: str, class_names: Sequence[str], items: list[tuple[str, Path, Path]],
-                 label_transform=None):
+    def __init__(
+        self,
+        name: str,
+        class_names: Sequence[str],
+        items: list[tuple[str, Path, Path]],
+        label_transform=None,
+    ):
         self.name = name
         self.class_names = list(class_names)
         self.background = self.class_names[0].lower() == BACKGROUND
@@ -126,16 +200,27 @@ def _voc_root(root: Path, year: str) -> Path:
     for candidate in (root, root / f"VOC{year}", root / "VOCdevkit" / f"VOC{year}"):
         if (candidate / "JPEGImages").is_dir():
             return candidate
-    raise DatasetError(f"no JPEGImages folder in {root} (nor in VOC{year}/ or "
-                       f"VOCdevkit/VOC{year}/ under it)")
+    raise DatasetError(
+        f"no JPEGImages folder in {root} (nor in VOC{year}/ or VOCdevkit/VOC{year}/ under it)"
+    )
 
 
-def voc(root: Path, split: str = "val", limit: Optional[int] = None,
-        class_names: Sequence[str] = VOC_CLASSES) -> SegmentationDataset:
+def voc(
+    root: Path,
+    split: str = "val",
+    limit: Optional[int] = None,
+    class_names: Sequence[str] = VOC_CLASSES,
+) -> SegmentationDataset:
     base = _voc_root(Path(root), "2012")
     names = _limit(_read_list(base / "ImageSets" / "Segmentation" / f"{split}.txt"), limit)
-    items = [(n, _require(base / "JPEGImages" / f"{n}.jpg", "image"),
-              _require(base / "SegmentationClass" / f"{n}.png", "label map")) for n in names]
+    items = [
+        (
+            n,
+            _require(base / "JPEGImages" / f"{n}.jpg", "image"),
+            _require(base / "SegmentationClass" / f"{n}.png", "label map"),
+        )
+        for n in names
+    ]
     return SegmentationDataset("voc", class_names, items)
 
 
@@ -146,13 +231,22 @@ def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def context59(root: Path, split: str = "val", limit: Optional[int] = None,
-              class_names: Sequence[str] = CONTEXT59_CLASSES) -> SegmentationDataset:
+def context59(
+    root: Path,
+    split: str = "val",
+    limit: Optional[int] = None,
+    class_names: Sequence[str] = CONTEXT59_CLASSES,
+) -> SegmentationDataset:
     base = _voc_root(Path(root), "2010")
     names = _limit(_read_list(base / "ImageSets" / "SegmentationContext" / f"{split}.txt"), limit)
-    items = [(n, _require(base / "JPEGImages" / f"{n}.jpg", "image"),
-              _require(base / "SegmentationClassContext" / f"{n}.png", "label map"))
-             for n in names]
+    items = [
+        (
+            n,
+            _require(base / "JPEGImages" / f"{n}.jpg", "image"),
+            _require(base / "SegmentationClassContext" / f"{n}.png", "label map"),
+        )
+        for n in names
+    ]
     return SegmentationDataset("context59", class_names, items, reduce_zero_label)
 
 
@@ -163,13 +257,17 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
-def directory(root: Path, limit: Optional[int] = None,
-              class_names: Optional[Sequence[str]] = None) -> SegmentationDataset:
+def directory(
+    root: Path, limit: Optional[int] = None, class_names: Optional[Sequence[str]] = None
+) -> SegmentationDataset:
     root = Path(root)
     names = list(class_names) if class_names else read_class_names(root / "classes.txt")
     label_dir = _require(root / "labels", "labels folder")
-    images = {p.stem: p for p in _require(root / "images", "images folder").iterdir()
-              if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {
+        p.stem: p
+        for p in _require(root / "images", "images folder").iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    }
     items = []
     for label_path in sorted(label_dir.glob("*.png")):
         if label_path.stem not in images:
@@ -212,8 +310,9 @@ def read_openimages_points(path: Path, class_names: dict[str, str]) -> dict[str,
             if answer not in ("yes", "no"):
                 continue  # unsure
             mid = row[i_label]
-            points[row[i_id]].append(Point(class_names.get(mid, mid), float(row[i_x]),
-                                           float(row[i_y]), answer == "yes"))
+            points[row[i_id]].append(
+                Point(class_names.get(mid, mid), float(row[i_x]), float(row[i_y]), answer == "yes")
+            )
     return points
 
 
@@ -221,8 +320,9 @@ class OpenImagesPoints:
     name = "openimages"
     background = False
 
-    def __init__(self, points_csv: Path, classes_csv: Path, image_dir: Path,
-                 limit: Optional[int] = None):
+    def __init__(
+        self, points_csv: Path, classes_csv: Path, image_dir: Path, limit: Optional[int] = None
+    ):
         image_dir = _require(Path(image_dir), "image folder")
         by_image = read_openimages_points(points_csv, read_openimages_classes(classes_csv))
         available = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
@@ -230,11 +330,13 @@ class OpenImagesPoints:
         # are the queries); the CSV may cover more images than the folder holds.
         wanted = sorted(i for i, pts in by_image.items() if any(p.positive for p in pts))
         self.missing_images = sum(1 for i in wanted if i not in available)
-        self.items = _limit([(i, available[i], by_image[i]) for i in wanted if i in available],
-                            limit)
+        self.items = _limit(
+            [(i, available[i], by_image[i]) for i in wanted if i in available], limit
+        )
         if not self.items:
-            raise DatasetError(f"none of the {len(wanted)} images with positive points is in "
-                               f"{image_dir}")
+            raise DatasetError(
+                f"none of the {len(wanted)} images with positive points is in {image_dir}"
+            )
         self.class_names = sorted({p.class_name for _, _, pts in self.items for p in pts})
 
     def __len__(self) -> int:
@@ -252,8 +354,9 @@ class GeneratedScenes:
     name = "scenes"
     background = True
 
-    def __init__(self, seed: int = 1000, count: int = 300, size: int = 224,
-                 vocabulary: str = "colour-shape"):
+    def __init__(
+        self, seed: int = 1000, count: int = 300, size: int = 224, vocabulary: str = "colour-shape"
+    ):
         self.seed, self.count, self.size, self.vocabulary = seed, count, size, vocabulary
         self.class_names = [BACKGROUND] + scene_gen.vocabulary(vocabulary)
 

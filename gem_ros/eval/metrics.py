@@ -54,9 +54,14 @@ class ConfusionMatrix:
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
     def summary(self) -> dict:
-        return {"mIoU": self.miou(), "pixel_accuracy": self.pixel_accuracy(),
-                "per_class_IoU": {name: (None if np.isnan(v) else float(v))
-                                  for name, v in zip(self.class_names, self.iou())}}
+        return {
+            "mIoU": self.miou(),
+            "pixel_accuracy": self.pixel_accuracy(),
+            "per_class_IoU": {
+                name: (None if np.isnan(v) else float(v))
+                for name, v in zip(self.class_names, self.iou())
+            },
+        }
 
 
 class PointIoU:
@@ -68,12 +73,18 @@ class PointIoU:
         (the point's ground truth: yes / no)."""
         predicted, positive = np.asarray(predicted, bool), np.asarray(positive, bool)
         c = self.counts.setdefault(class_name, np.zeros(3, np.int64))
-        c += [np.sum(predicted & positive), np.sum(predicted & ~positive),
-              np.sum(~predicted & positive)]
+        c += [
+            np.sum(predicted & positive),
+            np.sum(predicted & ~positive),
+            np.sum(~predicted & positive),
+        ]
 
     def iou(self) -> dict[str, float]:
-        return {name: float(tp / (tp + fp + fn)) for name, (tp, fp, fn) in self.counts.items()
-                if tp + fp + fn > 0}
+        return {
+            name: float(tp / (tp + fp + fn))
+            for name, (tp, fp, fn) in self.counts.items()
+            if tp + fp + fn > 0
+        }
 
     def miou(self) -> float:
         values = list(self.iou().values())
@@ -99,5 +110,8 @@ class Localisation:
 
     def summary(self) -> dict:
         n = len(self.hits)
-        return {"pointing_accuracy": float(np.mean(self.hits)) if n else float("nan"),
-                "mIoU": float(np.mean(self.ious)) if n else float("nan"), "queries": n}
+        return {
+            "pointing_accuracy": float(np.mean(self.hits)) if n else float("nan"),
+            "mIoU": float(np.mean(self.ious)) if n else float("nan"),
+            "queries": n,
+        }

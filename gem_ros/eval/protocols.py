@@ -24,8 +24,9 @@ DEFAULT_MASK_THRESHOLD = postprocess.DEFAULT_MASK_THRESHOLD
 class Predictor(Protocol):
     logit_scale: float
 
-    def scores(self, image: np.ndarray, queries: Sequence[str],
-               size: tuple[int, int]) -> np.ndarray: ...
+    def scores(
+        self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
+    ) -> np.ndarray: ...
 
 
 def min_max(maps: np.ndarray) -> np.ndarray:
@@ -35,8 +36,9 @@ def min_max(maps: np.ndarray) -> np.ndarray:
 
 def threshold_background(scores: np.ndarray, logit_scale: float, threshold: float) -> np.ndarray:
     """The core's VOC background rule, on numpy score maps [P, H, W] -> labels [H, W]."""
-    return postprocess.labels_with_background(torch.from_numpy(scores), logit_scale,
-                                              threshold).numpy()
+    return postprocess.labels_with_background(
+        torch.from_numpy(scores), logit_scale, threshold
+    ).numpy()
 
 
 class Segmentation:
@@ -50,8 +52,12 @@ class Segmentation:
 
     name = "segmentation"
 
-    def __init__(self, class_names: Sequence[str], background: bool,
-                 background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        background: bool,
+        background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
+    ):
         self.class_names = list(class_names)
         self.background = background
         self.threshold = background_threshold
@@ -65,8 +71,9 @@ class Segmentation:
         if not self.background:
             self.matrix.update(scores.argmax(0), labels)
             return
-        self.matrix.update(threshold_background(scores, predictor.logit_scale, self.threshold),
-                           labels)
+        self.matrix.update(
+            threshold_background(scores, predictor.logit_scale, self.threshold), labels
+        )
         fg_labels = np.where((labels == 0) | (labels == IGNORE_INDEX), IGNORE_INDEX, labels - 1)
         self.foreground.update(scores.argmax(0), fg_labels)
 
@@ -85,8 +92,12 @@ class ClassLocalisation:
 
     name = "localisation"
 
-    def __init__(self, class_names: Sequence[str], background: bool,
-                 mask_threshold: float = DEFAULT_MASK_THRESHOLD):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        background: bool,
+        mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    ):
         self.class_names = list(class_names)
         self.first = 1 if background else 0
         self.threshold = mask_threshold
@@ -97,8 +108,9 @@ class ClassLocalisation:
         present = [int(k) for k in np.unique(labels) if self.first <= k != IGNORE_INDEX]
         if not present:
             return
-        scores = predictor.scores(sample.image, [self.class_names[k] for k in present],
-                                  labels.shape)
+        scores = predictor.scores(
+            sample.image, [self.class_names[k] for k in present], labels.shape
+        )
         for k, heat in zip(present, min_max(scores)):
             self.metric.update(heat, labels == k, self.threshold)
 
@@ -126,8 +138,9 @@ class PointLabels:
             pts = [p for p in sample.points if p.class_name == name]
             cols = np.clip((np.array([p.x for p in pts]) * width).astype(int), 0, width - 1)
             rows = np.clip((np.array([p.y for p in pts]) * height).astype(int), 0, height - 1)
-            self.metric.update(name, h[rows, cols] > self.threshold,
-                               np.array([p.positive for p in pts]))
+            self.metric.update(
+                name, h[rows, cols] > self.threshold, np.array([p.positive for p in pts])
+            )
 
     def summary(self) -> dict:
         return self.metric.summary()

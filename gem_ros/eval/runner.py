@@ -19,22 +19,28 @@ class GemPredictor:
         self.model = model
         self.logit_scale = model.logit_scale
 
-    def scores(self, image: np.ndarray, queries: Sequence[str],
-               size: tuple[int, int]) -> np.ndarray:
+    def scores(
+        self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
+    ) -> np.ndarray:
         from gem_ros.gem import upsample
 
         logits = self.model.patch_logits(self.model.preprocess(image), list(queries))[0]
         return upsample(logits, tuple(size)).cpu().numpy()
 
 
-def evaluate(predictor, dataset, protocol, progress: bool = True,
-             description: str = "") -> dict:
+def evaluate(predictor, dataset, protocol, progress: bool = True, description: str = "") -> dict:
     """Feed every sample of `dataset` through `protocol` with `predictor`; the summary,
     with the image count and the wall time."""
     start = time.monotonic()
     count = 0
-    for sample in tqdm(dataset, total=len(dataset), desc=description or dataset.name,
-                       unit="img", disable=not progress, dynamic_ncols=True):
+    for sample in tqdm(
+        dataset,
+        total=len(dataset),
+        desc=description or dataset.name,
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    ):
         protocol.update(sample, predictor)
         count += 1
     result = protocol.summary()
@@ -67,8 +73,12 @@ def format_table(rows: Iterable[dict], protocol: str) -> str:
     for r in rows:
         m = r["metrics"]
         per_image = m["seconds"] / m["images"] if m["images"] else float("nan")
-        cells = [r["setting"], *(_cell(m.get(k)) for k in keys), str(m["images"]),
-                 f"{per_image:.2f}"]
+        cells = [
+            r["setting"],
+            *(_cell(m.get(k)) for k in keys),
+            str(m["images"]),
+            f"{per_image:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

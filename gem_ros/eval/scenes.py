@@ -26,7 +26,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (240, 110, 190),
 }
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "diamond",
+    "hexagon",
 )
 
 
@@ -47,15 +54,17 @@ class Scene:
     objects: tuple[SceneObject, ...]
 
 
-def _polygon(cx: float, cy: float, radius: float, angles: np.ndarray,
-             radii: np.ndarray | None = None) -> np.ndarray:
+def _polygon(
+    cx: float, cy: float, radius: float, angles: np.ndarray, radii: np.ndarray | None = None
+) -> np.ndarray:
     r = radius if radii is None else radius * radii
     pts = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1)
     return np.round(pts).astype(np.int32)
 
 
-def draw_shape_mask(shape: str, size: int, cx: float, cy: float, radius: float,
-                    rotation: float) -> np.ndarray:
+def draw_shape_mask(
+    shape: str, size: int, cx: float, cy: float, radius: float, rotation: float
+) -> np.ndarray:
     """Binary mask (bool [size, size]) of one shape centred at (cx, cy)."""
     canvas = np.zeros((size, size), np.uint8)
     if shape == "circle":
@@ -99,21 +108,30 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     angle = rng.uniform(0, 2 * math.pi)
     gradient = (np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(-50, 50)
-    coarse = cv2.resize(rng.normal(0, 18, (6, 6)).astype(np.float32), (size, size),
-                        interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.normal(0, 18, (6, 6)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+    )
     img = base + gradient[..., None] + coarse[..., None] + tint
     img = img + rng.normal(0, rng.uniform(2, 10), (size, size, 1))
     return img
 
 
-def generate_scene(rng: np.random.Generator, size: int = 224, min_objects: int = 1,
-                   max_objects: int = 3, distinct_colours: bool = True) -> Scene:
+def generate_scene(
+    rng: np.random.Generator,
+    size: int = 224,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    distinct_colours: bool = True,
+) -> Scene:
     """One scene of non-overlapping shapes; with ``distinct_colours`` a colour names
     at most one object, so a colour query has a single right answer."""
     count = int(rng.integers(min_objects, max_objects + 1))
     colour_names = list(COLOURS)
-    colours = (rng.choice(len(colour_names), count, replace=False) if distinct_colours
-               else rng.integers(0, len(colour_names), count))
+    colours = (
+        rng.choice(len(colour_names), count, replace=False)
+        if distinct_colours
+        else rng.integers(0, len(colour_names), count)
+    )
     image = _background(rng, size)
     occupied = np.zeros((size, size), bool)
     objects: list[SceneObject] = []
@@ -154,8 +172,9 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     """
     order = rng.permutation(len(scene.objects))
     generic = rng.random() < 0.25
-    names = [f"{scene.objects[i].colour} shape" if generic else scene.objects[i].name
-             for i in order]
+    names = [
+        f"{scene.objects[i].colour} shape" if generic else scene.objects[i].name for i in order
+    ]
     if not names:
         return "a photo of a plain background."
     names = [("an " if n[0] in "aeiou" else "a ") + n for n in names]

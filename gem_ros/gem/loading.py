@@ -4,71 +4,107 @@ Weights for a pretrained tag come from open_clip's own download and cache. Offli
 that is not cached fails at once with a message naming the model, the tag and how to pass a
 local file, instead of open_clip's minute of network retries.
 """
+
 from __future__ import annotations
 
 import difflib
 import logging
 import os
 import socket
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 from urllib.parse import urlparse
 
 import torch
 
-from .model import MAX_INPUT_PIXELS, GemModel
-from .text import DEFAULT_TEMPLATE
+from ..settings import MAX_INPUT_PIXELS, ModelSettings, check_setting
+from .model import GemModel
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _NO_WEIGHTS = (None, "", "none", "random")
+_KEEP = object()  # load_model's pretrained argument, when not given
 
 
 class ModelLoadError(RuntimeError):
     """The model could not be built: unknown name or tag, missing or unreadable weights."""
 
 
-def load_model(model: str = "ViT-B-16", pretrained: Optional[str] = "openai", method: str = "gem",
-               depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
-               device: str = "cpu", precision: str = "fp32",
-               prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
-               cache_dir: Optional[str] = None,
-               max_input_pixels: int = MAX_INPUT_PIXELS) -> GemModel:
+def load_model(
+    settings: ModelSettings | str | None = None,
+    pretrained: Optional[str] = _KEEP,
+    *,
+    cache_dir: Optional[str] = None,
+    input_size: int = 448,
+    max_input_pixels: int = MAX_INPUT_PIXELS,
+    **changes,
+) -> GemModel:
     """A GEM (or plain CLIP, method="clip") model ready for `locate`/`patch_logits`.
 
-    model: an open_clip model name (ViT-B-16, ViT-B-32, ViT-L-14, *-quickgelu, ...) or the path
-      of an open_clip JSON model config (registered under its file stem).
+        load_model("ViT-B-16", "openai", method="gem", gem_depth=7, device="cuda")
+        load_model(ModelSettings(model="ViT-B-32", precision="fp16"))
+
+    settings: a ModelSettings, or the open_clip model name (ViT-B-16, ViT-B-32, ViT-L-14,
+      *-quickgelu, ...) or the path of an open_clip JSON model config (registered under its
+      file stem); keyword arguments replace single fields (see ModelSettings for all).
     pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b88k", ...), the path of a
-      checkpoint file, or None for random weights.
-    device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available, else CPU).
-    precision: "fp32", or "fp16"/"bf16" autocast.
+      checkpoint file, or 'none' (or None) for random weights.
+    input_size, max_input_pixels: the model's defaults for `locate` (FrameSettings).
     """
     import open_clip  # imported here: it takes seconds, and callers may only want the types
 
-    name = _register_model(open_clip, model)
-    weights = _resolve_weights(open_clip, name, pretrained, cache_dir)
-    torch_device = _resolve_device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if settings is None or isinstance(settings, (str, os.PathLike)):
+        changes.setdefault("model", str(settings) if settings is not None else "ViT-B-16")
+        settings = ModelSettings()
+    if pretrained is not _KEEP:
+        changes["pretrained"] = pretrained
+    unknown = sorted(set(changes) - {f.name for f in fields(ModelSettings)})
+    if unknown:
+        raise ValueError(
+            f"unknown model settings {unknown}; known: "
+            f"{', '.join(f.name for f in fields(ModelSettings))}"
+        )
+    settings = replace(settings, **changes)
+    for f in fields(ModelSettings):
+        reason = check_setting(f.name, getattr(settings, f.name))
+        if reason:
+            raise ValueError(reason)
+
+    name = _register_model(open_clip, settings.model)
+    weights = _resolve_weights(open_clip, name, settings.weights, cache_dir)
+    torch_device = _resolve_device(settings.device)
+    precision = settings.precision
     if precision == "fp16" and torch_device.type == "cpu":
         log.warning("fp16 is not used on the CPU; running in fp32 (bf16 works on CPUs)")
         precision = "fp32"
     try:
-        clip = open_clip.create_model(name, pretrained=weights, device=torch_device,
-                                      weights_only=True)
+        clip = open_clip.create_model(
+            name, pretrained=weights, device=torch_device, weights_only=True
+        )
     except Exception as exc:  # a bad checkpoint: wrong architecture, corrupt file, ...
-        raise ModelLoadError(f"could not build open_clip model {name!r} with weights "
-                             f"{weights or 'random'}: {exc}") from exc
-    clip.eval().requires_grad_(False)
+        raise ModelLoadError(
+            f"could not build open_clip model {name!r} with weights {weights or 'random'}: {exc}"
+        ) from exc
+    # eval() only: every call runs under inference_mode, and parameters that do not require
+    # grad would send nn.MultiheadAttention (the text tower) down torch's inference fast
+    # path, which builds the full attention matrix: 1.35x slower text encoding on a CPU.
+    clip.eval()
     preprocess_cfg = open_clip.get_model_preprocess_cfg(clip)
     return GemModel(
-        clip, open_clip.get_tokenizer(name), name=name, method=method, depth=depth,
-        ss_attn_iter=ss_attn_iter, ss_attn_temp=ss_attn_temp, device=torch_device,
-        autocast_dtype=PRECISIONS[precision], prompt_template=prompt_template,
-        input_size=input_size, max_input_pixels=max_input_pixels,
-        mean=preprocess_cfg["mean"], std=preprocess_cfg["std"])
+        clip,
+        open_clip.get_tokenizer(name),
+        name=name,
+        settings=settings,
+        device=torch_device,
+        autocast_dtype=PRECISIONS[precision],
+        input_size=input_size,
+        max_input_pixels=max_input_pixels,
+        mean=preprocess_cfg["mean"],
+        std=preprocess_cfg["std"],
+    )
 
 
 def check_source(model: str, pretrained: Optional[str], device: str = "auto") -> None:
@@ -92,14 +128,17 @@ def _register_model(open_clip, model: str) -> str:
         return path.stem
     if model not in open_clip.list_models():
         close = difflib.get_close_matches(model, open_clip.list_models(), n=5)
-        raise ModelLoadError(f"unknown open_clip model {model!r}" +
-                             (f"; did you mean {', '.join(close)}?" if close else "") +
-                             " (or pass the path of an open_clip JSON model config)")
+        raise ModelLoadError(
+            f"unknown open_clip model {model!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + " (or pass the path of an open_clip JSON model config)"
+        )
     return model
 
 
-def _resolve_weights(open_clip, name: str, pretrained: Optional[str],
-                     cache_dir: Optional[str]) -> Optional[str]:
+def _resolve_weights(
+    open_clip, name: str, pretrained: Optional[str], cache_dir: Optional[str]
+) -> Optional[str]:
     """A local weights file for `pretrained`, or None for random weights."""
     cfg = _weights_source(open_clip, name, pretrained)
     if not isinstance(cfg, dict):
@@ -107,15 +146,15 @@ def _resolve_weights(open_clip, name: str, pretrained: Optional[str],
     cached = _cached_weights(cfg, cache_dir)
     if cached:
         return cached
-    how = (f"model {name!r}, pretrained tag {pretrained!r}: the weights are not in the local "
-           "cache")
+    how = f"model {name!r}, pretrained tag {pretrained!r}: the weights are not in the local cache"
     host = _weights_host(cfg)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _reachable(host):
         raise ModelLoadError(
             f"{how} and {host} cannot be reached (offline). Download them on a machine with "
             "network (they land in open_clip's cache) or pass a local checkpoint file, e.g. "
             "load_model(..., pretrained='/path/to/open_clip_pytorch_model.bin') or the ROS "
-            "parameter pretrained:=/path/to/file")
+            "parameter pretrained:=/path/to/file"
+        )
     log.info("downloading weights for %s/%s from %s", name, pretrained, host)
     try:
         return open_clip.download_pretrained(cfg, cache_dir=cache_dir)
@@ -136,9 +175,11 @@ def _weights_source(open_clip, name: str, pretrained: Optional[str]):
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for model {name!r}"
-                             f" (known tags: {', '.join(tags) or 'none'}); or pass the path of "
-                             "a checkpoint file as pretrained")
+        raise ModelLoadError(
+            f"open_clip has no pretrained tag {pretrained!r} for model {name!r}"
+            f" (known tags: {', '.join(tags) or 'none'}); or pass the path of "
+            "a checkpoint file as pretrained"
+        )
     return cfg
 
 
@@ -149,8 +190,9 @@ def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> Optional[str]:
         repo_id, filename = _split_hf_hub(cfg["hf_hub"])
         for candidate in _hf_candidates(filename):
             try:
-                return hf_hub_download(repo_id=repo_id, filename=candidate, cache_dir=cache_dir,
-                                       local_files_only=True)
+                return hf_hub_download(
+                    repo_id=repo_id, filename=candidate, cache_dir=cache_dir, local_files_only=True
+                )
             except Exception:
                 continue
         return None
@@ -171,8 +213,11 @@ def _hf_candidates(filename: str) -> list[str]:
     # open_clip prefers a .safetensors twin of a .bin file; look for both in the cache.
     stem, dot, ext = filename.rpartition(".")
     if ext in ("bin", "pth"):
-        safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" \
+        safe = (
+            "open_clip_model.safetensors"
+            if filename == "open_clip_pytorch_model.bin"
             else f"{stem}.safetensors"
+        )
         return [safe, filename]
     return [filename]
 
@@ -201,11 +246,14 @@ def _resolve_device(device: str) -> torch.device:
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available "
-                                 "(use device 'auto' to fall back to the CPU)")
+            raise ModelLoadError(
+                f"device {device!r} asked for, but CUDA is not available "
+                "(use device 'auto' to fall back to the CPU)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} "
-                                 "CUDA device(s)")
+            raise ModelLoadError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type != "cpu":
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     return dev

@@ -1,8 +1,18 @@
 """GemModel: an open_clip CLIP with GEM's patch tokens, answering text queries.
 
-A frame's tensors are born in `preprocess` (uint8 image -> normalised pixels on the device)
-and die in `postprocess.detections` (masks and a few numbers back on the CPU).
+Where tensors live (on the model's device unless said otherwise):
+- A frame's tensors are born in `preprocess` (the uint8 image, copied once to the device,
+  resized and normalised) and go through `vision.PatchTokenEncoder` ([1, 3, h, w] ->
+  patch tokens [1, h/p, w/p, D]) and `patch_logits` ([1, P, h/p, w/p]); they die in
+  `postprocess.detections`, whose only exits to the CPU are the [P, H, W] bool masks, one
+  [6, P] tensor of peaks, areas and boxes, the [P] peak scores, the local peaks' few values
+  and, when asked for, the [P, H, W] heatmaps. `segment` exits with the [H, W] label map.
+- Long-lived: the text embeddings ([D] per (templates, query); `text.TextEmbeddingCache`,
+  at most 4096 entries, least recently used dropped), the positional embeddings resampled per
+  input grid (`vision.PatchTokenEncoder`, at most 8 grids), the mean and std of the pixel
+  normalisation, and the weights.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,50 +23,62 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..settings import MAX_INPUT_PIXELS, ModelSettings
 from . import postprocess
 from .postprocess import Detection
-from .text import (DEFAULT_TEMPLATE, QueryError, TextEmbeddingCache, check_queries,
-                   check_templates)
+from .text import QueryError, TextEmbeddingCache, check_queries, check_templates
 from .vision import PatchTokenEncoder
 
 MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
-# The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px), which
-# covers a 2:1 frame at input_size 448 and which ViT-B-16 runs in well under 1 GB of
-# activations, a Jetson Orin 8 GB included. Frames whose input would exceed it are fed smaller.
-MAX_INPUT_PIXELS = 2 * 448 * 448
 MIN_INPUT_SIDE_PATCHES = 4  # a narrower input says nothing useful: refused, not fed
 
 
 class InputBudgetError(ValueError):
     """An image whose aspect ratio cannot be fed within the model-input budget."""
+
+
 # Frames arrive as read-only views of message buffers; they are only read (copied to the
 # device and converted), so torch's warning about non-writable arrays does not apply.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class GemModel:
-    def __init__(self, clip: torch.nn.Module, tokenizer, *, name: str, method: str = "gem",
-                 depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
-                 device: torch.device = torch.device("cpu"),
-                 autocast_dtype: Optional[torch.dtype] = None,
-                 prompt_template: str | Sequence[str] = DEFAULT_TEMPLATE, input_size: int = 448,
-                 max_input_pixels: int = MAX_INPUT_PIXELS,
-                 mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
-                 std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)):
+    def __init__(
+        self,
+        clip: torch.nn.Module,
+        tokenizer,
+        *,
+        name: str,
+        settings: ModelSettings = ModelSettings(),
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: Optional[torch.dtype] = None,
+        input_size: int = 448,
+        max_input_pixels: int = MAX_INPUT_PIXELS,
+        mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
+        std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711),
+    ):
         self.clip = clip
         self.name = name
+        self.settings = settings
         self.device = torch.device(device)
-        self.encoder = PatchTokenEncoder(clip.visual, method, depth, ss_attn_iter, ss_attn_temp)
+        self.encoder = PatchTokenEncoder(
+            clip.visual,
+            settings.method,
+            settings.gem_depth,
+            settings.ss_attn_iter,
+            settings.ss_attn_temp or None,
+        )
         self.patch_size = self.encoder.patch_size
-        self.templates = check_templates(prompt_template)
+        self.templates = check_templates(settings.templates)
         self.input_size = input_size
         self.max_input_pixels = max_input_pixels
         self.autocast_dtype = autocast_dtype
         self.logit_scale = float(clip.logit_scale.exp().clamp(max=100))
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        self._text = TextEmbeddingCache(clip.encode_text, tokenizer,
-                                        getattr(clip, "context_length", 77), self.device)
+        self._text = TextEmbeddingCache(
+            clip.encode_text, tokenizer, getattr(clip, "context_length", 77), self.device
+        )
 
     @property
     def method(self) -> str:
@@ -71,8 +93,12 @@ class GemModel:
     @torch.inference_mode()
     def encode_text(self, queries: Sequence[str]) -> torch.Tensor:
         """[P, D] L2-normalised float32 text embeddings, cached per (templates, query)."""
+        return self._encode(check_queries(queries))
+
+    @torch.inference_mode()
+    def _encode(self, checked: list[str]) -> torch.Tensor:
         with self._autocast():
-            return self._text(check_queries(queries), self.templates)
+            return self._text(checked, self.templates)
 
     def check_queries(self, queries: Sequence[str]) -> list[str]:
         """`queries` trimmed and de-duplicated, or QueryError (blank, too long, too many, more
@@ -86,12 +112,17 @@ class GemModel:
         cache, so the first frame after a query change does not pay the text tower)."""
         queries = self.check_queries(queries)
         if queries:
-            self.encode_text(queries)
+            self._encode(queries)
         return queries
 
     # --- image ----------------------------------------------------------------------------
-    def input_shape(self, height: int, width: int, input_size: Optional[int] = None,
-                    max_input_pixels: Optional[int] = None) -> tuple[int, int]:
+    def input_shape(
+        self,
+        height: int,
+        width: int,
+        input_size: Optional[int] = None,
+        max_input_pixels: Optional[int] = None,
+    ) -> tuple[int, int]:
         """Model input size: shorter side -> input_size, aspect kept, multiples of the patch;
         scaled down (aspect kept) where that would exceed max_input_pixels.
 
@@ -119,20 +150,26 @@ class GemModel:
                 f"image of {width}x{height} (aspect ratio {ratio:.0f}:1) cannot be fed within "
                 f"max_input_pixels {budget}: its shorter side would be under "
                 f"{MIN_INPUT_SIDE_PATCHES} patches ({MIN_INPUT_SIDE_PATCHES * p} px); crop it "
-                f"to an aspect ratio of at most {most:.0f}:1 or raise max_input_pixels")
+                f"to an aspect ratio of at most {most:.0f}:1 or raise max_input_pixels"
+            )
         return shape
 
     @torch.inference_mode()
-    def preprocess(self, image: np.ndarray, input_size: Optional[int] = None,
-                   max_input_pixels: Optional[int] = None) -> torch.Tensor:
+    def preprocess(
+        self,
+        image: np.ndarray,
+        input_size: Optional[int] = None,
+        max_input_pixels: Optional[int] = None,
+    ) -> torch.Tensor:
         """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] on the model's device."""
         height, width = check_image(image)
         size = self.input_shape(height, width, input_size, max_input_pixels)  # before any copy
         img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         x = img.permute(2, 0, 1)[None].float()
         if size != (height, width):
-            x = F.interpolate(x, size=size, mode="bicubic", antialias=True,
-                              align_corners=False).clamp_(0, 255)
+            x = F.interpolate(
+                x, size=size, mode="bicubic", antialias=True, align_corners=False
+            ).clamp_(0, 255)
         return (x - self._mean) / self._std
 
     # --- the model ------------------------------------------------------------------------
@@ -143,8 +180,10 @@ class GemModel:
             raise ValueError(f"pixels must be [B, 3, H, W], got {list(pixels.shape)}")
         p = self.patch_size
         if pixels.shape[-2] % p or pixels.shape[-1] % p:
-            raise ValueError(f"pixel height and width must be multiples of the patch size {p}, "
-                             f"got {list(pixels.shape[-2:])}")
+            raise ValueError(
+                f"pixel height and width must be multiples of the patch size {p}, "
+                f"got {list(pixels.shape[-2:])}"
+            )
         with self._autocast():
             tokens = self.encoder(pixels.to(self.device))
         return F.normalize(tokens.float(), dim=-1)
@@ -152,45 +191,64 @@ class GemModel:
     @torch.inference_mode()
     def patch_logits(self, pixels: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:
         """[B, P, H/p, W/p] cosine similarity of each patch token with each query."""
-        text = self.encode_text(queries)
+        return self._logits(pixels, check_queries(queries))
+
+    def _logits(self, pixels: torch.Tensor, checked: list[str]) -> torch.Tensor:
+        text = self._encode(checked)  # [P, D]
         return torch.einsum("bhwd,pd->bphw", self.patch_tokens(pixels), text)
 
     @torch.inference_mode()
-    def heatmaps(self, pixels: torch.Tensor, queries: Sequence[str],
-                 size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def heatmaps(
+        self, pixels: torch.Tensor, queries: Sequence[str], size: Optional[tuple[int, int]] = None
+    ) -> torch.Tensor:
         """[B, P, H, W]: logits bilinearly upsampled to `size` (default: the input's), min-max
         normalised per query, as the authors' heatmaps."""
         logits = self.patch_logits(pixels, queries)
         return postprocess.min_max(postprocess.upsample(logits, size or tuple(pixels.shape[-2:])))
 
     @torch.inference_mode()
-    def locate(self, image: np.ndarray, queries: Sequence[str],
-               mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
-               input_size: Optional[int] = None, max_peaks: int = 5,
-               return_heatmaps: bool = False,
-               max_input_pixels: Optional[int] = None) -> list[Detection]:
+    def locate(
+        self,
+        image: np.ndarray,
+        queries: Sequence[str],
+        mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
+        input_size: Optional[int] = None,
+        max_peaks: int = 5,
+        return_heatmaps: bool = False,
+        max_input_pixels: Optional[int] = None,
+    ) -> list[Detection]:
         """One Detection per query for an RGB uint8 image, in its pixel coordinates."""
         queries = check_queries(queries)
         if not queries:
             return []
         pixels = self.preprocess(image, input_size, max_input_pixels)
-        logits = self.patch_logits(pixels, queries)[0]
-        return postprocess.detections(queries, logits, image.shape[:2], mask_threshold,
-                                      max_peaks, return_heatmaps)
+        logits = self._logits(pixels, queries)[0]
+        return postprocess.detections(
+            queries, logits, image.shape[:2], mask_threshold, max_peaks, return_heatmaps
+        )
 
     @torch.inference_mode()
-    def segment(self, image: np.ndarray, queries: Sequence[str],
-                background_threshold: float = postprocess.DEFAULT_BACKGROUND_THRESHOLD,
-                input_size: Optional[int] = None,
-                max_input_pixels: Optional[int] = None) -> np.ndarray:
+    def segment(
+        self,
+        image: np.ndarray,
+        queries: Sequence[str],
+        background_threshold: float = postprocess.DEFAULT_BACKGROUND_THRESHOLD,
+        input_size: Optional[int] = None,
+        max_input_pixels: Optional[int] = None,
+    ) -> np.ndarray:
         """[H, W] int64 labels: 0 background, i + 1 query i (the paper's VOC protocol)."""
         queries = check_queries(queries)
         if not queries:
             raise QueryError("segment needs at least one query")
         pixels = self.preprocess(image, input_size, max_input_pixels)
-        logits = self.patch_logits(pixels, queries)[0]
-        return postprocess.semantic_labels(logits, image.shape[:2], self.logit_scale,
-                                           background_threshold).cpu().numpy()
+        logits = self._logits(pixels, queries)[0]
+        return (
+            postprocess.semantic_labels(
+                logits, image.shape[:2], self.logit_scale, background_threshold
+            )
+            .cpu()
+            .numpy()
+        )
 
 
 def check_image(image: np.ndarray) -> tuple[int, int]:
@@ -205,6 +263,8 @@ def check_image(image: np.ndarray) -> tuple[int, int]:
     if height == 0 or width == 0:
         raise ValueError(f"image is empty ({width}x{height})")
     if height * width > MAX_IMAGE_PIXELS:
-        raise ValueError(f"image of {width}x{height} is too large (at most "
-                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+        raise ValueError(
+            f"image of {width}x{height} is too large (at most "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
+        )
     return height, width

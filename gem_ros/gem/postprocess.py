@@ -3,6 +3,7 @@
 Everything here works on whole [P, ...] tensors on the model's device and moves only the
 final, small results (and the masks) to the CPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,10 +36,15 @@ class Detection:
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[..., P, h, w] patch logits -> [..., P, H, W], bilinear (align_corners=False) as the authors."""
+    """[..., P, h, w] patch logits -> [..., P, H, W], bilinear (align_corners=False), as the
+    authors do."""
     lead = logits.shape[:-2]
-    out = F.interpolate(logits.reshape(-1, 1, *logits.shape[-2:]).float(), size=size,
-                        mode="bilinear", align_corners=False)
+    out = F.interpolate(
+        logits.reshape(-1, 1, *logits.shape[-2:]).float(),
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+    )
     return out.view(*lead, *size)
 
 
@@ -50,8 +56,9 @@ def min_max(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 1e-6, (maps - lo) / span.clamp_min(1e-6), 0.0)
 
 
-def local_peaks(logits: torch.Tensor, image_size: tuple[int, int], threshold: float,
-                max_peaks: int) -> list[list[tuple[int, int, float]]]:
+def local_peaks(
+    logits: torch.Tensor, image_size: tuple[int, int], threshold: float, max_peaks: int
+) -> list[list[tuple[int, int, float]]]:
     """Per query, up to `max_peaks` local maxima (3x3) of the patch logits [P, h, w] whose
     min-max value passes `threshold`, strongest first, as patch-centre pixels (x, y, score)."""
     if max_peaks <= 0:
@@ -64,15 +71,28 @@ def local_peaks(logits: torch.Tensor, image_size: tuple[int, int], threshold: fl
     top = scores.topk(min(max_peaks, h * w), dim=1)
     out = []
     for vals, idx in zip(top.values.tolist(), top.indices.tolist()):
-        out.append([(min(int((i % w + 0.5) * width / w), width - 1),
-                     min(int((i // w + 0.5) * height / h), height - 1), v)
-                    for v, i in zip(vals, idx) if v != -np.inf])
+        out.append(
+            [
+                (
+                    min(int((i % w + 0.5) * width / w), width - 1),
+                    min(int((i // w + 0.5) * height / h), height - 1),
+                    v,
+                )
+                for v, i in zip(vals, idx)
+                if v != -np.inf
+            ]
+        )
     return out
 
 
-def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[int, int],
-               mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_peaks: int = 5,
-               return_heatmaps: bool = False) -> list[Detection]:
+def detections(
+    queries: Sequence[str],
+    logits: torch.Tensor,
+    image_size: tuple[int, int],
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    max_peaks: int = 5,
+    return_heatmaps: bool = False,
+) -> list[Detection]:
     """Detections of one image from its patch logits [P, h, w] (cosines).
 
     Queries are upsampled in groups of at most CHUNK_PIXELS heatmap pixels, so the float
@@ -84,10 +104,15 @@ def detections(queries: Sequence[str], logits: torch.Tensor, image_size: tuple[i
     out: list[Detection] = []
     peaks = local_peaks(logits.float(), image_size, mask_threshold, max_peaks)
     for start in range(0, len(queries), per_chunk):
-        chunk = logits[start:start + per_chunk]
-        out += _detections_of_chunk(queries[start:start + per_chunk], chunk, image_size,
-                                    mask_threshold, return_heatmaps,
-                                    peaks[start:start + per_chunk])
+        chunk = logits[start : start + per_chunk]
+        out += _detections_of_chunk(
+            queries[start : start + per_chunk],
+            chunk,
+            image_size,
+            mask_threshold,
+            return_heatmaps,
+            peaks[start : start + per_chunk],
+        )
     return out
 
 
@@ -114,14 +139,27 @@ def _detections_of_chunk(queries, logits, image_size, mask_threshold, return_hea
     for p, q in enumerate(queries):
         fp, a, bx0, by0, bx1, by1 = (col[p] for col in small)
         bbox = (bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1) if a else (0, 0, 0, 0)
-        out.append(Detection(query=q, score=scores[p], peak_x=fp % width, peak_y=fp // width,
-                             bbox=bbox, area=a, mask=masks[p], peaks=peaks[p], heatmap=heats[p]))
+        out.append(
+            Detection(
+                query=q,
+                score=scores[p],
+                peak_x=fp % width,
+                peak_y=fp // width,
+                bbox=bbox,
+                area=a,
+                mask=masks[p],
+                peaks=peaks[p],
+                heatmap=heats[p],
+            )
+        )
     return out
 
 
-def labels_with_background(scores: torch.Tensor, logit_scale: float,
-                           background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
-                           ) -> torch.Tensor:
+def labels_with_background(
+    scores: torch.Tensor,
+    logit_scale: float,
+    background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
+) -> torch.Tensor:
     """[P, H, W] similarities -> [H, W] int64 labels: 0 = background, i + 1 = query i.
 
     Argmax over queries; background where the softmax of the scaled similarities (CLIP's
@@ -131,7 +169,11 @@ def labels_with_background(scores: torch.Tensor, logit_scale: float,
     return torch.where(best < background_threshold, 0, idx + 1)
 
 
-def semantic_labels(logits: torch.Tensor, size: tuple[int, int], logit_scale: float,
-                    background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD) -> torch.Tensor:
+def semantic_labels(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    logit_scale: float,
+    background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
+) -> torch.Tensor:
     """[P, h, w] patch logits -> [H, W] label map of the bilinearly upsampled logits."""
     return labels_with_background(upsample(logits, size), logit_scale, background_threshold)

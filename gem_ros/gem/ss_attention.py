@@ -8,6 +8,7 @@ only), written with fused scaled-dot-product attention, the three branches batch
 one call, and as few full-size elementwise passes as the maths allows (on a CPU those
 passes cost a third as much as the attention itself).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -22,7 +23,7 @@ def adaptive_inverse_temperature(block_input: torch.Tensor, head_dim: int) -> to
     block_input: [B, N, C], the block's ln_1 output. Returns [B, 1, 1, 1].
     """
     mean_norm = block_input.float().norm(dim=-1).mean(dim=-1)
-    return (mean_norm * head_dim ** -0.5).view(-1, 1, 1, 1)
+    return (mean_norm * head_dim**-0.5).view(-1, 1, 1, 1)
 
 
 def _scale_of(inv_temp: Union[float, torch.Tensor]) -> tuple[float, Optional[torch.Tensor]]:
@@ -41,8 +42,9 @@ def _normalize_(p: torch.Tensor) -> None:
     p.div_(torch.linalg.vector_norm(p, dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
-def self_self_attention(qkv: torch.Tensor, iters: int,
-                        inv_temp: Union[float, torch.Tensor]) -> torch.Tensor:
+def self_self_attention(
+    qkv: torch.Tensor, iters: int, inv_temp: Union[float, torch.Tensor]
+) -> torch.Tensor:
     """The qkv ensemble of self-self attention, per head.
 
     qkv: [3, B, H, N, d], the block's q, k and v stacked (contiguous). inv_temp: a float or

@@ -1,4 +1,5 @@
 """Text queries: parsing, validation and cached CLIP text embeddings."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-DEFAULT_TEMPLATE = "a photo of a {}."
+from ..settings import DEFAULT_TEMPLATE  # noqa: F401 - re-exported
+
 # Far above any real phrase, far below what would make the tokenizer slow; the token check
 # below is the real limit.
 MAX_QUERY_CHARS = 300
@@ -45,8 +47,10 @@ def check_queries(queries: Iterable[str]) -> list[str]:
         if not q:
             raise QueryError("empty or blank query")
         if len(q) > MAX_QUERY_CHARS:
-            raise QueryError(f"query of {len(q)} characters is too long (at most "
-                             f"{MAX_QUERY_CHARS}): {q[:40]!r}...")
+            raise QueryError(
+                f"query of {len(q)} characters is too long (at most "
+                f"{MAX_QUERY_CHARS}): {q[:40]!r}..."
+            )
         if q not in out:
             out.append(q)
     if len(out) > MAX_QUERIES:
@@ -71,8 +75,14 @@ class TextEmbeddingCache:
     normalised again (CLIP's prompt ensembling).
     """
 
-    def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor], tokenizer,
-                 context_length: int, device: torch.device, max_entries: int = 4096):
+    def __init__(
+        self,
+        encode_text: Callable[[torch.Tensor], torch.Tensor],
+        tokenizer,
+        context_length: int,
+        device: torch.device,
+        max_entries: int = 4096,
+    ):
         self._encode_text = encode_text
         self._tokenizer = tokenizer
         self._context_length = context_length
@@ -96,8 +106,10 @@ class TextEmbeddingCache:
             return
         n = len(encode(prompt)) + 2  # start and end tokens
         if n > self._context_length:
-            raise QueryError(f"prompt {prompt[:40]!r}... is {n} tokens; the text encoder "
-                             f"takes at most {self._context_length}")
+            raise QueryError(
+                f"prompt {prompt[:40]!r}... is {n} tokens; the text encoder "
+                f"takes at most {self._context_length}"
+            )
 
     def __call__(self, queries: Sequence[str], templates: tuple[str, ...]) -> torch.Tensor:
         """[P, D] float32 embeddings of `queries` (already checked), in order."""

@@ -9,12 +9,16 @@ first of the last `depth - 1` blocks a second path starts, which adds each block
 self-self attention output (no MLP). ln_post and proj are applied to its patch tokens.
 method "clip": the unmodified patch tokens after ln_post and proj (the paper's baseline).
 """
+
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import METHODS
 from .ss_attention import adaptive_inverse_temperature, self_self_attention
 
 try:  # the same resampling the GEM authors copied from timm; timm comes with open_clip.
@@ -22,16 +26,22 @@ try:  # the same resampling the GEM authors copied from timm; timm comes with op
 except ImportError:  # pragma: no cover - timm is optional for open_clip
     resample_abs_pos_embed = None
 
-METHODS = ("gem", "clip")
+POS_CACHE_GRIDS = 8  # resampled positional embeddings kept, one per input grid
 
 
 def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Positional embeddings [1+N, C] resampled to `grid` (bicubic, antialias), as the authors do."""
+    """Positional embeddings [1+N, C] resampled to `grid` (bicubic, antialias), as the
+    authors do."""
     old = int(round((pos_embed.shape[0] - 1) ** 0.5))
     if resample_abs_pos_embed is not None:
         return resample_abs_pos_embed(
-            pos_embed.unsqueeze(0), new_size=list(grid), old_size=[old, old],
-            num_prefix_tokens=1, interpolation="bicubic", antialias=True)[0]
+            pos_embed.unsqueeze(0),
+            new_size=list(grid),
+            old_size=[old, old],
+            num_prefix_tokens=1,
+            interpolation="bicubic",
+            antialias=True,
+        )[0]
     cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
     patch_pos = patch_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2)
     patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", antialias=True)
@@ -41,23 +51,35 @@ def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch
 class PatchTokenEncoder(nn.Module):
     """Image -> projected patch tokens [B, h/p, w/p, D] of an open_clip ViT."""
 
-    def __init__(self, visual: nn.Module, method: str = "gem", depth: int = 7,
-                 ss_attn_iter: int = 1, ss_attn_temp: float | None = None):
+    def __init__(
+        self,
+        visual: nn.Module,
+        method: str = "gem",
+        depth: int = 7,
+        ss_attn_iter: int = 1,
+        ss_attn_temp: float | None = None,
+    ):
         super().__init__()
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         if blocks is None or not hasattr(visual, "conv1"):
             raise ValueError(
                 f"{type(visual).__name__} is not an open_clip VisionTransformer; GEM needs a "
-                "CLIP ViT (timm or ResNet towers are not supported)")
-        if not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks):
-            raise ValueError("GEM needs open_clip ViT blocks with standard multi-head attention")
+                "CLIP ViT (timm or ResNet towers are not supported)"
+            )
+        if not all(_standard_block(b) for b in blocks):
+            raise ValueError(
+                "GEM needs open_clip ViT blocks with standard multi-head attention "
+                "(a packed qkv projection, no scaled-cosine attention)"
+            )
         if not getattr(visual.transformer, "batch_first", True):
             raise ValueError("open_clip >= 2.26 (batch-first transformer) is required")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "gem" and not 2 <= depth <= len(blocks) + 1:
-            raise ValueError(f"gem depth must be in [2, {len(blocks) + 1}] for a "
-                             f"{len(blocks)}-block ViT, got {depth}")
+            raise ValueError(
+                f"gem depth must be in [2, {len(blocks) + 1}] for a "
+                f"{len(blocks)}-block ViT, got {depth}"
+            )
         if ss_attn_iter < 0:
             raise ValueError(f"ss_attn_iter must be >= 0, got {ss_attn_iter}")
         if ss_attn_temp is not None and ss_attn_temp <= 0:
@@ -68,7 +90,9 @@ class PatchTokenEncoder(nn.Module):
         self.ss_attn_iter = ss_attn_iter
         self.ss_attn_temp = ss_attn_temp
         self.patch_size = int(visual.conv1.kernel_size[0])
-        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        # [1 + h*w, C] per input grid, least recently used first; bounded, as frame sizes
+        # (and so grids) are whatever the cameras send.
+        self._pos_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
 
     def _pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         # Resampled once per input grid: every frame of a camera has the same size.
@@ -77,6 +101,9 @@ class PatchTokenEncoder(nn.Module):
             if pos.shape[0] != grid[0] * grid[1] + 1:
                 pos = _resample_pos_embed(pos.detach().float(), grid)
             self._pos_cache[grid] = pos.detach()
+            while len(self._pos_cache) > POS_CACHE_GRIDS:
+                self._pos_cache.popitem(last=False)
+        self._pos_cache.move_to_end(grid)
         return self._pos_cache[grid].to(dtype)
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -94,34 +121,68 @@ class PatchTokenEncoder(nn.Module):
         n_gem = self.depth - 1 if self.method == "gem" else 0
         n_plain = len(blocks) - n_gem
         for block in blocks[:n_plain]:
-            x = block(x)
+            x = _plain_block(block, x)  # [B, N, C] with N = 1 + h*w tokens
         tokens = x if n_gem == 0 else self._gem_path(x, blocks[n_plain:])
-        tokens = self.visual.ln_post(tokens[:, 1:])  # the class token is never compared
+        tokens = self.visual.ln_post(
+            tokens[:, 1:]
+        )  # [B, h*w, C]: the class token is never compared
         if self.visual.proj is not None:
-            tokens = tokens @ self.visual.proj
-        return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1])
+            tokens = tokens @ self.visual.proj  # [B, h*w, D]
+        return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1])  # [B, h, w, D]
 
     def _gem_path(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        """x: [B, N, C] tokens entering the first GEM block -> GEM's tokens [B, N, C]."""
         gem = x
         for i, block in enumerate(blocks):
-            attn: nn.MultiheadAttention = block.attn
-            heads, head_dim = attn.num_heads, attn.head_dim
-            h = block.ln_1(x)
-            batch, n_tok, width = h.shape
-            # One qkv projection shared by the original attention and self-self attention.
-            # ... laid out once as contiguous [3, B, heads, N, head_dim].
-            qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
-            qkv = qkv.view(batch, n_tok, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
-            inv_temp = (self.ss_attn_temp if self.ss_attn_temp is not None
-                        else adaptive_inverse_temperature(h, head_dim))
-            ss = self_self_attention(qkv, self.ss_attn_iter, inv_temp)
-            gem = gem + block.ls_1(attn.out_proj(_merge_heads(ss)))
+            attn = block.attn
+            h = block.ln_1(x)  # [B, N, C]
+            # One qkv projection shared by the original attention and self-self attention,
+            # laid out once as contiguous [3, B, heads, N, head_dim].
+            qkv = _qkv(attn, h).contiguous()
+            inv_temp = (
+                self.ss_attn_temp
+                if self.ss_attn_temp is not None
+                else adaptive_inverse_temperature(h, attn.head_dim)
+            )
+            ss = self_self_attention(qkv, self.ss_attn_iter, inv_temp)  # [B, heads, N, d]
+            gem = gem + block.ls_1(attn.out_proj(_merge_heads(ss)))  # [B, N, C]
             if i == len(blocks) - 1:
                 break  # the original path's last attention and MLP feed nothing GEM outputs
-            orig = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            orig = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, d]
             x = x + block.ls_1(attn.out_proj(_merge_heads(orig)))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
         return gem
+
+
+def _standard_block(block) -> bool:
+    """An open_clip residual block whose attention this module can run itself: a packed qkv
+    projection (nn.MultiheadAttention, or open_clip's own Attention class with the same
+    attribute names), without scaled-cosine attention or an inner norm."""
+    attn = getattr(block, "attn", None)
+    needed = ("in_proj_weight", "in_proj_bias", "out_proj", "num_heads", "head_dim")
+    return (
+        attn is not None
+        and all(hasattr(attn, a) for a in needed)
+        and getattr(attn, "logit_scale", None) is None
+        and isinstance(getattr(attn, "ln_inner", nn.Identity()), nn.Identity)
+        and all(hasattr(block, a) for a in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+    )
+
+
+def _qkv(attn, h: torch.Tensor) -> torch.Tensor:
+    """[B, N, C] -> q, k, v as a [3, B, heads, N, head_dim] view."""
+    batch, n_tok, _ = h.shape
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # [B, N, 3C]
+    return qkv.view(batch, n_tok, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+
+
+def _plain_block(block, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's residual block, with torch's fused attention (its inference fast path for
+    nn.MultiheadAttention builds the full attention matrix instead)."""
+    qkv = _qkv(block.attn, block.ln_1(x))
+    attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, d]
+    x = x + block.ls_1(block.attn.out_proj(_merge_heads(attended)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:

@@ -9,23 +9,35 @@ Pure numpy, no ROS. Conventions:
   have another resolution, in which case peaks, mask samples and K are scaled to the depth
   image's pixel grid (`scale_intrinsics`, `scale_pixel`).
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
-# Metres per depth unit, by sensor_msgs/Image encoding (REP 118: 16UC1 in millimetres,
-# 32FC1 in metres).
-METRES_PER_UNIT = {'16UC1': 0.001, 'mono16': 0.001, '32FC1': 1.0}
+# Depth image encodings read: numpy dtype code and metres per unit (REP 118: 16UC1 in
+# millimetres, 32FC1 in metres); None: no standard unit, depth_scale must say it.
+DEPTH_ENCODINGS = {
+    '16UC1': ('u2', 0.001),
+    'mono16': ('u2', 0.001),
+    '32FC1': ('f4', 1.0),
+    '64FC1': ('f8', None),
+    '8UC1': ('u1', None),
+    'mono8': ('u1', None),
+    '16SC1': ('i2', None),
+    '32SC1': ('i4', None),
+}
+METRES_PER_UNIT = {name: unit for name, (_, unit) in DEPTH_ENCODINGS.items() if unit}
 DEFAULT_WINDOW = 5  # half-size of the square window around the peak, depth pixels
 DEFAULT_MIN_DEPTH = 0.1  # m: closer readings are sensor noise on most RGB-D cameras
 DEFAULT_MAX_DEPTH = 10.0  # m
 MIN_VALID_PIXELS = 5  # fewer valid readings than this are not trusted for a median
 
 
-def depth_to_metres(depth: np.ndarray, encoding: str,
-                    depth_scale: Optional[float] = None) -> np.ndarray:
+def depth_to_metres(
+    depth: np.ndarray, encoding: str, depth_scale: Optional[float] = None
+) -> np.ndarray:
     """Depth image in metres (float32); zero, NaN and inf readings become NaN.
 
     The unit follows the encoding (16UC1/mono16: millimetres, 32FC1: metres); a positive
@@ -36,23 +48,27 @@ def depth_to_metres(depth: np.ndarray, encoding: str,
     elif encoding in METRES_PER_UNIT:
         scale = METRES_PER_UNIT[encoding]
     else:
-        raise ValueError(f'depth encoding {encoding!r} has no known unit (known: '
-                         f"{', '.join(METRES_PER_UNIT)}); set depth_scale (metres per unit)")
+        raise ValueError(
+            f'depth encoding {encoding!r} has no known unit (known: '
+            f"{', '.join(METRES_PER_UNIT)}); set depth_scale (metres per unit)"
+        )
     metres = depth.astype(np.float32) * np.float32(scale)
     metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
     return metres
 
 
-def scale_pixel(xy: tuple[float, float], from_size: tuple[int, int],
-                to_size: tuple[int, int]) -> tuple[float, float]:
+def scale_pixel(
+    xy: tuple[float, float], from_size: tuple[int, int], to_size: tuple[int, int]
+) -> tuple[float, float]:
     """Pixel (x, y) of an image of from_size (w, h) in an image of to_size showing the same
     view. Pixel centres map to pixel centres, hence the half-pixel shifts."""
     sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
     return (xy[0] + 0.5) * sx - 0.5, (xy[1] + 0.5) * sy - 0.5
 
 
-def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int],
-                     to_size: tuple[int, int]) -> np.ndarray:
+def scale_intrinsics(
+    K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
+) -> np.ndarray:
     """K of an image of from_size (w, h) rescaled to to_size, consistent with scale_pixel."""
     sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
     out = np.array(K, dtype=np.float64).reshape(3, 3).copy()
@@ -74,11 +90,16 @@ def back_project(u: float, v: float, z: float, K: np.ndarray) -> tuple[float, fl
     return float(x), float(y), float(z)
 
 
-def peak_to_point(depth_m: np.ndarray, peak_xy: tuple[float, float],
-                  mask: Optional[np.ndarray], K: np.ndarray, colour_size: tuple[int, int],
-                  window: int = DEFAULT_WINDOW, min_depth: float = DEFAULT_MIN_DEPTH,
-                  max_depth: float = DEFAULT_MAX_DEPTH
-                  ) -> tuple[Optional[tuple[float, float, float]], str]:
+def peak_to_point(
+    depth_m: np.ndarray,
+    peak_xy: tuple[float, float],
+    mask: Optional[np.ndarray],
+    K: np.ndarray,
+    colour_size: tuple[int, int],
+    window: int = DEFAULT_WINDOW,
+    min_depth: float = DEFAULT_MIN_DEPTH,
+    max_depth: float = DEFAULT_MAX_DEPTH,
+) -> tuple[Optional[tuple[float, float, float]], str]:
     """The 3D point of a colour-image peak, or None and why not.
 
     depth_m: [h, w] metres (NaN = no reading), aligned to the colour image; K belongs to
@@ -107,12 +128,16 @@ def peak_to_point(depth_m: np.ndarray, peak_xy: tuple[float, float],
     valid = finite & (patch >= min_depth) & (patch <= max_depth)
     needed = min(MIN_VALID_PIXELS, patch.size)
     if finite.sum() < needed:
-        return None, (f'no depth near the peak: {int(finite.sum())} of {patch.size} readings '
-                      f'within {window} px are valid (the others are zero or NaN)')
+        return None, (
+            f'no depth near the peak: {int(finite.sum())} of {patch.size} readings '
+            f'within {window} px are valid (the others are zero or NaN)'
+        )
     if valid.sum() < needed:
-        return None, (f'depth near the peak out of range [{min_depth:g}, {max_depth:g}] m '
-                      f'(median {np.median(patch[finite]):.3f} m, {int(valid.sum())} of '
-                      f'{patch.size} readings in range)')
+        return None, (
+            f'depth near the peak out of range [{min_depth:g}, {max_depth:g}] m '
+            f'(median {np.median(patch[finite]):.3f} m, {int(valid.sum())} of '
+            f'{patch.size} readings in range)'
+        )
     if mask is not None:
         # Each depth pixel samples the colour-image mask pixel at its centre.
         mask_rows = _nearest(rows, h, colour_size[1])
@@ -133,9 +158,11 @@ def _nearest(index: np.ndarray, size: int, other_size: int) -> np.ndarray:
     return np.minimum(((index + 0.5) * other_size / size).astype(np.int64), other_size - 1)
 
 
-def apply_transform(point: tuple[float, float, float], translation: tuple[float, float, float],
-                    rotation_xyzw: tuple[float, float, float, float]
-                    ) -> tuple[float, float, float]:
+def apply_transform(
+    point: tuple[float, float, float],
+    translation: tuple[float, float, float],
+    rotation_xyzw: tuple[float, float, float, float],
+) -> tuple[float, float, float]:
     """R p + t for a rotation given as a unit quaternion (x, y, z, w), as in
     geometry_msgs/Transform."""
     q = np.asarray(rotation_xyzw, dtype=np.float64)

@@ -1,4 +1,5 @@
 """rviz markers of a frame's 3D points: a sphere and a text label per query with a point."""
+
 from geometry_msgs.msg import Point, Pose, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
@@ -36,19 +37,38 @@ class QueryMarkers:
             red, green, blue = (c / 255.0 for c in colour(index))
             tint = ColorRGBA(r=red, g=green, b=blue, a=1.0)
             d = self._diameter
-            markers.append(Marker(
-                header=header, ns=POINTS_NS, id=marker_id, type=Marker.SPHERE,
-                action=Marker.ADD, pose=_pose(r.point.x, r.point.y, r.point.z),
-                scale=Vector3(x=d, y=d, z=d), color=tint))
+            markers.append(
+                Marker(
+                    header=header,
+                    ns=POINTS_NS,
+                    id=marker_id,
+                    type=Marker.SPHERE,
+                    action=Marker.ADD,
+                    pose=_pose(r.point.x, r.point.y, r.point.z),
+                    scale=Vector3(x=d, y=d, z=d),
+                    color=tint,
+                )
+            )
             # Above the sphere in the image: the optical frame's y points down.
-            markers.append(Marker(
-                header=header, ns=LABELS_NS, id=marker_id, type=Marker.TEXT_VIEW_FACING,
-                action=Marker.ADD, pose=_pose(r.point.x, r.point.y - 1.5 * d, r.point.z),
-                scale=Vector3(z=d), color=tint, text=f'{r.query} ({r.score:.2f})'))
+            markers.append(
+                Marker(
+                    header=header,
+                    ns=LABELS_NS,
+                    id=marker_id,
+                    type=Marker.TEXT_VIEW_FACING,
+                    action=Marker.ADD,
+                    pose=_pose(r.point.x, r.point.y - 1.5 * d, r.point.z),
+                    scale=Vector3(z=d),
+                    color=tint,
+                    text=f'{r.query} ({r.score:.2f})',
+                )
+            )
         for query, marker_id in sorted(self._shown.items(), key=lambda item: item[1]):
             if query not in shown:
-                markers += [Marker(header=header, ns=ns, id=marker_id, action=Marker.DELETE)
-                            for ns in (POINTS_NS, LABELS_NS)]
+                markers += [
+                    Marker(header=header, ns=ns, id=marker_id, action=Marker.DELETE)
+                    for ns in (POINTS_NS, LABELS_NS)
+                ]
         self._shown = shown
         return MarkerArray(markers=markers)
 

@@ -1,7 +1,7 @@
 """The node's depth input: depth + camera_info, paired by stamp, giving detections 3D points.
 
     depth = DepthInput(node)           # when the use_depth parameter is true
-    fields = depth.points_for(image_msg.header, (width, height), detections)
+    fields = depth.points_for(image_msg.header, (width, height), detections, settings)
     QueryResult(..., **fields[i])     # has_point, point, has_target_point, target_point
 
 Depth and camera_info are synchronised with each other as they arrive; the pairs of the last
@@ -10,9 +10,11 @@ that is within sync_slop (the colour frame comes from the node's own subscriptio
 keeps only the newest frame, so the lookup happens once the frame has been processed).
 Points are in the colour image's frame (header.frame_id): the depth must be aligned to it.
 """
+
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped
@@ -21,8 +23,14 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from gem_ros.gem.geometry import apply_transform, depth_to_metres, peak_to_point, scale_intrinsics
-from gem_ros.sync import message_filters, stamp_ns, subscribe_synchronised
+from gem_ros.geometry import (
+    DEPTH_ENCODINGS,
+    apply_transform,
+    depth_to_metres,
+    peak_to_point,
+    scale_intrinsics,
+)
+from gem_ros.ros.sync import message_filters, stamp_ns, subscribe_synchronised
 
 try:
     import tf2_ros
@@ -32,33 +40,44 @@ except ImportError:
 HISTORY_S = 3.0  # how far back (stamps) depth is kept for frames still being processed
 HISTORY_MAX = 100  # pairs, whatever their stamps
 LOG_PERIOD_S = 1.0
-_DEPTH_DTYPES = {'16UC1': 'u2', 'mono16': 'u2', '32FC1': 'f4', '64FC1': 'f8', '8UC1': 'u1',
-                 'mono8': 'u1', '16SC1': 'i2', '32SC1': 'i4'}
 
 
 def depth_msg_to_array(msg: Image) -> np.ndarray:
     """The [height, width] readings of a one-channel depth image, in its own units."""
-    code = _DEPTH_DTYPES.get(msg.encoding)
+    code = DEPTH_ENCODINGS.get(msg.encoding, (None,))[0]
     if code is None:
-        raise ValueError(f'unsupported depth encoding {msg.encoding!r} '
-                         f"(supported: {', '.join(_DEPTH_DTYPES)})")
+        raise ValueError(
+            f'unsupported depth encoding {msg.encoding[:40]!r} '
+            f"(supported: {', '.join(DEPTH_ENCODINGS)})"
+        )
     dtype = np.dtype(('>' if msg.is_bigendian else '<') + code)
     if msg.width == 0 or msg.height == 0 or msg.step < msg.width * dtype.itemsize:
         raise ValueError(f'bad depth image size {msg.width}x{msg.height}, step {msg.step}')
     if len(msg.data) < msg.height * msg.step:
-        raise ValueError(f'truncated depth image: {len(msg.data)} bytes, expected '
-                         f'{msg.height * msg.step}')
+        raise ValueError(
+            f'truncated depth image: {len(msg.data)} bytes, expected {msg.height * msg.step}'
+        )
     if msg.step == msg.width * dtype.itemsize:  # unpadded rows: a view of the message, no copy
         return np.frombuffer(msg.data, dtype, count=msg.height * msg.width).reshape(
-            msg.height, msg.width)
+            msg.height, msg.width
+        )
     rows = np.frombuffer(msg.data, np.uint8, count=msg.height * msg.step)
-    rows = rows.reshape(msg.height, msg.step)[:, :msg.width * dtype.itemsize]
+    rows = rows.reshape(msg.height, msg.step)[:, : msg.width * dtype.itemsize]
     return rows.copy().view(dtype).reshape(msg.height, msg.width)  # padded: realign once
 
 
+@dataclass(frozen=True)
+class DepthSettings:
+    """The depth parameters a frame's points are made with (one snapshot per change)."""
+
+    depth_scale: float
+    depth_window: int
+    depth_min: float
+    depth_max: float
+
+
 def no_point() -> dict:
-    return dict(has_point=False, point=Point(), has_target_point=False,
-                target_point=PointStamped())
+    return dict(has_point=False, point=Point(), has_target_point=False, target_point=PointStamped())
 
 
 class DepthInput:
@@ -72,19 +91,26 @@ class DepthInput:
         self._size_pairs_reported: set = set()
         self._topics = ' and '.join(node.resolve_topic_name(n) for n in ('depth', 'camera_info'))
         self._sync = subscribe_synchronised(
-            node, [(Image, 'depth'), (CameraInfo, 'camera_info')], qos_profile_sensor_data,
-            self._slop, self._on_pair)
+            node,
+            [(Image, 'depth'), (CameraInfo, 'camera_info')],
+            qos_profile_sensor_data,
+            self._slop,
+            self._on_pair,
+        )
         self._target_frame = node.get_parameter('target_frame').value
         self._tf_buffer = None
         if self._target_frame and tf2_ros is None:
-            self._log.warning(f'target_frame {self._target_frame!r} needs tf2_ros, which is not '
-                              'importable: points are given in the camera frame only')
+            self._log.warning(
+                f'target_frame {self._target_frame!r} needs tf2_ros, which is not '
+                'importable: points are given in the camera frame only'
+            )
         elif self._target_frame:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
         synchroniser = 'message_filters' if message_filters is not None else 'built-in'
-        self._log.info(f'3D points from {self._topics} (sync_slop {self._slop} s, '
-                       f'{synchroniser} synchroniser)')
+        self._log.info(
+            f'3D points from {self._topics} (sync_slop {self._slop} s, {synchroniser} synchroniser)'
+        )
 
     def _on_pair(self, depth: Image, info: CameraInfo) -> None:
         stamp = stamp_ns(depth.header.stamp)
@@ -99,31 +125,43 @@ class DepthInput:
         with self._lock:
             pairs = list(self._pairs)
         if not pairs:
-            self._warn('no depth', f'no depth yet: nothing synchronised received on '
-                                   f'{self._topics}; no 3D points')
+            self._warn(
+                'no depth',
+                f'no depth yet: nothing synchronised received on {self._topics}; no 3D points',
+            )
             return None
         nearest = min(pairs, key=lambda pair: abs(pair[0] - stamp))
         offset = (nearest[0] - stamp) / 1e9
         if abs(offset) > self._slop:
-            self._warn('sync', f'depth not synchronised with the colour image: the nearest depth '
-                               f'is {offset:+.3f} s off the frame, more than sync_slop '
-                               f'({self._slop} s); no 3D points for this frame (are both stamped '
-                               'by the same clock?)')
+            self._warn(
+                'sync',
+                f'depth not synchronised with the colour image: the nearest depth '
+                f'is {offset:+.3f} s off the frame, more than sync_slop '
+                f'({self._slop} s); no 3D points for this frame (are both stamped '
+                'by the same clock?)',
+            )
             return None
         return nearest[1:]
 
-    def points_for(self, header, colour_size: tuple[int, int], detections) -> list[dict]:
+    def points_for(
+        self, header, colour_size: tuple[int, int], detections, settings: 'DepthSettings'
+    ) -> list[dict]:
         """Per detection, the QueryResult fields has_point, point, has_target_point,
         target_point, for the colour frame with this header and size (width, height)."""
         pair = self._pair_for(header)
         if pair is None:
             return [no_point() for _ in detections]
         depth_msg, info = pair
-        scale, window, min_depth, max_depth = (self._node.get_parameter(name).value for name in (
-            'depth_scale', 'depth_window', 'depth_min', 'depth_max'))
+        scale, window, min_depth, max_depth = (
+            settings.depth_scale,
+            settings.depth_window,
+            settings.depth_min,
+            settings.depth_max,
+        )
         try:
-            depth_m = depth_to_metres(depth_msg_to_array(depth_msg), depth_msg.encoding,
-                                      scale or None)
+            depth_m = depth_to_metres(
+                depth_msg_to_array(depth_msg), depth_msg.encoding, scale or None
+            )
         except ValueError as exc:
             self._warn('depth', f'bad depth image: {exc}; no 3D points')
             return [no_point() for _ in detections]
@@ -131,21 +169,39 @@ class DepthInput:
         transform = self._transform(header) if self._tf_buffer is not None else None
         out = []
         for det in detections:
-            xyz, reason = peak_to_point(depth_m, (det.peak_x, det.peak_y), det.mask, K,
-                                        colour_size, window, min_depth, max_depth)
+            xyz, reason = peak_to_point(
+                depth_m,
+                (det.peak_x, det.peak_y),
+                det.mask,
+                K,
+                colour_size,
+                window,
+                min_depth,
+                max_depth,
+            )
             fields = no_point()
             if xyz is None:
                 self._warn('depth', f'no 3D point for {det.query!r}: {reason}')
             else:
                 fields.update(has_point=True, point=Point(x=xyz[0], y=xyz[1], z=xyz[2]))
             if xyz is not None and transform is not None:
-                x, y, z = apply_transform(xyz, (transform.translation.x, transform.translation.y,
-                                                transform.translation.z),
-                                          (transform.rotation.x, transform.rotation.y,
-                                           transform.rotation.z, transform.rotation.w))
-                fields.update(has_target_point=True, target_point=PointStamped(
-                    header=Header(stamp=header.stamp, frame_id=self._target_frame),
-                    point=Point(x=x, y=y, z=z)))
+                x, y, z = apply_transform(
+                    xyz,
+                    (transform.translation.x, transform.translation.y, transform.translation.z),
+                    (
+                        transform.rotation.x,
+                        transform.rotation.y,
+                        transform.rotation.z,
+                        transform.rotation.w,
+                    ),
+                )
+                fields.update(
+                    has_target_point=True,
+                    target_point=PointStamped(
+                        header=Header(stamp=header.stamp, frame_id=self._target_frame),
+                        point=Point(x=x, y=y, z=z),
+                    ),
+                )
             out.append(fields)
         return out
 
@@ -153,14 +209,17 @@ class DepthInput:
         """K for the depth image's pixels: camera_info's K, rescaled when camera_info states
         another image size (e.g. colour camera_info with a half-size aligned depth)."""
         depth_size = (depth_msg.width, depth_msg.height)
-        if depth_size != tuple(colour_size) and (depth_size, tuple(colour_size)) \
-                not in self._size_pairs_reported:
+        if (
+            depth_size != tuple(colour_size)
+            and (depth_size, tuple(colour_size)) not in self._size_pairs_reported
+        ):
             self._size_pairs_reported.add((depth_size, tuple(colour_size)))
             self._log.warning(
                 f'depth is {depth_size[0]}x{depth_size[1]} but the colour image is '
                 f'{colour_size[0]}x{colour_size[1]}: peaks are scaled to the depth image, which '
                 'must show the same view (depth aligned to the colour camera, e.g. '
-                'aligned_depth_to_color)')
+                'aligned_depth_to_color)'
+            )
         K = np.array(info.k, dtype=np.float64).reshape(3, 3)
         info_size = (info.width, info.height)
         if 0 not in info_size and info_size != depth_size:
@@ -170,10 +229,14 @@ class DepthInput:
     def _transform(self, header):
         try:
             return self._tf_buffer.lookup_transform(
-                self._target_frame, header.frame_id, Time.from_msg(header.stamp)).transform
+                self._target_frame, header.frame_id, Time.from_msg(header.stamp)
+            ).transform
         except tf2_ros.TransformException as exc:
-            self._warn('tf', f'no transform {header.frame_id!r} -> {self._target_frame!r}: '
-                             f'{exc}; target points left out')
+            self._warn(
+                'tf',
+                f'no transform {header.frame_id!r} -> {self._target_frame!r}: '
+                f'{exc}; target points left out',
+            )
             return None
 
     def _warn(self, kind: str, text: str) -> None:

@@ -8,6 +8,7 @@ messages fail with one clear ValueError whichever path runs.
 Sizes are checked before any pixel is copied or decoded: a raw image by its header fields, a
 compressed one by the size its header declares (a 1 KB JPEG can declare 30000x30000).
 """
+
 import array
 import io
 
@@ -15,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
+
+from gem_ros.ros.parameters import DEFAULT_MAX_IMAGE_PIXELS
 
 try:
     from cv_bridge import CvBridge
@@ -38,7 +41,7 @@ _ENCODINGS = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 _bridge = CvBridge() if CvBridge is not None else None
-DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
 
 def short(text: str, limit: int = 40) -> str:
@@ -48,9 +51,11 @@ def short(text: str, limit: int = 40) -> str:
 
 def check_size(width: int, height: int, max_pixels: int, what: str = '') -> None:
     if width * height > max_pixels:
-        raise ValueError(f'declared size {width}x{height} is larger than max_image_pixels '
-                         f'({width * height} > {max_pixels} pixels); refused before decoding'
-                         + (f' ({what})' if what else ''))
+        raise ValueError(
+            f'declared size {width}x{height} is larger than max_image_pixels '
+            f'({width * height} > {max_pixels} pixels); refused before decoding'
+            + (f' ({what})' if what else '')
+        )
 
 
 def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -65,8 +70,9 @@ def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         try:
             return _bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
         except Exception as exc:  # CvBridgeError is a TypeError: one error type for callers
-            raise ValueError(f'cv_bridge cannot convert {short(msg.encoding)} to rgb8: '
-                             f'{exc}') from exc
+            raise ValueError(
+                f'cv_bridge cannot convert {short(msg.encoding)} to rgb8: {exc}'
+            ) from exc
     return _builtin_to_rgb(msg, encoding)
 
 
@@ -74,7 +80,8 @@ def _check_image_msg(msg: Image, encoding: str) -> None:
     if encoding not in _ENCODINGS:
         raise ValueError(
             f'unsupported image encoding {short(msg.encoding)} '
-            f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
+            f"(supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f'zero-size image ({msg.width}x{msg.height})')
     bytes_per_pixel, _ = _ENCODINGS[encoding]
@@ -82,28 +89,29 @@ def _check_image_msg(msg: Image, encoding: str) -> None:
     if msg.step < row_bytes:
         raise ValueError(
             f"image step {msg.step} is smaller than width*bytes per pixel "
-            f"({msg.width}*{bytes_per_pixel} = {row_bytes}) for '{encoding}'")
+            f"({msg.width}*{bytes_per_pixel} = {row_bytes}) for '{encoding}'"
+        )
     if bytes_per_pixel == 2 and encoding != 'mono16' and msg.width % 2:
         raise ValueError(f"'{encoding}' needs an even width, got {msg.width}")
     expected = msg.height * msg.step
     if len(msg.data) < expected:
         raise ValueError(
             f'truncated image data: {len(msg.data)} bytes, expected height*step = '
-            f'{msg.height}*{msg.step} = {expected}')
+            f'{msg.height}*{msg.step} = {expected}'
+        )
 
 
 def _builtin_to_rgb(msg: Image, encoding: str) -> np.ndarray:
     bytes_per_pixel, conversion = _ENCODINGS[encoding]
     # Rows as bytes, padding cut off: still a view of the message buffer.
     rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.height * msg.step)
-    rows = rows.reshape(msg.height, msg.step)[:, :msg.width * bytes_per_pixel]
+    rows = rows.reshape(msg.height, msg.step)[:, : msg.width * bytes_per_pixel]
     if encoding == 'mono16':
         pixels = rows.view('>u2' if msg.is_bigendian else '<u2')
         if not pixels.dtype.isnative:
             pixels = pixels.astype(np.uint16)
         # cv_bridge scales 16 to 8 bits by 255/65535 with rounding and saturation.
-        return cv2.cvtColor(cv2.convertScaleAbs(pixels, alpha=255.0 / 65535.0),
-                            cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(cv2.convertScaleAbs(pixels, alpha=255.0 / 65535.0), cv2.COLOR_GRAY2RGB)
     pixels = rows.reshape(msg.height, msg.width, bytes_per_pixel)
     if conversion is None:
         return pixels

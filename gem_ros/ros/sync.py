@@ -8,6 +8,7 @@ closest first, and the first set whose stamps span less than `slop` is passed to
 callback and taken out of the queues. One difference, for a node that only wants the newest
 data: queued messages older than a matched set are dropped with it.
 """
+
 import itertools
 import threading
 from typing import Callable, Sequence
@@ -24,8 +25,7 @@ def stamp_ns(stamp) -> int:
 
 
 class ApproximateTimeSync:
-    def __init__(self, inputs: int, queue_size: int, slop: float,
-                 callback: Callable[..., None]):
+    def __init__(self, inputs: int, queue_size: int, slop: float, callback: Callable[..., None]):
         self._queues: list[dict[int, object]] = [{} for _ in range(inputs)]
         self._queue_size = queue_size
         self._slop_ns = round(slop * 1e9)
@@ -55,27 +55,38 @@ class ApproximateTimeSync:
             if i == index:
                 candidates.append([stamp])
                 continue
-            near = sorted((s for s in queue if abs(s - stamp) <= self._slop_ns),
-                          key=lambda s: abs(s - stamp))
+            near = sorted(
+                (s for s in queue if abs(s - stamp) <= self._slop_ns), key=lambda s: abs(s - stamp)
+            )
             if not near:
                 return None
             candidates.append(near)
-        return next((c for c in itertools.product(*candidates)
-                     if max(c) - min(c) < self._slop_ns), None)
+        return next(
+            (c for c in itertools.product(*candidates) if max(c) - min(c) < self._slop_ns), None
+        )
 
 
-def subscribe_synchronised(node, inputs: Sequence[tuple[type, str]], qos, slop: float,
-                           callback: Callable[..., None], queue_size: int = 10):
+def subscribe_synchronised(
+    node,
+    inputs: Sequence[tuple[type, str]],
+    qos,
+    slop: float,
+    callback: Callable[..., None],
+    queue_size: int = 10,
+):
     """Subscribe (msg_type, topic) inputs on `node`; callback(*msgs) gets synchronised sets.
     Keep the returned object alive as long as the subscriptions."""
     if message_filters is not None:
-        subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos)
-                       for msg_type, topic in inputs]
+        subscribers = [
+            message_filters.Subscriber(node, msg_type, topic, qos_profile=qos)
+            for msg_type, topic in inputs
+        ]
         sync = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
         sync.registerCallback(callback)
         return sync, subscribers
     sync = ApproximateTimeSync(len(inputs), queue_size, slop, callback)
-    subscriptions = [node.create_subscription(msg_type, topic,
-                                              lambda msg, i=i: sync.add(i, msg), qos)
-                     for i, (msg_type, topic) in enumerate(inputs)]
+    subscriptions = [
+        node.create_subscription(msg_type, topic, lambda msg, i=i: sync.add(i, msg), qos)
+        for i, (msg_type, topic) in enumerate(inputs)
+    ]
     return sync, subscriptions

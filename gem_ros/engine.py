@@ -1,0 +1,304 @@
+"""The running GEM model behind the node, with no ROS: its threads, its queries, its settings.
+
+    engine = Engine(log, convert=to_rgb, publish=on_detections, on_load_failed=put_back)
+    engine.request_model(ModelSettings(...))     # loads on the loader thread
+    engine.set_queries(['red mug', 'person'])    # checked with the tokenizer, milliseconds
+    engine.offer(frame)                          # newest frame wins; the worker runs it
+    engine.close()
+
+Threads, and what each may wait on:
+- the caller's thread (the node's executor) never waits on the model: queries are checked
+  with the tokenizer and swapped in under a lock that is only held for assignments, and
+  frames and load requests go into one-item slots;
+- the worker thread takes the newest frame, converts it (`convert`), runs the model and
+  hands the detections on (`publish`); text embeddings of new queries are computed there,
+  before the frame that first uses them;
+- the loader thread builds models; the old model serves until the new one is ready.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import gem_ros.gem as gem
+from gem_ros.settings import FrameSettings, ModelSettings
+from gem_ros.threads import LatestSlot, ThrottledLog
+
+POLL_S = 0.5  # how often idle threads look at the stop flag
+STOP_WAIT_S = 0.5  # at stop, how long a model load (which cannot be interrupted) is waited for
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the worker reads per frame, replaced as a whole when a setting changes, so a
+    frame never mixes values of two changes."""
+
+    frame: FrameSettings = field(default_factory=FrameSettings)
+    max_image_pixels: int = 3840 * 2160
+    max_rate_hz: float = 0.0  # 0 = unlimited
+
+
+class Engine:
+    def __init__(
+        self,
+        log: ThrottledLog,
+        convert: Callable,
+        publish: Callable,
+        on_load_failed: Callable[[ModelSettings], None] = lambda settings: None,
+        load: Callable[..., gem.GemModel] = gem.load_model,
+    ):
+        """convert(frame, max_image_pixels) -> RGB uint8 array, ValueError for a bad frame;
+        publish(frame, rgb, detections, inference_seconds, run_settings);
+        on_load_failed(settings): a requested model could not be loaded (worker or loader
+        thread: hand it to your own thread if it needs one)."""
+        self._log = log
+        self._convert = convert
+        self._publish = publish
+        self._on_load_failed = on_load_failed
+        self._load_model = load
+        # Guards _model, _queries and _loaded; held only to read or assign them.
+        self._lock = threading.Lock()
+        self._model: Optional[gem.GemModel] = None
+        self._loaded: Optional[ModelSettings] = None  # settings of the model in use
+        self._requested: Optional[ModelSettings] = None  # of the newest load request
+        self._queries: list[str] = []
+        self.settings = RunSettings()
+        self._frames = LatestSlot()
+        self._model_requests = LatestSlot()
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # rate-limit waits end early on a settings change
+        self._reduced_sizes: set = set()
+        self.processed = 0
+        self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
+        self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
+        self._worker.start()
+        self._loader.start()
+
+    # --- state ----------------------------------------------------------------------------
+    @property
+    def queries(self) -> list[str]:
+        return self._queries
+
+    @property
+    def loaded(self) -> Optional[ModelSettings]:
+        with self._lock:
+            return self._loaded
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by a newer one before the worker took them."""
+        return self._frames.replaced
+
+    def update_settings(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self._wake.set()
+
+    # --- queries --------------------------------------------------------------------------
+    def check_queries(self, queries) -> list[str]:
+        """Checked queries (QueryError otherwise): with the model's tokenizer once a model is
+        loaded (milliseconds; the text tower runs later, on the worker thread)."""
+        with self._lock:
+            model = self._model
+        return model.check_queries(queries) if model is not None else gem.check_queries(queries)
+
+    def set_queries(self, queries) -> bool:
+        """Check and activate `queries` (QueryError, and the active ones kept, otherwise);
+        whether they changed."""
+        queries = self.check_queries(queries)
+        with self._lock:
+            changed = queries != self._queries
+            self._queries = queries
+        return changed
+
+    # --- frames ---------------------------------------------------------------------------
+    def offer(self, frame) -> Optional[str]:
+        """Hand a frame to the worker (replacing one not taken yet); or why it was skipped."""
+        with self._lock:
+            queries, model = self._queries, self._model
+        if not queries:
+            return 'no active queries'
+        if model is None:
+            return 'no model loaded yet'
+        self._frames.put(frame)
+        return None
+
+    def _work(self) -> None:
+        last_start = -1e9
+        while not self._stop.is_set():
+            try:
+                if not self._rate_allows(last_start):
+                    continue
+                frame = self._frames.take(POLL_S)
+                if frame is None:
+                    continue
+                last_start = time.monotonic()
+                self._process(frame)
+            except Exception as exc:  # the worker keeps serving whatever one frame does
+                self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
+
+    def _rate_allows(self, last_start: float) -> bool:
+        """False after waiting (at most POLL_S, less when the settings change) while
+        max_rate_hz holds the next frame back; True when a frame may start."""
+        rate = self.settings.max_rate_hz
+        wait = last_start + 1.0 / rate - time.monotonic() if rate > 0 else 0.0
+        if wait <= 0:
+            return True
+        self._wake.wait(min(wait, POLL_S))
+        self._wake.clear()
+        return False
+
+    def _process(self, frame) -> None:
+        settings = self.settings
+        try:
+            rgb = self._convert(frame, settings.max_image_pixels)
+        except ValueError as exc:
+            self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
+            return
+        with self._lock:
+            model, queries = self._model, self._queries
+        if model is None or not queries:
+            return
+        frame_settings = settings.frame
+        height, width = rgb.shape[:2]
+        try:
+            shape = model.input_shape(
+                height, width, frame_settings.input_size, frame_settings.max_input_pixels
+            )
+        except gem.InputBudgetError as exc:
+            self._log('error', 'input budget', f'frame refused: {exc}')
+            return
+        self._report_reduced_input(model, (height, width), shape, frame_settings)
+        started = time.perf_counter()
+        detections = model.locate(
+            rgb,
+            queries,
+            mask_threshold=frame_settings.mask_threshold,
+            input_size=frame_settings.input_size,
+            max_input_pixels=frame_settings.max_input_pixels,
+        )
+        seconds = time.perf_counter() - started
+        if not all(map(_finite, (d.score for d in detections))):
+            self._log(
+                'error',
+                'non-finite',
+                'the model gave non-finite similarities (NaN or '
+                'inf; e.g. fp16 overflow): frame not published',
+            )
+            return
+        self.processed += 1
+        self._publish(frame, rgb, detections, seconds, settings)
+
+    def _report_reduced_input(self, model, size, shape, settings: FrameSettings) -> None:
+        """Say once per image size (and budget) when the budget, not input_size, sets the
+        model input."""
+        wanted = model.input_shape(*size, settings.input_size, sys.maxsize)
+        key = (size, settings.input_size, settings.max_input_pixels)
+        if shape != wanted and key not in self._reduced_sizes and len(self._reduced_sizes) < 64:
+            self._reduced_sizes.add(key)
+            self._log.now(
+                'warning',
+                (
+                    f'frames of {size[1]}x{size[0]} are fed to the model at {shape[1]}x{shape[0]}, '
+                    f'not {wanted[1]}x{wanted[0]} (input_size {settings.input_size}): that would '
+                    f'exceed max_input_pixels {settings.max_input_pixels}'
+                ),
+            )
+
+    # --- models ---------------------------------------------------------------------------
+    def request_model(self, settings: ModelSettings) -> None:
+        """Load a model with these settings in the background, unless it is the one in use or
+        already being loaded; a request not started yet is replaced."""
+        if settings == self._requested:
+            return
+        self._requested = settings
+        if settings == self.loaded:  # e.g. put back after a failed load: nothing to load
+            self._model_requests.take(0)
+            return
+        self._model_requests.put(settings)
+
+    def forget_request(self, settings: ModelSettings) -> bool:
+        """After a failed load: whether `settings` was still the newest request (then the same
+        settings asked for again are loaded again)."""
+        if settings != self._requested:
+            return False
+        self._requested = None
+        return True
+
+    def _load_models(self) -> None:
+        while not self._stop.is_set():
+            settings = self._model_requests.take(POLL_S)
+            if settings is None:
+                continue
+            try:
+                self._load(settings)
+            except Exception as exc:  # the loader must outlive any one load
+                self._log('error', 'load', f'loading failed: {type(exc).__name__}: {exc}')
+
+    def _load(self, settings: ModelSettings) -> None:
+        what = describe(settings)
+        self._log.now('info', f'loading {what}')
+        started = time.monotonic()
+        try:
+            model = self._load_model(settings)
+            with self._lock:
+                queries = self._queries
+            model.prepare_queries(queries)  # the text tower here, not on the first frame
+        except Exception as exc:  # ModelLoadError, QueryError (e.g. a shorter context), ...
+            self._log.now('error', f'could not load {what}: {exc}')
+            self._on_load_failed(settings)
+            return
+        if self._stop.is_set():
+            return
+        if settings != self._requested:  # the settings changed while it loaded
+            self._log.now('info', f'not using the {what}: the settings changed while it loaded')
+            return
+        with self._lock:
+            try:
+                model.check_queries(self._queries)  # they may have changed meanwhile
+            except gem.QueryError as exc:
+                self._log.now('error', f'the new {what} rejects the active queries: {exc}')
+                self._on_load_failed(settings)
+                return
+            self._model, self._loaded = model, settings
+        self._log.now(
+            'info', f'loaded {what} on {model.device} in {time.monotonic() - started:.1f} s'
+        )
+
+    # --- stop -----------------------------------------------------------------------------
+    def close(self, hurry: Optional[threading.Event] = None) -> bool:
+        """Stop the threads: the frame in flight is finished (it cannot be interrupted), a
+        model load is waited for at most STOP_WAIT_S; `hurry` (e.g. a second signal) ends the
+        waiting. Returns whether every thread has ended."""
+        self._stop.set()
+        self._wake.set()
+        self._frames.close()
+        self._model_requests.close()
+        hurry = hurry or threading.Event()
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self._worker.is_alive() and not hurry.is_set():
+            self._worker.join(0.05)
+        while self._loader.is_alive() and not hurry.is_set() and time.monotonic() < deadline:
+            self._loader.join(0.05)
+        return not (self._worker.is_alive() or self._loader.is_alive())
+
+
+def describe(settings: ModelSettings) -> str:
+    return (
+        f'model {settings.model!r} (pretrained {settings.pretrained}, method '
+        f'{settings.method}, device {settings.device}, precision {settings.precision})'
+    )
+
+
+def error_kind(exc: Exception) -> str:
+    """What a throttle keys an error by: its first words with numbers masked, so
+    'truncated image data: 2294 bytes...' and '...: 17 bytes...' are one kind."""
+    return ' '.join(re.sub(r'\d+', '#', str(exc)).split()[:3])
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float('inf')

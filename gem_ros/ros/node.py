@@ -1,0 +1,496 @@
+"""gem_node: GEM open-vocabulary localisation on camera images.
+
+The node wires ROS to the engine (gem_ros.engine: the model, the queries and the threads that
+use them, no ROS). Its callbacks run on the executor thread and never wait on the model:
+queries are checked and swapped in at once, frames are handed to the engine's worker, whose
+detections come back through `_publish_detections` (on the worker thread). Work the other
+threads need done on the executor (putting parameters back after a failed load) is queued and
+run there through a guard condition.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import fields
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+import gem_ros.gem as gem
+from gem_ros.engine import Engine, RunSettings, error_kind
+from gem_ros.msg import GemResult
+from gem_ros.overlay import draw_overlay
+from gem_ros.ros.depth_input import DepthInput, DepthSettings
+from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
+from gem_ros.ros.markers import QueryMarkers
+from gem_ros.ros.messages import gem_result
+from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETERS, check_value
+from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
+from gem_ros.srv import SetQueries
+from gem_ros.threads import ThrottledLog, cut
+
+IMAGE_QOS = {
+    'sensor_data': QoSProfile(
+        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
+    ),
+    'reliable': QoSProfile(
+        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
+    ),
+}
+LATCHED_QOS = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+# A transient-local subscription does not match volatile publishers (the default of most
+# tools), so `queries` is also heard through a best-effort volatile one, which matches all.
+ANY_PUBLISHER_QOS = QoSProfile(
+    depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+# Requests kept until answered: the default depth of 10 loses calls from a burst of clients.
+SERVICE_QOS = QoSProfile(
+    depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
+)
+ERROR_LOG_PERIOD_S = 5.0
+QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
+IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
+STATS_PERIOD_S = 30.0
+DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
+
+
+def queries_from_parameter(value) -> list[str]:
+    """The queries parameter's value (a string split on ',' and ';', or a string array) as a
+    query list; QueryError for a non-empty string that holds no query (e.g. ';;;'), which
+    would otherwise clear the queries by accident."""
+    if isinstance(value, str):
+        queries = gem.parse_queries(value)
+        if value.strip() and not queries:
+            raise gem.QueryError(
+                f'no queries in {cut(value, 60)!r} (to clear them, set queries to \'\' or [])'
+            )
+        return gem.check_queries(queries)
+    return gem.check_queries([q for q in value or () if q.strip()])
+
+
+class GemNode(Node):
+    def __init__(self):
+        super().__init__('gem')
+        self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
+        self._engine = None
+        self._syncing_queries = False
+        # Registered before declaring, so start-up values are checked too.
+        self._declaring = True
+        self.add_on_set_parameters_callback(self._check_parameters)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self._declaring = False
+        self._check_startup()  # what one parameter alone cannot tell: raises ValueError
+        self.add_post_set_parameters_callback(self._parameters_changed)
+
+        self._executor_jobs: deque = deque()
+        self._jobs_guard = self.create_guard_condition(self._run_executor_jobs)
+        self._engine = Engine(
+            self._log,
+            self._convert,
+            self._publish_detections,
+            on_load_failed=lambda s: self._call_on_executor(lambda: self._after_failed_load(s)),
+        )
+        self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
+        self._read_settings()
+        self._reported = (0, 0)  # (processed, dropped) at the last stats report
+        self._last_overlay = 0.0
+        self._recent_query_msgs: list[tuple] = []
+
+        self._results_pub = self.create_publisher(GemResult, '~/results', 5)
+        self._overlay_pub = self.create_publisher(Image, '~/overlay', 1)
+        self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
+        self.create_service(
+            SetQueries, '~/set_queries', self._on_set_queries, qos_profile=SERVICE_QOS
+        )
+        self.get_logger().info(f'active queries: {self._describe_queries()}')
+        self._publish_active()
+        # Volatile publishers do not match the latched subscription but reach the other one:
+        # no warning about that.
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
+        self.create_subscription(
+            String, 'queries', self._on_queries_msg, LATCHED_QOS, event_callbacks=quiet
+        )
+        self.create_subscription(String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
+        image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
+        self.create_subscription(Image, 'image', self._on_image, image_qos)
+        if self.get_parameter('use_compressed').value:
+            # image_transport's naming: follows a remapping of `image`.
+            topic = self.resolve_topic_name('image') + '/compressed'
+            self.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
+        # 3D points of the peaks from depth + camera_info, shown as rviz markers.
+        self._depth = DepthInput(self) if self.get_parameter('use_depth').value else None
+        if self._depth is not None:
+            self._markers = QueryMarkers()
+            self._markers_pub = self.create_publisher(MarkerArray, '~/markers', 5)
+        self.create_timer(STATS_PERIOD_S, self._report_stats)
+        self._engine.request_model(self._model_settings())
+
+    # --- parameters -----------------------------------------------------------------------
+    def _values(self, params=()) -> dict:
+        """Every declared parameter's value, with `params` (being set) taking precedence."""
+        values = {
+            spec.name: self.get_parameter(spec.name).value
+            for spec in PARAMETERS
+            if self.has_parameter(spec.name)
+        }
+        values.update((p.name, p.value) for p in params)
+        return values
+
+    def _check_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            reason = check_value(param.name, param.value)
+            if reason is None and param.name == 'queries':
+                try:
+                    self._check_queries(queries_from_parameter(param.value))
+                except gem.QueryError as exc:
+                    reason = f'bad queries: {exc}'
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        if self._declaring:
+            return SetParametersResult(successful=True)  # _check_startup checks the rest
+        names = {param.name for param in params}
+        values = self._values(params)
+        reason = None
+        if names & {'input_size', 'max_input_pixels'}:
+            reason = check_input_budget(values['input_size'], values['max_input_pixels'])
+        if reason is None and names & {'model', 'pretrained', 'device'}:
+            reason = self._check_source(values)
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    @staticmethod
+    def _check_source(values: dict):
+        """Why model/pretrained/device cannot load (known without loading), or None."""
+        try:
+            gem.check_source(values['model'], values['pretrained'], values['device'])
+        except (gem.ModelLoadError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    def _check_startup(self) -> None:
+        values = self._values()
+        reason = check_input_budget(
+            values['input_size'], values['max_input_pixels']
+        ) or self._check_source(values)
+        if reason:
+            raise ValueError(reason)
+
+    def _parameters_changed(self, params) -> None:
+        names = {param.name for param in params}
+        self._read_settings()
+        if names & set(MODEL_PARAMETERS):
+            self._engine.request_model(self._model_settings())
+        if 'queries' in names and not self._syncing_queries:
+            value = next(p.value for p in params if p.name == 'queries')
+            self._set_queries(
+                queries_from_parameter(value), 'the queries parameter', sync_parameter=False
+            )
+
+    def _model_settings(self) -> ModelSettings:
+        return ModelSettings(**{name: self.get_parameter(name).value for name in MODEL_PARAMETERS})
+
+    def _read_settings(self) -> None:
+        """Per-frame settings, one snapshot per parameter change (never read by name from the
+        worker thread)."""
+        value = self.get_parameter
+        self._engine.update_settings(
+            RunSettings(
+                frame=FrameSettings(**{name: value(name).value for name in FRAME_PARAMETERS}),
+                max_image_pixels=value('max_image_pixels').value,
+                max_rate_hz=value('max_rate_hz').value,
+            )
+        )
+        self._depth_settings = DepthSettings(
+            **{name: value(name).value for name in DEPTH_PARAMETERS}
+        )
+        self._overlay_settings = (
+            value('publish_overlay').value,
+            value('overlay_max_rate_hz').value,
+        )
+
+    def _after_failed_load(self, settings: ModelSettings) -> None:
+        """Executor thread: put the model parameters back to those of the model in use, so
+        they show what the node runs (unless newer settings are already being loaded)."""
+        if not self._engine.forget_request(settings):
+            return  # superseded by a newer request
+        loaded = self._engine.loaded
+        if loaded is None:
+            self._log.now('error', 'no model loaded: frames are not processed until one loads')
+            return
+        changed = [
+            Parameter(name, value=getattr(loaded, name))
+            for name in MODEL_PARAMETERS
+            if self.get_parameter(name).value != getattr(loaded, name)
+        ]
+        self._log.now(
+            'warning',
+            'keeping the previous model; parameters set back to it: '
+            + ', '.join(f'{p.name}={p.value!r}' for p in changed),
+        )
+        for param, result in zip(changed, self.set_parameters(changed)):
+            if not result.successful:
+                self._log.now('error', f'could not set {param.name} back: {result.reason}')
+
+    def _call_on_executor(self, job) -> None:
+        self._executor_jobs.append(job)
+        self._jobs_guard.trigger()
+
+    def _run_executor_jobs(self) -> None:
+        while self._executor_jobs:
+            job = self._executor_jobs.popleft()
+            try:
+                job()
+            except Exception as exc:  # one failing job must not stop the executor
+                self._log('error', 'executor job', f'{type(exc).__name__}: {exc}')
+
+    # --- queries --------------------------------------------------------------------------
+    def _check_queries(self, queries: list[str]) -> list[str]:
+        if self._engine is None:  # declaring, before the engine exists
+            return gem.check_queries(queries)
+        return self._engine.check_queries(queries)
+
+    def _on_queries_msg(self, msg: String, info) -> None:
+        # A reliable publisher reaches both subscriptions: apply each sample once.
+        key = (info['source_timestamp'], msg.data)
+        if key in self._recent_query_msgs:
+            return
+        self._recent_query_msgs = self._recent_query_msgs[-15:] + [key]
+        queries = gem.parse_queries(msg.data)
+        if not queries:
+            self._log(
+                'error',
+                f'no queries in {msg.data[:40]!r}',
+                f"no queries in {cut(msg.data, 60)!r} on {self.resolve_topic_name('queries')};"
+                f' keeping the active queries {self._describe_queries()} (to clear them, '
+                'call ~/set_queries with an empty list)',
+                QUERY_LOG_PERIOD_S,
+            )
+            return
+        self._set_queries(queries, 'the queries topic')
+
+    def _on_set_queries(self, request, response):
+        queries = [q for q in request.queries if q.strip()]
+        if request.queries and not queries:
+            response.success = False
+            response.message = (
+                f'all {len(request.queries)} queries are blank (send an empty '
+                'list to clear them); keeping the active queries '
+                f'{self._describe_queries()}'
+            )
+            self._log(
+                'error',
+                'set_queries blank',
+                f'~/set_queries: {response.message}',
+                QUERY_LOG_PERIOD_S,
+            )
+            return response
+        response.success, response.message = self._set_queries(queries, '~/set_queries')
+        return response
+
+    def _set_queries(
+        self, queries: list[str], source: str, sync_parameter: bool = True
+    ) -> tuple[bool, str]:
+        """Activate `queries` (executor thread; no model call); on error log it and keep the
+        active ones. The queries parameter is set to match."""
+        try:
+            changed = self._engine.set_queries(queries)
+        except gem.QueryError as exc:
+            message = (
+                f'rejected queries from {source}: {exc}; keeping the active queries '
+                f'{self._describe_queries()}'
+            )
+            self._log(
+                'error', f'queries from {source}: {error_kind(exc)}', message, QUERY_LOG_PERIOD_S
+            )
+            return False, cut(message)
+        message = f'active queries: {self._describe_queries()}'
+        if changed:
+            self._log.now('info', cut(f'{message} (from {source})'))
+            self._publish_active()
+            if sync_parameter:
+                self._sync_queries_parameter()
+        return True, cut(message)
+
+    def _sync_queries_parameter(self) -> None:
+        """Make the queries parameter show the active queries (executor thread only)."""
+        self._syncing_queries = True
+        try:
+            self.set_parameters(
+                [Parameter('queries', Parameter.Type.STRING_ARRAY, list(self._engine.queries))]
+            )
+        finally:
+            self._syncing_queries = False
+
+    def _describe_queries(self) -> str:
+        return f"[{'; '.join(self._engine.queries)}]"
+
+    def _publish_active(self) -> None:
+        self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
+
+    # --- frames ---------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        self._offer(msg, image_msg_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._offer(msg, compressed_msg_to_rgb)
+
+    def _offer(self, msg, to_rgb) -> None:
+        skipped = self._engine.offer((msg, to_rgb))  # nothing asked: not even converted
+        if skipped:
+            self._log(
+                'info',
+                'idle',
+                f'{skipped}: frames are skipped until '
+                + (
+                    'queries are set (queries topic, ~/set_queries or the queries parameter)'
+                    if skipped == 'no active queries'
+                    else 'one is'
+                ),
+                IDLE_LOG_PERIOD_S,
+            )
+
+    @staticmethod
+    def _convert(frame, max_pixels: int):
+        """The engine's converter (worker thread): a frame message to RGB, errors named."""
+        msg, to_rgb = frame
+        try:
+            return to_rgb(msg, max_pixels)
+        except ValueError as exc:
+            kind = 'compressed image' if isinstance(msg, CompressedImage) else 'image'
+            raise ValueError(f'{exc} ({kind}, frame_id {cut(msg.header.frame_id, 40)!r})') from exc
+
+    def _publish_detections(self, frame, rgb, detections, seconds, settings) -> None:
+        """The engine's output (worker thread): result, markers and overlay messages."""
+        header = frame[0].header
+        height, width = rgb.shape[:2]
+        points = (
+            self._depth.points_for(header, (width, height), detections, self._depth_settings)
+            if self._depth is not None
+            else None
+        )
+        result = gem_result(header, detections, seconds, points)
+        self._publish(self._results_pub, result)
+        if self._depth is not None:
+            markers = self._markers.build(result)
+            if markers.markers:
+                self._publish(self._markers_pub, markers)
+        if self._overlay_due():
+            self._publish(
+                self._overlay_pub, rgb_to_image_msg(draw_overlay(rgb, detections), header)
+            )
+
+    def _overlay_due(self) -> bool:
+        publish, max_rate = self._overlay_settings
+        if not publish or self._overlay_pub.get_subscription_count() == 0:
+            return False  # drawing costs time; nobody would see it
+        now = time.monotonic()
+        if max_rate > 0 and now - self._last_overlay < 1.0 / max_rate:
+            return False
+        self._last_overlay = now
+        return True
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _publish(self, publisher, msg) -> None:
+        try:
+            publisher.publish(msg)
+        except RCLError as exc:  # Fast DDS occasionally fails a publish under load
+            if self.context.ok():  # else shutting down: a frame in flight has nowhere to go
+                self._log(
+                    'warning', 'publish', f'publishing on {publisher.topic_name} failed: {exc}'
+                )
+
+    def _report_stats(self) -> None:
+        processed, dropped = self._engine.processed, self._engine.dropped
+        new_processed, new_dropped = (processed - self._reported[0], dropped - self._reported[1])
+        self._reported = (processed, dropped)
+        if new_dropped:
+            self._log.now(
+                'info',
+                f'last {STATS_PERIOD_S:.0f} s: {new_processed} frames '
+                f'processed, {new_dropped} older frames dropped (only the newest '
+                'frame is processed)',
+            )
+
+    def close(self, hurry: threading.Event = None) -> bool:
+        """Stop the engine's threads; whether they all ended (see Engine.close)."""
+        return self._engine.close(hurry)
+
+
+def _on_second_signal(hurry: threading.Event):
+    def handler(signum, frame):
+        hurry.set()  # already stopping: stop waiting for threads, no KeyboardInterrupt
+
+    return handler
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    hurry = threading.Event()
+    try:
+        node = GemNode()
+    except KeyboardInterrupt:  # ctrl-c during start-up
+        rclpy.try_shutdown()
+        return 0
+    except Exception as exc:  # bad start-up parameters: say which, exit without a traceback
+        if not rclpy.ok():  # SIGTERM during start-up
+            return 0
+        rclpy.logging.get_logger('gem').fatal(f'cannot start: {exc}')
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # rclpy's handlers turn the first SIGINT/SIGTERM into the end of spin(); a second
+        # one while stopping must not raise KeyboardInterrupt out of the clean-up.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_second_signal(hurry))
+        started = time.monotonic()
+        log = rclpy.logging.get_logger('gem')
+        log.info('stopping: finishing the frame in flight, if any')
+        finished = node.close(hurry)
+        log.info(
+            f'threads stopped in {time.monotonic() - started:.2f} s'
+            + ('' if finished else ' (a load or frame in flight left unfinished)')
+        )
+        try:
+            node.destroy_node()
+        except Exception:  # noqa: BLE001 - already torn down by the shutdown
+            pass
+        rclpy.try_shutdown()
+        log.info(f'stopped in {time.monotonic() - started:.2f} s')
+        # Python's finalisation puts SIG_DFL back for handled signals: a late second signal
+        # would then kill the process with -2 instead of letting it exit 0.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    if not finished:
+        # A model load (or, after a second signal, a frame) is still running in C code that
+        # cannot be interrupted; interpreter finalisation under it can crash. Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The parameters of gem_node: names, defaults, descriptions, ranges, and their checks.
+
+One table, made from the model and frame settings (gem_ros.settings: the same names, defaults
+and ranges as load_model's and the command line's) plus the node's own and its depth input's.
+The node declares its parameters from it, and the launch file makes its arguments from it.
+No torch or model imports here.
+"""
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from gem_ros import geometry
+from gem_ros.settings import FrameSettings, ModelSettings, check_setting
+
+MAX_IMAGE_PIXELS = 50_000_000  # = gem_ros.gem.model.MAX_IMAGE_PIXELS (tested)
+DEFAULT_MAX_IMAGE_PIXELS = 3840 * 2160  # 4K UHD
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: object
+    description: str
+    range: Optional[tuple] = None  # inclusive (from, to), of the default's type
+    choices: tuple = ()  # allowed string values, checked when set
+    reloads_model: bool = False  # a change rebuilds the model in the background
+    read_only: bool = False  # fixed at start-up (subscriptions are made from it)
+    dynamic_typing: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        description = self.description
+        if self.choices:
+            description += f" (one of: {', '.join(self.choices)})"
+        if self.reloads_model:
+            description += '; changing it reloads the model in the background'
+        descriptor = ParameterDescriptor(
+            name=self.name,
+            description=description,
+            read_only=self.read_only,
+            dynamic_typing=self.dynamic_typing,
+        )
+        if self.range is not None:
+            low, high = self.range
+            if isinstance(self.default, float):
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+                ]
+            else:
+                descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        return descriptor
+
+
+def _from_settings(cls, reloads_model: bool = False) -> tuple:
+    return tuple(
+        ParameterSpec(
+            f.name,
+            f.default,
+            f.metadata['help'],
+            f.metadata['range'],
+            f.metadata['choices'],
+            reloads_model=reloads_model,
+        )
+        for f in fields(cls)
+    )
+
+
+NODE_PARAMETERS = (
+    ParameterSpec(
+        'max_image_pixels',
+        DEFAULT_MAX_IMAGE_PIXELS,
+        'largest camera frame accepted, width x height in pixels, checked from the '
+        "message's header (compressed: the size its header declares) before any "
+        'copy or decoding',
+        range=(1, MAX_IMAGE_PIXELS),
+    ),
+    ParameterSpec(
+        'max_rate_hz', 0.0, 'most frames processed per second; 0 = unlimited', range=(0.0, 1000.0)
+    ),
+    ParameterSpec(
+        'publish_overlay', True, 'publish ~/overlay (drawn only while something subscribes to it)'
+    ),
+    ParameterSpec(
+        'overlay_max_rate_hz',
+        5.0,
+        'most ~/overlay images per second; 0 = one per processed frame',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'queries',
+        '',
+        "start-up text queries: a string array, or one string split on ',' and ';'; "
+        'setting it at run time replaces the active queries, and it shows the active '
+        'queries whatever set them',
+        dynamic_typing=True,
+    ),
+    ParameterSpec(
+        'image_qos',
+        'sensor_data',
+        "QoS of the image subscriptions: 'sensor_data' (best effort, depth 1; also "
+        "hears reliable publishers) or 'reliable' (depth 1)",
+        choices=('sensor_data', 'reliable'),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'use_compressed',
+        False,
+        'also subscribe <image topic>/compressed (sensor_msgs/CompressedImage)',
+        read_only=True,
+    ),
+)
+DEPTH_PARAMETERS = (
+    ParameterSpec(
+        'use_depth',
+        False,
+        'subscribe depth (sensor_msgs/Image aligned to the colour image) and '
+        'camera_info, and give each query the 3D point of its peak',
+        read_only=True,
+    ),
+    ParameterSpec(
+        'depth_scale',
+        0.0,
+        'metres per depth unit; 0 = from the encoding (16UC1/mono16: millimetres, '
+        '32FC1: metres; other depth encodings need it)',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'sync_slop',
+        0.05,
+        'most seconds between the stamps of a colour frame, its depth and its '
+        'camera_info; depth further off gives no points',
+        range=(0.0, 10.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'depth_min',
+        geometry.DEFAULT_MIN_DEPTH,
+        'nearest valid depth reading, metres',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'depth_max',
+        geometry.DEFAULT_MAX_DEPTH,
+        'farthest valid depth reading, metres',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'depth_window',
+        geometry.DEFAULT_WINDOW,
+        'half-size of the square window around the peak whose valid depth readings '
+        "(those in the query's mask, if enough) give the depth (median), depth pixels",
+        range=(0, 100),
+    ),
+    ParameterSpec(
+        'target_frame',
+        '',
+        'also give each point in this TF frame (target_point; needs tf2_ros); \'\' = none',
+        read_only=True,
+    ),
+)
+PARAMETERS = (
+    _from_settings(ModelSettings, reloads_model=True)
+    + _from_settings(FrameSettings)
+    + NODE_PARAMETERS
+    + DEPTH_PARAMETERS
+)
+PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+MODEL_PARAMETERS = tuple(f.name for f in fields(ModelSettings))
+FRAME_PARAMETERS = tuple(f.name for f in fields(FrameSettings))
+
+
+def check_value(name: str, value) -> Optional[str]:
+    """Why `value` is not acceptable for parameter `name`, or None when it is.
+
+    Types and ranges are enforced by rclpy from the descriptors; this checks the rest.
+    """
+    spec = PARAMETERS_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if name in MODEL_PARAMETERS or name in FRAME_PARAMETERS:
+        return check_setting(name, value)
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if name == 'queries' and not (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(q, str) for q in value))
+    ):
+        return f'queries must be a string or a string array, got {value!r:.80}'
+    return None

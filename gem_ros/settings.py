@@ -1,0 +1,178 @@
+"""The settings of a GEM model and of each frame: names, defaults, ranges, written once.
+
+`ModelSettings` is what `load_model` builds a model from; `FrameSettings` what `locate` uses
+for each image. The node's parameter table (gem_ros/ros/parameters.py, and from it the launch
+arguments) and the command lines' flags (gem_ros/cli.py, gem_ros/eval/cli.py) are made from
+these fields and their metadata, so a setting has one name, one default and one range
+everywhere. No torch here: the table can be read without loading a model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+METHODS = ("gem", "clip")
+PRECISIONS = ("fp32", "fp16", "bf16")
+RANDOM_WEIGHTS = "none"  # pretrained value for random weights ('' and None are read as it)
+DEFAULT_TEMPLATE = "a photo of a {}."
+# The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px),
+# which covers a 2:1 frame at input_size 448 and which ViT-B-16 runs in well under 1 GB of
+# activations, a Jetson Orin 8 GB included. Frames whose input would exceed it are fed smaller.
+MAX_INPUT_PIXELS = 2 * 448 * 448
+MAX_INPUT_SIDE = 2048
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _setting(default, help: str, *, range: Optional[tuple] = None, choices: tuple = ()):
+    return field(default=default, metadata={"help": help, "range": range, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a model is built from; changing any of these means building another model."""
+
+    model: str = _setting(
+        "ViT-B-16",
+        "open_clip model name (e.g. ViT-B-16, ViT-B-32) or path of an open_clip JSON model config",
+    )
+    pretrained: str = _setting(
+        "openai",
+        "open_clip pretrained tag (e.g. openai), path of a checkpoint file, or "
+        f"'{RANDOM_WEIGHTS}' for random weights",
+    )
+    method: str = _setting(
+        "gem",
+        "'gem': GEM's self-self attention path; 'clip': plain CLIP patch tokens (the baseline)",
+        choices=METHODS,
+    )
+    gem_depth: int = _setting(
+        7,
+        "GEM's depth: its path runs over the last gem_depth - 1 ViT blocks (2 to blocks + 1)",
+        range=(2, 64),
+    )
+    ss_attn_iter: int = _setting(1, "self-self attention iterations", range=(0, 10))
+    ss_attn_temp: float = _setting(
+        0.0,
+        "self-self attention inverse temperature; 0 = adaptive (the paper's rule)",
+        range=(0.0, 1000.0),
+    )
+    device: str = _setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    precision: str = _setting(
+        "fp32", "inference precision (fp16 falls back to fp32 on the CPU)", choices=PRECISIONS
+    )
+    prompt_template: str = _setting(
+        DEFAULT_TEMPLATE, "text prompt for each query; '{}' is replaced by the query"
+    )
+
+    def __post_init__(self):
+        if self.pretrained in (None, ""):
+            object.__setattr__(self, "pretrained", RANDOM_WEIGHTS)
+        if self.ss_attn_temp is None:
+            object.__setattr__(self, "ss_attn_temp", 0.0)
+
+    @property
+    def weights(self) -> Optional[str]:
+        """The pretrained tag or file, or None for random weights."""
+        return None if self.pretrained.lower() in (RANDOM_WEIGHTS, "random") else self.pretrained
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        t = self.prompt_template
+        return (t,) if isinstance(t, str) else tuple(t)
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """What each image is processed with; may change from one frame to the next."""
+
+    input_size: int = _setting(
+        448,
+        "shorter image side fed to the model, pixels (aspect ratio kept); its square must "
+        "fit max_input_pixels",
+        range=(16, MAX_INPUT_SIDE),
+    )
+    max_input_pixels: int = _setting(
+        MAX_INPUT_PIXELS,
+        "most pixels fed to the model per image (the memory and time "
+        "budget): images whose input at input_size would be larger are fed smaller, aspect "
+        "kept; aspect ratios too extreme for it are refused",
+        range=(256, MAX_INPUT_SIDE**2),
+    )
+    mask_threshold: float = _setting(
+        0.5,
+        "a mask pixel is set where the query's min-max normalised heatmap exceeds this",
+        range=(0.0, 1.0),
+    )
+
+
+SETTINGS = {f.name: f for cls in (ModelSettings, FrameSettings) for f in fields(cls)}
+
+
+def check_setting(name: str, value) -> Optional[str]:
+    """Why `value` is not acceptable for setting `name`, or None (ranges and types are the
+    caller's: ROS enforces them from the descriptors, argparse from the flags)."""
+    meta = SETTINGS[name].metadata
+    if meta["choices"] and value not in meta["choices"]:
+        return f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}"
+    if name == "device" and not _DEVICE.fullmatch(str(value).strip().lower()):
+        return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == "prompt_template":
+        for template in (value,) if isinstance(value, str) else value:
+            if template.count("{}") != 1:
+                return f"prompt_template needs exactly one '{{}}', got {template!r}"
+    return None
+
+
+def check_input_budget(input_size: int, max_input_pixels: int) -> Optional[str]:
+    """Why input_size does not fit the model-input budget, or None."""
+    if input_size * input_size > max_input_pixels:
+        return (
+            f"input_size {input_size} needs {input_size * input_size} model-input pixels "
+            f"for a square image, more than max_input_pixels {max_input_pixels}: lower "
+            "input_size or raise max_input_pixels (both at once)"
+        )
+    return None
+
+
+def add_arguments(
+    parser,
+    cls,
+    *,
+    sweep: tuple[str, ...] = (),
+    defaults: Optional[dict] = None,
+    title: str = "model",
+):
+    """argparse flags for the fields of `cls` (--gem-depth for gem_depth, ...), with their
+    help, choices and defaults; `sweep` fields take several values (nargs='+')."""
+    group = parser.add_argument_group(title)
+    defaults = defaults or {}
+    for f in fields(cls):
+        meta = f.metadata
+        default = defaults.get(f.name, f.default)
+        kwargs = dict(help=f"{meta['help']} (default: %(default)s)", default=default)
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        if type(f.default) in (int, float):
+            kwargs["type"] = type(f.default)
+        if f.name in sweep:
+            kwargs.update(nargs="+", default=[default])
+        if f.name == "prompt_template":
+            kwargs.update(
+                action="append",
+                default=None,
+                help=f"{meta['help']}; repeat to average several (default: {DEFAULT_TEMPLATE!r})",
+            )
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return group
+
+
+def from_arguments(cls, args, **overrides):
+    """An instance of `cls` from parsed flags made by `add_arguments`."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    if cls is ModelSettings:
+        templates = values.get("prompt_template") or [DEFAULT_TEMPLATE]
+        values["prompt_template"] = templates[0] if len(templates) == 1 else tuple(templates)
+    values.update(overrides)
+    return cls(**values)

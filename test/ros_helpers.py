@@ -1,0 +1,315 @@
+"""Helpers for the node tests and benchmarks: a gem_node (or `ros2 launch`) in its own
+process, and a ROS client in this one.
+
+Both talk over real Fast DDS on loopback, in a DDS domain of their own per test session.
+"""
+
+import array
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = (
+    'model:=test/fixtures/gem-tiny-test.json',
+    'pretrained:=test/fixtures/gem-tiny-test.pt',
+    'device:=cpu',
+)
+
+# Set before any rclpy.init, in this process and (inherited) in the node's.
+os.environ['ROS_DOMAIN_ID'] = str(10 + os.getpid() % 200)  # no crosstalk between sessions
+os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+# Fast DDS's default shared-memory segment is smaller than one 640x480 frame. (Measured:
+# ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes this; best-effort 640x480 frames get lost.)
+os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
+# The node and launch processes must stop on SIGINT as from a terminal; a non-interactive
+# shell starts background jobs with SIGINT ignored, which children would inherit.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class _Process:
+    """A child process with its stdout and stderr in a file."""
+
+    def __init__(self, log_path: Path, args: list, env: dict, cwd: Path = REPO):
+        self.log_path = log_path
+        self._log_file = open(log_path, 'wb')
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_bytes().decode('utf-8', errors='replace')
+
+    def wait_for_log(self, text: str, after: int = 0, timeout: float = 60.0) -> str:
+        """The log from offset `after` once it contains `text`; fails on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()[after:]
+            if text in log:
+                return log
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f'process exited ({self.proc.returncode}) before logging '
+                    f'{text!r}:\n{self.log()[-3000:]}'
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f'no {text!r} in the log within {timeout} s:\n{log[-3000:]}')
+            time.sleep(0.05)
+
+    def interrupt(self, *signals: int, timeout: float = 60.0) -> tuple[int, float]:
+        """Send the signals (0.1 s apart); (exit code, seconds from the first to the exit)."""
+        started = time.monotonic()
+        for i, signum in enumerate(signals):
+            if i:
+                time.sleep(0.1)
+            self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.stop()
+        return code, time.monotonic() - started
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._log_file.close()
+        return self.proc.returncode
+
+
+def source_env(threads: int = 1, repo: Path = REPO) -> dict:
+    """The environment of a node or launch run from this checkout (or another `repo`)."""
+    venv_bin = str(Path(sys.executable).parent)
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED='1',
+        RCUTILS_LOGGING_BUFFERED_STREAM='0',
+        RCUTILS_COLORIZED_OUTPUT='0',
+        PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get('PYTHONPATH')])),
+        # Pip-installed ROS: the ament index is the venv's prefix (launch files,
+        # `ros2 launch <package>`), and the node's `python3` is the venv's.
+        AMENT_PREFIX_PATH=os.pathsep.join(
+            filter(None, [sys.prefix, os.environ.get('AMENT_PREFIX_PATH')])
+        ),
+        PATH=os.pathsep.join([venv_bin, os.environ.get('PATH', '')]),
+    )
+
+
+class NodeProcess(_Process):
+    """`python -m gem_ros.node` from the source tree (this checkout, or another `repo`, e.g.
+    an older commit's worktree for a before/after benchmark)."""
+
+    def __init__(self, log_path: Path, *parameters: str, threads: int = 1, repo: Path = REPO):
+        # This checkout's node, or an older tree's (before gem_ros/ros/ existed).
+        module = (
+            'gem_ros.ros.node'
+            if (repo / 'gem_ros' / 'ros' / 'node.py').is_file()
+            else 'gem_ros.node'
+        )
+        args = [sys.executable, '-m', module, '--ros-args']
+        for parameter in parameters:
+            args += ['-p', parameter]
+        super().__init__(log_path, args, source_env(threads, repo), cwd=repo)
+
+
+class LaunchProcess(_Process):
+    """`ros2 launch gem_ros gem.launch.py ARGS` as a user runs it; the node's Python code
+    comes from this checkout (PYTHONPATH), the launch file from the installed package."""
+
+    def __init__(self, log_path: Path, *arguments: str, threads: int = 1):
+        ros2 = shutil.which('ros2', path=source_env()['PATH'])
+        super().__init__(
+            log_path, [ros2, 'launch', 'gem_ros', 'gem.launch.py', *arguments], source_env(threads)
+        )
+
+    def node_pid(self) -> int:
+        """The gem_node's pid, from launch's 'process started with pid [N]' line."""
+        line = self.wait_for_log('gem_node-1]: process started with pid')
+        return int(line.split('gem_node-1]: process started with pid [')[1].split(']')[0])
+
+
+class RosClient:
+    """The test side: publishers of images and queries, subscribers of the node's outputs,
+    clients of its services, spun by an executor thread of its own."""
+
+    def __init__(self, node_name: str = 'gem'):
+        import rclpy
+        from rcl_interfaces.srv import GetParameters, SetParametersAtomically
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+        from std_msgs.msg import String
+
+        from gem_ros.msg import GemResult
+        from gem_ros.srv import SetQueries
+
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = rclpy.create_node('gem_test_client', context=self.context)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self._cond = threading.Condition()
+        self.results, self.active, self.overlays = [], [], []
+        n = self.node
+        n.create_subscription(GemResult, f'/{node_name}/results', self._keep(self.results), 200)
+        n.create_subscription(
+            String,
+            f'/{node_name}/active_queries',
+            self._keep(self.active, lambda m: m.data),
+            latched,
+        )
+        n.create_subscription(Image, f'/{node_name}/overlay', self._keep(self.overlays), 10)
+        self.image_pub = n.create_publisher(Image, 'image', 10)
+        self.compressed_pub = n.create_publisher(CompressedImage, 'image/compressed', 10)
+        self.latched_queries_pub = n.create_publisher(String, 'queries', latched)
+        # Volatile, as `ros2 topic pub` publishes.
+        self.queries_pub = n.create_publisher(String, 'queries', 10)
+        self.set_queries_client = n.create_client(SetQueries, f'/{node_name}/set_queries')
+        self.set_parameters_client = n.create_client(
+            SetParametersAtomically, f'/{node_name}/set_parameters_atomically'
+        )
+        self.get_parameters_client = n.create_client(GetParameters, f'/{node_name}/get_parameters')
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(n)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _keep(self, into: list, convert=lambda m: m):
+        def callback(msg):
+            with self._cond:
+                into.append(convert(msg))
+                self._cond.notify_all()
+
+        return callback
+
+    def clear(self):
+        """Forget the messages received so far (results hold full-size masks)."""
+        with self._cond:
+            for received in (self.results, self.active, self.overlays):
+                received.clear()
+
+    def wait_for(self, predicate, what: str, timeout: float = 30.0):
+        """Wait until predicate() (called under the lock) is truthy; return its value."""
+        with self._cond:
+            value = self._cond.wait_for(predicate, timeout)
+        assert value, f'timed out after {timeout} s waiting for {what}'
+        return value
+
+    def wait_matched(self, compressed: bool = False, timeout: float = 30.0):
+        """Wait until discovery has connected this side's endpoints with the node's."""
+        deadline = time.monotonic() + timeout
+        endpoints = [self.image_pub, self.queries_pub] + [self.compressed_pub] * compressed
+        while (
+            not all(p.get_subscription_count() for p in endpoints)
+            or not self.set_queries_client.service_is_ready()
+        ):
+            assert time.monotonic() < deadline, 'node endpoints not discovered'
+            time.sleep(0.05)
+
+    def result_for(self, header, timeout: float = 30.0):
+        """The first result stamped like `header` (stamp and frame_id)."""
+
+        def find():
+            return next((r for r in self.results if r.header == header), None)
+
+        return self.wait_for(find, f'a result for frame {header.frame_id!r}', timeout)
+
+    def publish_and_wait(self, msg, timeout: float = 30.0, resend_s: float = 5.0):
+        """Publish a frame and return its result. The image subscription is best effort, so
+        a frame lost in transport is sent again after resend_s."""
+        publisher = self.compressed_pub if hasattr(msg, 'format') else self.image_pub
+        deadline = time.monotonic() + timeout
+        while True:
+            publisher.publish(msg)
+            try:
+                return self.result_for(msg.header, min(resend_s, deadline - time.monotonic()))
+            except AssertionError:
+                if time.monotonic() + 0.1 >= deadline:
+                    raise
+
+    def call(self, client, request, timeout: float = 30.0):
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        assert done.wait(timeout), f'no answer from {client.srv_name} within {timeout} s'
+        return future.result()
+
+    def set_parameters(self, **values):
+        """Set the node's parameters all at once (one change for its callbacks); the
+        SetParametersResult."""
+        from rcl_interfaces.srv import SetParametersAtomically
+        from rclpy.parameter import Parameter
+
+        request = SetParametersAtomically.Request(
+            parameters=[
+                Parameter(name, value=value).to_parameter_msg() for name, value in values.items()
+            ]
+        )
+        return self.call(self.set_parameters_client, request).result
+
+    def get_parameters(self, *names, timeout: float = 30.0) -> dict:
+        """The node's values of these parameters, by name."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        response = self.call(
+            self.get_parameters_client, GetParameters.Request(names=list(names)), timeout
+        )
+        return {
+            name: parameter_value_to_python(value) for name, value in zip(names, response.values)
+        }
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=5.0)
+        self._spinner.join(timeout=5.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+_frame_counter = itertools.count(1)
+
+
+def header(frame_id: str = 'camera'):
+    """A header with a stamp no other frame of this session has."""
+    from std_msgs.msg import Header
+
+    h = Header(frame_id=frame_id)
+    h.stamp.sec = next(_frame_counter)
+    h.stamp.nanosec = 500
+    return h
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def image_msg(pixels: np.ndarray, encoding: str, frame_id: str = 'camera'):
+    """A sensor_msgs/Image holding the bytes of `pixels` (HxW[xC]) as they are."""
+    from sensor_msgs.msg import Image
+
+    height, width = pixels.shape[:2]
+    row_bytes = pixels[0].nbytes
+    msg = Image(
+        header=header(frame_id), height=height, width=width, encoding=encoding, step=row_bytes
+    )
+    data = array.array('B')
+    data.frombytes(np.ascontiguousarray(pixels).tobytes())
+    msg.data = data
+    return msg

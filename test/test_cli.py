@@ -1,0 +1,90 @@
+"""`gem-ros locate` and the overlay it draws (also the node's), with the tiny test model."""
+
+import json
+
+import numpy as np
+import pytest
+
+import gem_ros.gem as gem
+from gem_ros.overlay import draw_overlay
+
+from tiny_model import CONFIG, WEIGHTS
+from tiny_model import two_colour_image as _two_colour_image
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gem.load_model(CONFIG, WEIGHTS)
+
+
+def test_overlay_marks_masks_and_peaks(model):
+    img = _two_colour_image()
+    dets = model.locate(img, ["red", "blue"])
+    out = draw_overlay(img, dets)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image())
+
+
+# --- the one-shot command ----------------------------------------------------------------
+def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
+    from PIL import Image
+
+    from gem_ros.cli import main
+
+    Image.fromarray(_two_colour_image()).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rc = main(
+        [
+            "locate",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "broken.png"),
+            "-q",
+            "red; blue",
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            CONFIG,
+            "--pretrained",
+            WEIGHTS,
+            "--quiet",
+        ]
+    )
+    assert rc == 1  # one image failed, the other was processed
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    (entry,) = res["images"].values()
+    assert [q["query"] for q in entry["queries"]] == ["red", "blue"]
+    assert np.asarray(Image.open(tmp_path / "out" / "a_overlay.png")).shape == (240, 320, 3)
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask_0_red.png"))
+    assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
+    assert (mask > 0).sum() == entry["queries"][0]["area"]
+
+
+def test_cli_reports_bad_queries_and_models(tmp_path, caplog):
+    from gem_ros.cli import main
+
+    assert main(["locate", "x.png", "-q", " ; ", "--model", CONFIG, "--pretrained", "none"]) == 2
+    assert main(["locate", "x.png", "-q", "a", "--model", "ViT-B-61"]) == 2
+    assert "no queries" in caplog.text and "unknown open_clip model" in caplog.text
+
+
+def test_cli_flags_are_the_settings_names_with_their_defaults():
+    from gem_ros.cli import build_parser
+    from gem_ros.settings import FrameSettings, ModelSettings
+
+    args = build_parser().parse_args(["locate", "x.png", "-q", "a"])
+    for settings in (ModelSettings(), FrameSettings()):
+        for name, value in vars(settings).items():
+            if name != "prompt_template":  # repeatable: None until given
+                assert getattr(args, name) == value, name
+    args = build_parser().parse_args(
+        ["locate", "x.png", "-q", "a", "--gem-depth", "4", "--mask-threshold", "0.7"]
+    )
+    assert (args.gem_depth, args.mask_threshold) == (4, 0.7)
+
+
+def test_cli_refuses_an_input_size_over_the_budget(tmp_path, caplog):
+    from gem_ros.cli import main
+
+    argv = ["locate", "x.png", "-q", "a", "--model", CONFIG, "--pretrained", "none"]
+    assert main([*argv, "--input-size", "1024"]) == 2
+    assert "--input-size 1024 needs 1048576" in caplog.text

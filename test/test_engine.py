@@ -1,0 +1,194 @@
+"""The engine behind the node, driven in-process without ROS: frames, queries, loads, the
+rate limit and stopping, with the tiny test model."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import gem_ros.gem as gem
+from gem_ros.engine import Engine, RunSettings
+from gem_ros.settings import FrameSettings, ModelSettings
+from gem_ros.threads import ThrottledLog
+
+from tiny_model import CONFIG, WEIGHTS, two_colour_image
+
+TINY = ModelSettings(model=CONFIG, pretrained=WEIGHTS, device="cpu")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, text):
+        self.lines.append(("info", text))
+
+    def warning(self, text):
+        self.lines.append(("warning", text))
+
+    def error(self, text):
+        self.lines.append(("error", text))
+
+    def text(self):
+        return "\n".join(text for _, text in self.lines)
+
+
+class Rig:
+    def __init__(self, load=gem.load_model):
+        self.logger = Lines()
+        self.published, self.failed = [], []
+        self.cond = threading.Condition()
+        self.engine = Engine(
+            ThrottledLog(self.logger, 0.0),
+            self.convert,
+            self.publish,
+            on_load_failed=self.failed.append,
+            load=load,
+        )
+
+    @staticmethod
+    def convert(frame, max_pixels):
+        if isinstance(frame, str):
+            raise ValueError(f"unreadable frame {frame}")
+        return frame
+
+    def publish(self, frame, rgb, detections, seconds, settings):
+        with self.cond:
+            self.published.append((frame, detections))
+            self.cond.notify_all()
+
+    def wait(self, predicate, what, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what}:\n{self.logger.text()}"
+            time.sleep(0.02)
+
+    def loaded(self, settings=TINY):
+        self.engine.request_model(settings)
+        self.wait(lambda: self.engine.loaded == settings, "the model to load")
+        return self
+
+
+@pytest.fixture
+def rig():
+    r = Rig()
+    yield r
+    assert r.engine.close()
+
+
+def test_frames_wait_for_queries_and_a_model(rig):
+    assert rig.engine.offer(two_colour_image()) == "no active queries"
+    rig.engine.set_queries(["red"])
+    assert rig.engine.offer(two_colour_image()) == "no model loaded yet"
+    rig.loaded()
+    assert rig.engine.offer(two_colour_image()) is None
+    rig.wait(lambda: rig.published, "a result")
+    frame, detections = rig.published[0]
+    assert [d.query for d in detections] == ["red"]
+
+
+def test_queries_are_checked_with_the_models_tokenizer_once_loaded(rig):
+    long = "a b c " * 40  # few characters, too many tokens
+    assert rig.engine.set_queries([long])  # no model: characters only
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    with pytest.raises(gem.QueryError, match="tokens"):
+        rig.engine.set_queries([long])
+    assert rig.engine.queries == ["red"]
+    assert not rig.engine.set_queries(["red"])  # unchanged
+
+
+def test_a_bad_frame_is_logged_and_the_next_served(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    rig.engine.offer("garbage")
+    rig.wait(lambda: "unreadable frame" in rig.logger.text(), "the error")
+    rig.engine.offer(two_colour_image())
+    rig.wait(lambda: rig.published, "the next frame's result")
+
+
+def test_a_failed_load_keeps_the_model_and_says_which_settings_failed(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    bad = ModelSettings(model=CONFIG, pretrained=CONFIG, device="cpu")  # no checkpoint
+    rig.engine.request_model(bad)
+    rig.wait(lambda: rig.failed == [bad], "the failure callback")
+    assert rig.engine.loaded == TINY
+    assert rig.engine.forget_request(bad) and not rig.engine.forget_request(bad)
+    rig.engine.offer(two_colour_image())
+    rig.wait(lambda: rig.published, "a result from the old model")
+
+
+def test_a_load_superseded_while_it_runs_is_not_used():
+    started, release = threading.Event(), threading.Event()
+
+    def slow_load(settings):
+        if settings.method == "clip":
+            started.set()
+            release.wait(30)
+        return gem.load_model(settings)
+
+    rig = Rig(load=slow_load).loaded()
+    try:
+        clip = ModelSettings(model=CONFIG, pretrained=WEIGHTS, device="cpu", method="clip")
+        rig.engine.request_model(clip)
+        assert started.wait(30)
+        rig.engine.request_model(TINY)  # back to the model in use while clip loads
+        release.set()
+        rig.wait(lambda: "not using" in rig.logger.text(), "the superseded load")
+        assert rig.engine.loaded == TINY
+    finally:
+        release.set()
+        assert rig.engine.close()
+
+
+def test_rate_limit_follows_a_settings_change_at_once(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
+    rig.engine.offer(two_colour_image())
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    rig.engine.offer(two_colour_image(64, 64))
+    time.sleep(0.7)
+    assert len(rig.published) == 1  # held back: the next frame may start in 1000 s
+    rig.engine.update_settings(RunSettings(max_rate_hz=0.0))
+    rig.wait(lambda: len(rig.published) == 2, "the held frame", timeout=2.0)
+
+
+def test_frame_settings_are_used_as_one_snapshot(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    areas = []
+    for threshold in (0.9, 0.1):
+        rig.engine.update_settings(RunSettings(frame=FrameSettings(mask_threshold=threshold)))
+        rig.engine.offer(two_colour_image())
+        rig.wait(lambda n=len(areas): len(rig.published) == n + 1, "a result")
+        areas.append(rig.published[-1][1][0].area)
+    assert areas[0] < areas[1]
+
+
+def test_aspect_ratio_over_the_budget_is_refused_and_logged(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    rig.engine.offer(np.zeros((1, 10_000, 3), np.uint8))
+    rig.wait(lambda: "cannot be fed within max_input_pixels" in rig.logger.text(), "the error")
+    assert not rig.published
+
+
+def test_close_while_a_model_loads_does_not_wait_for_it():
+    release = threading.Event()
+
+    def stuck_load(settings):
+        release.wait(60)
+        return gem.load_model(settings)
+
+    rig = Rig(load=stuck_load)
+    rig.engine.request_model(TINY)
+    rig.wait(lambda: "loading model" in rig.logger.text(), "the load to start")
+    started = time.monotonic()
+    assert not rig.engine.close()  # the loader is still in its load
+    assert time.monotonic() - started < 1.0
+    release.set()
