@@ -73,7 +73,7 @@ class GemModel:
         self.input_size = input_size
         self.max_input_pixels = max_input_pixels
         self.autocast_dtype = autocast_dtype
-        self.logit_scale = float(clip.logit_scale.exp().clamp(max=100))
+        self.logit_scale = float(clip.logit_scale.detach().exp().clamp(max=100))
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
         self._text = TextEmbeddingCache(
