@@ -6,6 +6,8 @@
 Random weights (timing does not depend on them). Runs are interleaved (baseline, then each
 query count, round after round) so drift of a shared machine hits all alike; each figure is
 the median over rounds, and the ratio is to the plain forward measured in the same process.
+Presence: a whole `locate` frame (image in, detections out) with presence 'image' against the
+same with presence 'off'; the ratio is what the presence decision costs a frame.
 Text: encoding --text-queries new queries (cache emptied each round; what a query change
 costs), as a ratio to open_clip's encode_text of the same tokenized prompts.
 """
@@ -18,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 
@@ -42,7 +45,7 @@ def main() -> None:
     ap.add_argument("--method", default="gem", choices=gem.METHODS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--text-queries", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -89,6 +92,16 @@ def main() -> None:
         runs[f"{args.method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = lambda qs=qs: (
             model.heatmaps(pixels, qs)
         )
+    image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), np.uint8)
+    presence_runs = {}
+    for n, qs in query_sets.items():
+        for rule in ("off", "image"):
+            presence_runs[(n, rule)] = (
+                f"locate, {n} quer{'y' if n == 1 else 'ies'}, presence {rule}"
+            )
+            runs[presence_runs[(n, rule)]] = lambda qs=qs, rule=rule: model.locate(
+                image, qs, presence_rule=rule
+            )
     text_runs = {
         "open_clip encode_text": text_baseline,
         f"gem_ros encode_text, {args.text_queries} new queries": text_ours,
@@ -110,10 +123,14 @@ def main() -> None:
     )
     print(f"{'run':34s} {'ms':>9s} {'x plain':>8s} {'x 1st':>7s}")
     for name, ts in times.items():
-        if name in text_runs:
+        if name in text_runs or name in presence_runs.values():
             continue
         med = statistics.median(ts)
         print(f"{name:34s} {med * 1e3:9.1f} {med / base:8.3f} {med / one:7.3f}")
+    print(f"\n{'presence cost per frame':34s} {'x off':>8s}")
+    for n in query_sets:
+        on, off = (statistics.median(times[presence_runs[(n, r)]]) for r in ("image", "off"))
+        print(f"{f'{n} quer' + ('y' if n == 1 else 'ies'):34s} {on / off:8.3f}")
     print(f"\n{'text, ' + str(args.text_queries) + ' prompts':34s} {'ms':>9s} {'x open_clip':>11s}")
     for name in text_runs:
         med = statistics.median(times[name])

@@ -4,7 +4,8 @@
     gem-ros eval ...        (the paper's evaluation protocols; see `gem-ros eval -h`)
 
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
-one results.json with every query's peak, raw score, box and area.
+one results.json with every query's presence (found, confidence), peak, raw score, box
+(x, y, width, height in pixels) and area.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def run_locate(args: argparse.Namespace) -> int:
 
     from .images import read_rgb
     from .overlay import draw_overlay
+    from .settings import FrameSettings, from_arguments
 
     queries = gem.check_queries(gem.parse_queries(";".join(args.queries)))
     if not queries:
         raise gem.QueryError("no queries: pass -q 'red mug; person'")
     model = model_from_args(args)
+    frame = from_arguments(FrameSettings, args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failed = {}, 0
@@ -73,7 +76,13 @@ def run_locate(args: argparse.Namespace) -> int:
         try:
             image = read_rgb(path)
             dets = model.locate(
-                image, queries, mask_threshold=args.mask_threshold, max_peaks=args.max_peaks
+                image,
+                queries,
+                mask_threshold=frame.mask_threshold,
+                max_peaks=args.max_peaks,
+                presence_rule=frame.presence,
+                presence_threshold=frame.presence_threshold,
+                background_prompts=frame.background_prompts,
             )
         except (OSError, ValueError) as exc:  # unreadable file, bad image: report, go on
             log.error("%s: %s", path, exc)
@@ -90,6 +99,8 @@ def run_locate(args: argparse.Namespace) -> int:
             "queries": [
                 {
                     "query": d.query,
+                    "found": d.found,
+                    "confidence": d.confidence,
                     "score": d.score,
                     "peak": [d.peak_x, d.peak_y],
                     "peaks": [list(p) for p in d.peaks],
@@ -103,7 +114,10 @@ def run_locate(args: argparse.Namespace) -> int:
         "model": model.name,
         "pretrained": args.pretrained,
         "method": model.method,
-        "mask_threshold": args.mask_threshold,
+        "mask_threshold": frame.mask_threshold,
+        "presence": frame.presence,
+        "presence_threshold": frame.presence_threshold,
+        "background_prompts": frame.background_prompts,
         "templates": list(model.templates),
     }
     (out_dir / "results.json").write_text(

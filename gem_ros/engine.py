@@ -14,6 +14,11 @@ Threads, and what each may wait on:
   hands the detections on (`publish`); text embeddings of new queries are computed there,
   before the frame that first uses them;
 - the loader thread builds models; the old model serves until the new one is ready.
+
+One-off questions ("is there a red mug?", the node's ~/locate) are `ask`ed: the next frame
+the worker processes runs their queries alongside the active ones (each query's outputs are
+its own: min-max per query, presence against the background prompts only, so the active
+queries' results do not change) and answers each through its callback.
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ from gem_ros.settings import FrameSettings, ModelSettings
 from gem_ros.threads import LatestSlot, ThrottledLog
 
 POLL_S = 0.5  # how often idle threads look at the stop flag
+MAX_ASKS = 64  # one-off questions waiting for a frame; more are refused at once
 STOP_WAIT_S = 0.5  # at stop, how long a model load (which cannot be interrupted) is waited for
+
+
+@dataclass
+class Ask:
+    """A one-off query answered by the next processed frame: answer(frame, rgb, detection,
+    run_settings) is called on the worker thread, once."""
+
+    query: str
+    answer: Callable
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class Engine:
         self._loaded: Optional[ModelSettings] = None  # settings of the model in use
         self._requested: Optional[ModelSettings] = None  # of the newest load request
         self._queries: list[str] = []
+        self._asks: list[Ask] = []  # guarded by _lock
         self.settings = RunSettings()
         self._frames = LatestSlot()
         self._model_requests = LatestSlot()
@@ -115,12 +131,48 @@ class Engine:
             self._queries = queries
         return changed
 
+    def ask(self, query: str, answer: Callable) -> Ask:
+        """Have the next processed frame answer `query` (checked: QueryError otherwise) through
+        answer(frame, rgb, detection, settings), called once on the worker thread. RuntimeError
+        when MAX_ASKS questions are already waiting."""
+        (query,) = self.check_queries([query])  # QueryError for a blank one
+        request = Ask(query, answer)
+        with self._lock:
+            if len(self._asks) >= MAX_ASKS:
+                raise RuntimeError(f'{MAX_ASKS} questions are already waiting for a frame')
+            self._asks.append(request)
+        return request
+
+    def withdraw(self, request: Ask) -> bool:
+        """Take back a question not answered yet (e.g. its caller timed out); whether it was
+        still waiting."""
+        with self._lock:
+            if request in self._asks:
+                self._asks.remove(request)
+                return True
+        return False
+
+    def _take_asks(self, active: list[str]) -> tuple[list[Ask], list[str]]:
+        """The waiting questions this frame answers and the queries they add to the active
+        ones, within MAX_QUERIES; the rest wait for the next frame."""
+        taken, extra = [], []
+        with self._lock:
+            for request in list(self._asks):
+                new = request.query not in active and request.query not in extra
+                if new and len(active) + len(extra) >= gem.MAX_QUERIES:
+                    continue
+                if new:
+                    extra.append(request.query)
+                taken.append(request)
+                self._asks.remove(request)
+        return taken, extra
+
     # --- frames ---------------------------------------------------------------------------
     def offer(self, frame) -> Optional[str]:
         """Hand a frame to the worker (replacing one not taken yet); or why it was skipped."""
         with self._lock:
-            queries, model = self._queries, self._model
-        if not queries:
+            queries, model, asked = self._queries, self._model, bool(self._asks)
+        if not queries and not asked:
             return 'no active queries'
         if model is None:
             return 'no model loaded yet'
@@ -161,7 +213,7 @@ class Engine:
             return
         with self._lock:
             model, queries = self._model, self._queries
-        if model is None or not queries:
+        if model is None or not (queries or self._asks):
             return
         frame_settings = settings.frame
         height, width = rgb.shape[:2]
@@ -173,16 +225,25 @@ class Engine:
             self._log('error', 'input budget', f'frame refused: {exc}')
             return
         self._report_reduced_input(model, (height, width), shape, frame_settings)
-        started = time.perf_counter()
-        detections = model.locate(
-            rgb,
-            queries,
-            mask_threshold=frame_settings.mask_threshold,
-            input_size=frame_settings.input_size,
-            max_input_pixels=frame_settings.max_input_pixels,
-        )
-        seconds = time.perf_counter() - started
-        if not all(map(_finite, (d.score for d in detections))):
+        asks, extra = self._take_asks(queries)
+        try:
+            started = time.perf_counter()
+            detections = model.locate(
+                rgb,
+                queries + extra,
+                mask_threshold=frame_settings.mask_threshold,
+                input_size=frame_settings.input_size,
+                max_input_pixels=frame_settings.max_input_pixels,
+                presence_rule=frame_settings.presence,
+                presence_threshold=frame_settings.presence_threshold,
+                background_prompts=frame_settings.background_prompts,
+            )
+            seconds = time.perf_counter() - started
+        except BaseException:
+            self._put_back(asks)  # answered by a later frame, or by their timeout
+            raise
+        if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
+            self._put_back(asks)
             self._log(
                 'error',
                 'non-finite',
@@ -191,7 +252,18 @@ class Engine:
             )
             return
         self.processed += 1
-        self._publish(frame, rgb, detections, seconds, settings)
+        if queries:
+            self._publish(frame, rgb, detections[: len(queries)], seconds, settings)
+        by_query = {d.query: d for d in detections}
+        for request in asks:
+            try:
+                request.answer(frame, rgb, by_query[request.query], settings)
+            except Exception as exc:  # one caller's failure must not cost the others
+                self._log('error', 'answer', f'answering {request.query!r}: {exc}')
+
+    def _put_back(self, asks: list[Ask]) -> None:
+        with self._lock:
+            self._asks[:0] = asks
 
     def _report_reduced_input(self, model, size, shape, settings: FrameSettings) -> None:
         """Say once per image size (and budget) when the budget, not input_size, sets the

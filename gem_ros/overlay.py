@@ -23,6 +23,9 @@ PALETTE = [
 ]
 
 
+GREY = (170, 170, 170)
+
+
 def colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
@@ -33,7 +36,8 @@ def draw_overlay(
     alpha: float = 0.45,
 ) -> np.ndarray:
     """A new RGB uint8 image: `image` with each detection's mask tinted, its peak marked and
-    labelled with the query and raw score, and a legend in the top-left corner."""
+    labelled with the query and raw score, and a legend in the top-left corner that marks
+    queries judged absent as 'not found'."""
     out = image.copy()
     for i, det in enumerate(detections):
         if det.area:
@@ -43,6 +47,8 @@ def draw_overlay(
     scale = max(0.4, min(out.shape[:2]) / 800)
     thick = max(1, int(round(scale * 2)))
     for i, det in enumerate(detections):
+        if not det.found:
+            continue  # nothing to point at: named in the legend only
         c = colour(i)
         cv2.drawMarker(
             out,
@@ -55,7 +61,8 @@ def draw_overlay(
         cv2.drawMarker(out, (det.peak_x, det.peak_y), c, cv2.MARKER_CROSS, int(24 * scale), thick)
         _label(out, f"{det.query} {det.score:.2f}", (det.peak_x + 8, det.peak_y - 8), c, scale)
     for i, det in enumerate(detections):
-        _label(out, det.query, (8, int(22 * scale) * (i + 1) + 4), colour(i), scale)
+        text, c = (det.query, colour(i)) if det.found else (f"{det.query}: not found", GREY)
+        _label(out, text, (8, int(22 * scale) * (i + 1) + 4), c, scale)
     return out
 
 

@@ -22,11 +22,26 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 # activations, a Jetson Orin 8 GB included. Frames whose input would exceed it are fed smaller.
 MAX_INPUT_PIXELS = 2 * 448 * 448
 MAX_INPUT_SIDE = 2048
+PRESENCE_RULES = ("image", "off")
+# What a query must beat to count as present (see gem_ros/gem/presence.py): generic words for
+# what fills a frame when the queried thing is not in it. A query equal to one of them does
+# not compete with itself.
+DEFAULT_BACKGROUND_PROMPTS = "background; wall; floor; ceiling; ground; sky; texture; surface"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def _setting(default, help: str, *, range: Optional[tuple] = None, choices: tuple = ()):
-    return field(default=default, metadata={"help": help, "range": range, "choices": choices})
+def _setting(
+    default,
+    help: str,
+    *,
+    range: Optional[tuple] = None,
+    choices: tuple = (),
+    yaml_bool: bool = False,
+):
+    """yaml_bool: YAML (ROS parameter files and `-p name:=value`) reads `off` as false and
+    `on` as true; such a setting takes those booleans as its 'off' and default choices."""
+    metadata = {"help": help, "range": range, "choices": choices, "yaml_bool": yaml_bool}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,41 @@ class FrameSettings:
         "a mask pixel is set where the query's min-max normalised heatmap exceeds this",
         range=(0.0, 1.0),
     )
+    presence: str = _setting(
+        "image",
+        "how a query is judged present: 'image': CLIP's image embedding compared with the "
+        "query and the background prompts (confidence = the query's softmax share against "
+        "them); 'off': every query is found (confidence 1), as before",
+        choices=PRESENCE_RULES,
+        yaml_bool=True,
+    )
+    presence_threshold: float = _setting(
+        0.5, "a query is found when its presence confidence reaches this", range=(0.0, 1.0)
+    )
+    background_prompts: str = _setting(
+        DEFAULT_BACKGROUND_PROMPTS,
+        "what a query competes with for presence: prompts split on ',' and ';'",
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "presence", presence_rule(self.presence))
+
+    @property
+    def backgrounds(self) -> tuple[str, ...]:
+        return tuple(_split(self.background_prompts))
+
+
+def presence_rule(value) -> str:
+    """'image' or 'off' from the presence setting's value; YAML's false (`off`) is 'off',
+    its true (`on`) the default rule."""
+    if isinstance(value, bool):
+        return PRESENCE_RULES[0] if value else "off"
+    return value
+
+
+def _split(text: str) -> list[str]:
+    # = gem_ros.gem.text.parse_queries (kept torch-free here)
+    return list(dict.fromkeys(q.strip() for q in re.split(r"[,;]", text) if q.strip()))
 
 
 SETTINGS = {f.name: f for cls in (ModelSettings, FrameSettings) for f in fields(cls)}
@@ -114,6 +164,8 @@ def check_setting(name: str, value) -> Optional[str]:
     """Why `value` is not acceptable for setting `name`, or None (ranges and types are the
     caller's: ROS enforces them from the descriptors, argparse from the flags)."""
     meta = SETTINGS[name].metadata
+    if name == "presence":
+        value = presence_rule(value)
     if meta["choices"] and value not in meta["choices"]:
         return f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}"
     if name == "device" and not _DEVICE.fullmatch(str(value).strip().lower()):
@@ -122,6 +174,14 @@ def check_setting(name: str, value) -> Optional[str]:
         for template in (value,) if isinstance(value, str) else value:
             if template.count("{}") != 1:
                 return f"prompt_template needs exactly one '{{}}', got {template!r}"
+    if name == "background_prompts":
+        prompts = _split(str(value))
+        if not prompts:
+            return (
+                "background_prompts needs at least one prompt (presence 'off' turns presence off)"
+            )
+        if len(prompts) > 32 or any(len(q) > 300 for q in prompts):
+            return "background_prompts takes at most 32 prompts of at most 300 characters"
     return None
 
 

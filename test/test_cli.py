@@ -88,3 +88,24 @@ def test_cli_refuses_an_input_size_over_the_budget(tmp_path, caplog):
     argv = ["locate", "x.png", "-q", "a", "--model", CONFIG, "--pretrained", "none"]
     assert main([*argv, "--input-size", "1024"]) == 2
     assert "--input-size 1024 needs 1048576" in caplog.text
+
+
+def test_cli_locate_reports_presence_with_the_scene_model(tmp_path):
+    from PIL import Image
+
+    from gem_ros.cli import main
+    from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
+    from gem_ros.eval.scenes import generate_scene
+
+    scene = generate_scene(np.random.default_rng(7))  # green, pink, blue
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    argv = ["locate", str(tmp_path / "scene.png"), "-q", "green; red", "-o", str(tmp_path)]
+    argv += ["--model", str(SCENE_MODEL), "--pretrained", str(SCENE_WEIGHTS), "--quiet"]
+    assert main(argv + ["--input-size", "224"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    green, red = next(iter(res["images"].values()))["queries"]
+    assert green["found"] and green["confidence"] > 0.5 and green["area"] > 0
+    assert not red["found"] and red["confidence"] < 0.5 and red["area"] == 0
+    assert red["bbox"] == [0, 0, 0, 0] and res["settings"]["presence"] == "image"
+    red_mask = np.asarray(Image.open(tmp_path / "scene_mask_1_red.png"))
+    assert not red_mask.any()

@@ -163,7 +163,8 @@ def test_frame_settings_are_used_as_one_snapshot(rig):
     rig.loaded()
     areas = []
     for threshold in (0.9, 0.1):
-        rig.engine.update_settings(RunSettings(frame=FrameSettings(mask_threshold=threshold)))
+        frame = FrameSettings(mask_threshold=threshold, presence="off")  # masks, not presence
+        rig.engine.update_settings(RunSettings(frame=frame))
         rig.engine.offer(two_colour_image())
         rig.wait(lambda n=len(areas): len(rig.published) == n + 1, "a result")
         areas.append(rig.published[-1][1][0].area)
@@ -192,3 +193,35 @@ def test_close_while_a_model_loads_does_not_wait_for_it():
     assert not rig.engine.close()  # the loader is still in its load
     assert time.monotonic() - started < 1.0
     release.set()
+
+
+def test_a_question_is_answered_by_the_next_frame_without_changing_the_active_results(rig):
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    image = two_colour_image(64, 64)
+    rig.engine.offer(image)
+    rig.wait(lambda: len(rig.published) == 1, "a result")
+    _, plain = rig.published[-1]
+    answers = []
+    rig.engine.ask("blue", lambda frame, rgb, det, settings: answers.append(det))
+    rig.engine.ask("red", lambda frame, rgb, det, settings: answers.append(det))
+    rig.engine.offer(image)
+    rig.wait(lambda: len(rig.published) == 2 and len(answers) == 2, "the answers")
+    _, with_question = rig.published[-1]
+    assert [d.query for d in answers] == ["blue", "red"]
+    assert [d.query for d in with_question] == ["red"]  # only the active ones published
+    assert with_question[0].confidence == pytest.approx(plain[0].confidence, abs=1e-6)
+    np.testing.assert_array_equal(with_question[0].mask, plain[0].mask)
+
+
+def test_questions_wait_without_active_queries_and_can_be_withdrawn(rig):
+    rig.loaded()
+    answers = []
+    kept = rig.engine.ask("red", lambda *a: answers.append(a[2].query))
+    dropped = rig.engine.ask("blue", lambda *a: answers.append(a[2].query))
+    assert rig.engine.withdraw(dropped) and not rig.engine.withdraw(dropped)
+    assert rig.engine.offer(two_colour_image(64, 64)) is None  # a question makes a frame run
+    rig.wait(lambda: answers, "the answer")
+    assert answers == ["red"] and not rig.engine.withdraw(kept)
+    with pytest.raises(gem.QueryError):
+        rig.engine.ask("  ", lambda *a: None)

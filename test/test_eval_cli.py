@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gem_ros.eval.cli import add_eval_arguments, main, run_eval, settings
+from gem_ros.eval.cli import (
+    SCENE_MODEL,
+    SCENE_WEIGHTS,
+    add_eval_arguments,
+    main,
+    run_eval,
+    settings,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = [
@@ -199,3 +206,32 @@ def test_settings_product_skips_gem_options_for_clip():
         ("gem", 5, 0),
     ]
     assert all(s.precision == "bf16" and s.model.endswith("scene-clip-s16.json") for _, s in rows)
+
+
+def test_presence_protocol_on_scenes_with_the_shipped_model(tmp_path, capsys):
+    """Every colour asked in every scene (empty scenes included), then one at a time."""
+    out = tmp_path / "presence.json"
+    common = ["scenes", "--vocab", "colour", "--protocol", "presence", "--count", "12"]
+    common += ["--objects", "0", "3", "--method", "clip", "--threads", "1", "--no-progress"]
+    assert main(common + ["--input-size", "224", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| AUROC | F1 | precision | recall | pointing_accuracy |" in table
+    (row,) = json.loads(out.read_text())["results"]
+    m = row["metrics"]
+    assert m["present"] + m["absent"] == 12 * 7
+    assert m["AUROC"] > 0.95 and m["F1"] > 0.9, m
+    single = tmp_path / "single.json"
+    assert main(common + ["--input-size", "224", "--asking", "single", "--json", str(single)]) == 0
+    m1 = json.loads(single.read_text())["results"][0]["metrics"]
+    # one query at a time gives the same decisions: a query competes only with the background
+    assert (m1["AUROC"], m1["F1"]) == pytest.approx((m["AUROC"], m["F1"]), abs=1e-6)
+
+
+def test_presence_protocol_on_a_directory(tmp_path, capsys):
+    data = tmp_path / "scenes"
+    assert main(["write-scenes", str(data), "--count", "4", "--vocab", "colour"]) == 0
+    argv = ["directory", str(data), "--protocol", "presence", "--method", "clip"]
+    argv += ["--model", str(SCENE_MODEL), "--pretrained", str(SCENE_WEIGHTS)]
+    assert main(argv + ["--input-size", "224", "--no-progress", "--threads", "1"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| clip |") and "| 4 |" in row

@@ -6,6 +6,8 @@
         --classes oidv7-class-descriptions.csv --images ~/data/oi/validation
     gem-ros eval directory ~/data/my_set                      # images/ labels/ classes.txt
     gem-ros eval scenes --method clip gem --ss-attn-iter 1 0  # procedural, bundled model
+    gem-ros eval scenes --vocab colour --protocol presence    # is each class there at all?
+    gem-ros eval scenes --protocol presence --objects 0 3 --radii 0.04 0.08  # empty, small
     gem-ros eval write-scenes out/scenes --count 300          # the same scenes as a directory
 
 Each run evaluates every combination of --method, --gem-depth and --ss-attn-iter given, prints
@@ -55,15 +57,30 @@ def _model_arguments(parser: argparse.ArgumentParser, scenes: bool) -> None:
 
 def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     g = parser.add_argument_group("protocol")
-    choices = ("points",) if kind == "openimages" else ("segmentation", "localisation")
+    if kind == "openimages":
+        choices, text = ("points",), "points: OpenImages V7 point IoU"
+    else:
+        choices = ("segmentation", "localisation", "presence")
+        text = (
+            "segmentation: mIoU of label maps; localisation: per present class, pointing "
+            "accuracy and IoU of the thresholded heatmap; presence: every class asked in "
+            "every image, AUROC of the presence confidence, precision/recall/F1 of found, "
+            "pointing on the present ones"
+        )
     g.add_argument(
         "--protocol",
         choices=choices,
         default=DEFAULT_PROTOCOL[kind],
-        help="segmentation: mIoU of label maps; localisation: per present class, "
-        "pointing accuracy and IoU of the thresholded heatmap; points: "
-        "OpenImages V7 point IoU (default: %(default)s)",
+        help=f"{text} (default: %(default)s)",
     )
+    if kind != "openimages":
+        g.add_argument(
+            "--asking",
+            choices=protocols.ClassPresence.ASKING,
+            default="all",
+            help="presence protocol: 'all' classes asked together, or 'single': one class "
+            "per call, with only the background prompts as rivals (default: %(default)s)",
+        )
     g.add_argument(
         "--background-threshold",
         type=float,
@@ -126,6 +143,23 @@ def _scene_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=300, help="number of scenes")
     parser.add_argument("--size", type=int, default=224, help="scene side in pixels")
     parser.add_argument(
+        "--objects",
+        type=int,
+        nargs=2,
+        default=(1, 3),
+        metavar=("MIN", "MAX"),
+        help="objects per scene; MIN 0 gives empty scenes (default: 1 3)",
+    )
+    parser.add_argument(
+        "--radii",
+        type=float,
+        nargs=2,
+        default=(0.09, 0.2),
+        metavar=("LOW", "HIGH"),
+        help="object radius as a fraction of the side (default: 0.09 0.2, objects of 2 to "
+        "12%% of the image; 0.04 0.08 gives small ones of 0.5 to 2%%)",
+    )
+    parser.add_argument(
         "--vocab",
         choices=("colour-shape", "colour"),
         default="colour-shape",
@@ -148,13 +182,25 @@ def _dataset(args):
         return datasets.directory(args.root, args.limit, names)
     if kind == "openimages":
         return datasets.OpenImagesPoints(args.points, args.classes, args.images, args.limit)
-    count = args.count if args.limit is None else min(args.count, args.limit)
-    return datasets.GeneratedScenes(args.seed, count, args.size, args.vocab)
+    return _scenes(args, args.count if args.limit is None else min(args.count, args.limit))
+
+
+def _scenes(args, count: int):
+    return datasets.GeneratedScenes(
+        args.seed,
+        count,
+        args.size,
+        args.vocab,
+        objects=tuple(args.objects),
+        radii=tuple(args.radii),
+    )
 
 
 def _protocol(args, dataset):
     if args.protocol == "points":
         return protocols.PointLabels(args.mask_threshold)
+    if args.protocol == "presence":
+        return protocols.ClassPresence(dataset.class_names, dataset.background, args.asking)
     if args.protocol == "localisation":
         return protocols.ClassLocalisation(
             dataset.class_names, dataset.background, args.mask_threshold
@@ -200,7 +246,7 @@ def settings(args) -> list[tuple[str, ModelSettings]]:
 def run_eval(args: argparse.Namespace) -> int:
     """Run the command parsed by `add_eval_arguments`; returns the exit status."""
     if args.eval_kind == "write-scenes":
-        scenes = datasets.GeneratedScenes(args.seed, args.count, args.size, args.vocab)
+        scenes = _scenes(args, args.count)
         n = datasets.write_directory(scenes, args.out)
         print(f"wrote {n} scenes to {args.out} (evaluate with: gem-ros eval directory {args.out})")
         return 0
@@ -235,7 +281,11 @@ def _evaluate_all(args: argparse.Namespace) -> int:
             return 2
         protocol = _protocol(args, dataset)
         metrics = evaluate(
-            GemPredictor(model), dataset, protocol, progress=not args.no_progress, description=name
+            GemPredictor(model, frame),
+            dataset,
+            protocol,
+            progress=not args.no_progress,
+            description=name,
         )
         rows.append(
             {
@@ -263,6 +313,12 @@ def _evaluate_all(args: argparse.Namespace) -> int:
         "input_size": args.input_size,
         "background_threshold": args.background_threshold,
         "mask_threshold": args.mask_threshold,
+        "presence": {
+            "rule": frame.presence,
+            "threshold": frame.presence_threshold,
+            "background_prompts": frame.background_prompts,
+            "asking": getattr(args, "asking", None),
+        },
         "class_names": dataset.class_names,
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
         "results": rows,

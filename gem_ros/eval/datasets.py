@@ -355,16 +355,31 @@ class GeneratedScenes:
     background = True
 
     def __init__(
-        self, seed: int = 1000, count: int = 300, size: int = 224, vocabulary: str = "colour-shape"
+        self,
+        seed: int = 1000,
+        count: int = 300,
+        size: int = 224,
+        vocabulary: str = "colour-shape",
+        objects: tuple[int, int] = (1, 3),
+        radii: tuple[float, float] = (0.09, 0.2),
     ):
         self.seed, self.count, self.size, self.vocabulary = seed, count, size, vocabulary
+        self.objects, self.radii = objects, radii
         self.class_names = [BACKGROUND] + scene_gen.vocabulary(vocabulary)
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[Sample]:
-        for i, scene in enumerate(scene_gen.generate_scenes(self.seed, self.count, self.size)):
+        scenes = scene_gen.generate_scenes(
+            self.seed,
+            self.count,
+            self.size,
+            min_objects=self.objects[0],
+            max_objects=self.objects[1],
+            radii=self.radii,
+        )
+        for i, scene in enumerate(scenes):
             labels = scene_gen.label_map(scene, self.class_names[1:], self.vocabulary)
             yield Sample(f"scene{i:05d}", scene.image, labels.astype(np.int64))
 

@@ -6,6 +6,8 @@
   positive, false positive and false negative points, IoU = TP / (TP + FP + FN).
 - `Localisation`: per query, pointing (heatmap argmax inside the object's mask) and the
   IoU of the thresholded heatmap with the mask.
+- `Presence`: per (image, class) asked, whether the class is there: AUROC of the confidence,
+  precision, recall and F1 of the found decision, and pointing on the present ones.
 """
 
 from __future__ import annotations
@@ -114,4 +116,51 @@ class Localisation:
             "pointing_accuracy": float(np.mean(self.hits)) if n else float("nan"),
             "mIoU": float(np.mean(self.ious)) if n else float("nan"),
             "queries": n,
+        }
+
+
+def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN when
+    one of the two classes is missing."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(group, ranks) / counts)[group]  # tied scores share their mean rank
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class Presence:
+    def __init__(self):
+        self.present: list[bool] = []
+        self.confidence: list[float] = []
+        self.found: list[bool] = []
+        self.hits: list[bool] = []  # peak inside the class's pixels, present classes only
+
+    def update(self, present: bool, confidence: float, found: bool, hit: bool = False) -> None:
+        self.present.append(bool(present))
+        self.confidence.append(float(confidence))
+        self.found.append(bool(found))
+        if present:
+            self.hits.append(bool(hit))
+
+    def summary(self) -> dict:
+        present, found = np.array(self.present, bool), np.array(self.found, bool)
+        tp = int((present & found).sum())
+        precision = tp / found.sum() if found.any() else float("nan")
+        recall = tp / present.sum() if present.any() else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+        return {
+            "AUROC": auroc(present, self.confidence),
+            "F1": f1,
+            "precision": precision,
+            "recall": recall,
+            "pointing_accuracy": float(np.mean(self.hits)) if self.hits else float("nan"),
+            "present": int(present.sum()),
+            "absent": int((~present).sum()),
         }

@@ -2,7 +2,9 @@
 
 A predictor answers `scores(image, queries, size) -> float32 [P, H, W]` (similarities
 bilinearly upsampled to `size`) and has a `logit_scale` (CLIP's, for the softmax over
-classes). The protocols here decide which queries to ask and how scores become predictions.
+classes); for the presence protocol also `locate(image, queries) -> [Detection]` (found,
+confidence, peak). The protocols here decide which queries to ask and how scores become
+predictions.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import numpy as np
 import torch
 
 from gem_ros.gem import postprocess
+from gem_ros.gem.text import MAX_QUERIES
 
 from .datasets import Sample
-from .metrics import IGNORE_INDEX, ConfusionMatrix, Localisation, PointIoU
+from .metrics import IGNORE_INDEX, ConfusionMatrix, Localisation, PointIoU, Presence
 
 DEFAULT_BACKGROUND_THRESHOLD = postprocess.DEFAULT_BACKGROUND_THRESHOLD
 DEFAULT_MASK_THRESHOLD = postprocess.DEFAULT_MASK_THRESHOLD
@@ -27,6 +30,8 @@ class Predictor(Protocol):
     def scores(
         self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
     ) -> np.ndarray: ...
+
+    def locate(self, image: np.ndarray, queries: Sequence[str]) -> list: ...
 
 
 def min_max(maps: np.ndarray) -> np.ndarray:
@@ -141,6 +146,46 @@ class PointLabels:
             self.metric.update(
                 name, h[rows, cols] > self.threshold, np.array([p.positive for p in pts])
             )
+
+    def summary(self) -> dict:
+        return self.metric.summary()
+
+
+class ClassPresence:
+    """Is each class there? Every class (but a background class 0) is asked in every image;
+    a class is present where any of its pixels is labelled. Scores the presence confidence
+    (AUROC), the found decision at the threshold in use (precision, recall, F1) and, on
+    present classes, pointing (the peak inside the class's pixels, found or not: today's
+    pointing figure).
+
+    asking "all": the classes are asked together (in groups of at most MAX_QUERIES);
+    "single": one class per call, as a robot asking for one thing (with the background
+    prompts as its only rivals).
+    """
+
+    name = "presence"
+    ASKING = ("all", "single")
+
+    def __init__(self, class_names: Sequence[str], background: bool, asking: str = "all"):
+        if asking not in self.ASKING:
+            raise ValueError(f"asking must be one of {self.ASKING}, got {asking!r}")
+        self.first = 1 if background else 0
+        self.queries = list(class_names)[self.first :]
+        self.group = MAX_QUERIES if asking == "all" else 1
+        self.metric = Presence()
+
+    def update(self, sample: Sample, predictor: Predictor) -> None:
+        labels = sample.labels
+        for start in range(0, len(self.queries), self.group):
+            queries = self.queries[start : start + self.group]
+            for k, det in enumerate(predictor.locate(sample.image, queries), self.first + start):
+                pixels = labels == k
+                self.metric.update(
+                    present=bool(pixels.any()),
+                    confidence=det.confidence,
+                    found=det.found,
+                    hit=bool(pixels[det.peak_y, det.peak_x]),
+                )
 
     def summary(self) -> dict:
         return self.metric.summary()

@@ -13,11 +13,29 @@ from tqdm import tqdm
 
 
 class GemPredictor:
-    """Scores of a `gem_ros.gem.GemModel`: patch cosines upsampled bilinearly to `size`."""
+    """Scores of a `gem_ros.gem.GemModel`: patch cosines upsampled bilinearly to `size`;
+    detections with the frame settings (presence rule, thresholds, input size)."""
 
-    def __init__(self, model):
+    def __init__(self, model, frame=None):
+        from gem_ros.settings import FrameSettings
+
         self.model = model
         self.logit_scale = model.logit_scale
+        self.frame = frame or FrameSettings()
+
+    def locate(self, image: np.ndarray, queries: Sequence[str]) -> list:
+        f = self.frame
+        return self.model.locate(
+            image,
+            list(queries),
+            mask_threshold=f.mask_threshold,
+            input_size=f.input_size,
+            max_input_pixels=f.max_input_pixels,
+            presence_rule=f.presence,
+            presence_threshold=f.presence_threshold,
+            background_prompts=f.background_prompts,
+            max_peaks=0,
+        )
 
     def scores(
         self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
@@ -53,6 +71,7 @@ HEADLINES = {
     "segmentation": ("mIoU", "mIoU_no_background", "pixel_accuracy"),
     "localisation": ("pointing_accuracy", "mIoU", "queries"),
     "points": ("mIoU", "classes"),
+    "presence": ("AUROC", "F1", "precision", "recall", "pointing_accuracy", "present", "absent"),
 }
 
 

@@ -122,9 +122,12 @@ def generate_scene(
     min_objects: int = 1,
     max_objects: int = 3,
     distinct_colours: bool = True,
+    radii: tuple[float, float] = (0.09, 0.2),
 ) -> Scene:
     """One scene of non-overlapping shapes; with ``distinct_colours`` a colour names
-    at most one object, so a colour query has a single right answer."""
+    at most one object, so a colour query has a single right answer. Shapes have a radius in
+    ``radii`` (low, high) times the side: the default gives objects of 2 to 12% of the image
+    (circles), (0.04, 0.08) small ones of 0.5 to 2%; ``min_objects=0`` allows empty scenes."""
     count = int(rng.integers(min_objects, max_objects + 1))
     colour_names = list(COLOURS)
     colours = (
@@ -138,7 +141,7 @@ def generate_scene(
     for colour_index in colours:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         for _ in range(50):
-            radius = rng.uniform(0.09, 0.2) * size
+            radius = rng.uniform(*radii) * size
             margin = radius + 2
             cx, cy = rng.uniform(margin, size - margin, 2)
             mask = draw_shape_mask(shape, size, cx, cy, radius, rng.uniform(0, 2 * math.pi))

@@ -23,10 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..settings import MAX_INPUT_PIXELS, ModelSettings
-from . import postprocess
+from ..settings import DEFAULT_BACKGROUND_PROMPTS, MAX_INPUT_PIXELS, ModelSettings
+from . import postprocess, presence
 from .postprocess import Detection
-from .text import QueryError, TextEmbeddingCache, check_queries, check_templates
+from .text import (
+    QueryError,
+    TextEmbeddingCache,
+    check_queries,
+    check_templates,
+    parse_queries,
+)
 from .vision import PatchTokenEncoder
 
 MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
@@ -176,6 +182,14 @@ class GemModel:
     @torch.inference_mode()
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] normalised pixels -> L2-normalised patch tokens [B, H/p, W/p, D]."""
+        return self.features(pixels)[0]
+
+    @torch.inference_mode()
+    def features(
+        self, pixels: torch.Tensor, image: bool = False
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """L2-normalised patch tokens [B, H/p, W/p, D] and, when `image`, CLIP's image
+        embedding [B, D] (what `encode_image` gives at this input size), else None."""
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"pixels must be [B, 3, H, W], got {list(pixels.shape)}")
         p = self.patch_size
@@ -185,8 +199,10 @@ class GemModel:
                 f"got {list(pixels.shape[-2:])}"
             )
         with self._autocast():
-            tokens = self.encoder(pixels.to(self.device))
-        return F.normalize(tokens.float(), dim=-1)
+            tokens, embedding = self.encoder(pixels.to(self.device), image)
+        if embedding is not None:
+            embedding = F.normalize(embedding.float(), dim=-1)
+        return F.normalize(tokens.float(), dim=-1), embedding
 
     @torch.inference_mode()
     def patch_logits(self, pixels: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:
@@ -216,16 +232,56 @@ class GemModel:
         max_peaks: int = 5,
         return_heatmaps: bool = False,
         max_input_pixels: Optional[int] = None,
+        presence_rule: str = "image",
+        presence_threshold: float = 0.5,
+        background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
     ) -> list[Detection]:
-        """One Detection per query for an RGB uint8 image, in its pixel coordinates."""
+        """One Detection per query for an RGB uint8 image, in its pixel coordinates.
+
+        With presence_rule "image", each query gets a presence `confidence` (see
+        `gem.presence`) and is `found` when it reaches `presence_threshold`; a query not found
+        has an empty mask and no peaks. With "off" every query is found (confidence 1).
+        """
         queries = check_queries(queries)
         if not queries:
             return []
+        if presence_rule not in ("image", "off"):
+            raise ValueError(f"presence_rule must be 'image' or 'off', got {presence_rule!r}")
+        judge = presence_rule == "image"
+        backgrounds = self.check_backgrounds(background_prompts) if judge else []
         pixels = self.preprocess(image, input_size, max_input_pixels)
-        logits = self._logits(pixels, queries)[0]
-        return postprocess.detections(
+        tokens, embedding = self.features(pixels, image=judge)
+        # One text lookup for queries and background prompts: the cache's per-frame fast path.
+        rivals = [b for b in backgrounds if b not in queries]
+        text = self._encode(queries + rivals)  # [P + B', D]
+        logits = torch.einsum("hwd,pd->phw", tokens[0], text[: len(queries)])
+        dets = postprocess.detections(
             queries, logits, image.shape[:2], mask_threshold, max_peaks, return_heatmaps
         )
+        if judge:
+            background = torch.stack([text[(queries + rivals).index(b)] for b in backgrounds])
+            conf = presence.confidences(
+                embedding[0],
+                text[: len(queries)],
+                background,
+                self.logit_scale,
+                queries,
+                backgrounds,
+            ).tolist()
+            for det, c in zip(dets, conf):
+                if c >= presence_threshold:
+                    det.confidence = c
+                else:
+                    det.mark_absent(c)
+        return dets
+
+    def check_backgrounds(self, prompts: Sequence[str] | str) -> list[str]:
+        """Background prompts checked as queries are (a string is split on ',' and ';')."""
+        prompts = parse_queries(prompts) if isinstance(prompts, str) else list(prompts)
+        prompts = self.check_queries(prompts)
+        if not prompts:
+            raise QueryError("presence needs at least one background prompt")
+        return prompts
 
     @torch.inference_mode()
     def segment(

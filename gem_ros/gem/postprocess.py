@@ -33,6 +33,15 @@ class Detection:
     mask: np.ndarray  # [H, W] bool
     peaks: list[tuple[int, int, float]] = field(default_factory=list)  # local maxima (x, y, score)
     heatmap: Optional[np.ndarray] = None  # [H, W] float32 in [0, 1], when asked for
+    # Whether the query is judged present (gem_ros.gem.presence). When not, mask, area, bbox
+    # and peaks are empty; peak_x/peak_y and the heatmap still say where it would point.
+    found: bool = True
+    confidence: float = 1.0  # presence confidence in [0, 1]; 1 with presence off
+
+    def mark_absent(self, confidence: float) -> None:
+        self.found, self.confidence = False, confidence
+        self.mask = np.zeros_like(self.mask)
+        self.area, self.bbox, self.peaks = 0, (0, 0, 0, 0), []
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,11 +8,16 @@ method "gem": the original path runs unchanged and feeds every block's attention
 first of the last `depth - 1` blocks a second path starts, which adds each block's
 self-self attention output (no MLP). ln_post and proj are applied to its patch tokens.
 method "clip": the unmodified patch tokens after ln_post and proj (the paper's baseline).
+
+With `image=True` the encoder also returns CLIP's image embedding (the class token of the
+original path after ln_post and proj, as `encode_image`), which the presence decision reads:
+for GEM only the class token's row of the last block's attention and MLP is run for it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -115,23 +120,34 @@ class PatchTokenEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + self._pos_embed(grid, x.dtype)
         return v.ln_pre(x), grid  # patch dropout is the identity at inference
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixels: torch.Tensor, image: bool = False
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """-> (patch tokens [B, h, w, D], the image embedding [B, D] when `image`, else None)."""
         x, grid = self._embed(pixels)
         blocks = self.visual.transformer.resblocks
         n_gem = self.depth - 1 if self.method == "gem" else 0
         n_plain = len(blocks) - n_gem
         for block in blocks[:n_plain]:
             x = _plain_block(block, x)  # [B, N, C] with N = 1 + h*w tokens
-        tokens = x if n_gem == 0 else self._gem_path(x, blocks[n_plain:])
-        tokens = self.visual.ln_post(
-            tokens[:, 1:]
-        )  # [B, h*w, C]: the class token is never compared
-        if self.visual.proj is not None:
-            tokens = tokens @ self.visual.proj  # [B, h*w, D]
-        return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1])  # [B, h, w, D]
+        if n_gem == 0:
+            tokens, cls = x[:, 1:], x[:, :1]
+        else:
+            tokens, cls = self._gem_path(x, blocks[n_plain:], image)
+            tokens = tokens[:, 1:]  # GEM's class token is never compared
+        tokens = self._project(tokens)  # [B, h*w, D]
+        embedding = self._project(cls)[:, 0] if image else None  # [B, D]
+        return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1]), embedding
 
-    def _gem_path(self, x: torch.Tensor, blocks) -> torch.Tensor:
-        """x: [B, N, C] tokens entering the first GEM block -> GEM's tokens [B, N, C]."""
+    def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = self.visual.ln_post(tokens)
+        return tokens if self.visual.proj is None else tokens @ self.visual.proj
+
+    def _gem_path(
+        self, x: torch.Tensor, blocks, image: bool
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x: [B, N, C] tokens entering the first GEM block -> (GEM's tokens [B, N, C], the
+        original path's class token after the last block [B, 1, C] when `image`)."""
         gem = x
         for i, block in enumerate(blocks):
             attn = block.attn
@@ -147,11 +163,11 @@ class PatchTokenEncoder(nn.Module):
             ss = self_self_attention(qkv, self.ss_attn_iter, inv_temp)  # [B, heads, N, d]
             gem = gem + block.ls_1(attn.out_proj(_merge_heads(ss)))  # [B, N, C]
             if i == len(blocks) - 1:
-                break  # the original path's last attention and MLP feed nothing GEM outputs
-            orig = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, d]
-            x = x + block.ls_1(attn.out_proj(_merge_heads(orig)))
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
-        return gem
+                # The original path's last block feeds only the image embedding: its class
+                # token's row (1 of N queries), or nothing.
+                return gem, (_block_tail(block, x[:, :1], qkv[0][:, :, :1], qkv) if image else None)
+            x = _block_tail(block, x, qkv[0], qkv)
+        raise AssertionError("unreachable: a GEM path has at least one block")
 
 
 def _standard_block(block) -> bool:
@@ -180,7 +196,13 @@ def _plain_block(block, x: torch.Tensor) -> torch.Tensor:
     """open_clip's residual block, with torch's fused attention (its inference fast path for
     nn.MultiheadAttention builds the full attention matrix instead)."""
     qkv = _qkv(block.attn, block.ln_1(x))
-    attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, d]
+    return _block_tail(block, x, qkv[0], qkv)
+
+
+def _block_tail(block, x: torch.Tensor, q: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
+    """The rest of a residual block for the tokens x [B, M, C] whose queries are q
+    [B, heads, M, d], attending to all keys and values of qkv."""
+    attended = F.scaled_dot_product_attention(q, qkv[1], qkv[2])  # [B, heads, M, d]
     x = x + block.ls_1(block.attn.out_proj(_merge_heads(attended)))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 

@@ -169,6 +169,9 @@ class DepthInput:
         transform = self._transform(header) if self._tf_buffer is not None else None
         out = []
         for det in detections:
+            if not det.found:  # nothing to point at
+                out.append(no_point())
+                continue
             xyz, reason = peak_to_point(
                 depth_m,
                 (det.peak_x, det.peak_y),

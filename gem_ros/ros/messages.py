@@ -7,10 +7,13 @@ from gem_ros.ros.image_conversion import mask_to_image_msg
 
 
 def query_result(detection, header, point_fields: dict) -> QueryResult:
-    """One query's QueryResult: raw peak score, peak, box, area, mono8 mask, 3D point."""
+    """One query's QueryResult: presence, raw peak score, peak, box, area, mono8 mask (empty
+    when not found), 3D point."""
     d = detection
     return QueryResult(
         query=d.query,
+        found=d.found,
+        confidence=d.confidence,
         score=d.score,
         peak_x=d.peak_x,
         peak_y=d.peak_y,

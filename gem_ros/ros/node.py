@@ -6,8 +6,13 @@ queries are checked and swapped in at once, frames are handed to the engine's wo
 detections come back through `_publish_detections` (on the worker thread). Work the other
 threads need done on the executor (putting parameters back after a failed load) is queued and
 run there through a guard condition.
+
+`~/locate` is an async service callback: it asks the engine and awaits a future that the
+worker's answer (or a one-shot timer, for the timeout) completes on the executor thread, so
+the executor serves everything else meanwhile and concurrent calls each get their answer.
 """
 
+import math
 import os
 import signal
 import sys
@@ -19,11 +24,13 @@ from dataclasses import fields
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -38,7 +45,7 @@ from gem_ros.ros.markers import QueryMarkers
 from gem_ros.ros.messages import gem_result
 from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETERS, check_value
 from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
-from gem_ros.srv import SetQueries
+from gem_ros.srv import Locate, SetQueries
 from gem_ros.threads import ThrottledLog, cut
 
 IMAGE_QOS = {
@@ -68,6 +75,8 @@ ERROR_LOG_PERIOD_S = 5.0
 QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 STATS_PERIOD_S = 30.0
+LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
+MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
@@ -113,12 +122,22 @@ class GemNode(Node):
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
         self._last_overlay = 0.0
         self._recent_query_msgs: list[tuple] = []
+        self._last_frame_time = None  # monotonic time of the last frame offered
 
         self._results_pub = self.create_publisher(GemResult, '~/results', 5)
         self._overlay_pub = self.create_publisher(Image, '~/overlay', 1)
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(
             SetQueries, '~/set_queries', self._on_set_queries, qos_profile=SERVICE_QOS
+        )
+        # Its own reentrant group: a call awaiting its frame must not hold the default group,
+        # which the images, timers and the guard condition that answer it belong to.
+        self.create_service(
+            Locate,
+            '~/locate',
+            self._on_locate,
+            qos_profile=SERVICE_QOS,
+            callback_group=ReentrantCallbackGroup(),
         )
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
@@ -344,6 +363,75 @@ class GemNode(Node):
     def _publish_active(self) -> None:
         self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
 
+    # --- ~/locate -------------------------------------------------------------------------
+    async def _on_locate(self, request, response):
+        """Executor thread; awaits (never blocks) until a frame answers or the timeout."""
+        timeout = request.timeout
+        if not math.isfinite(timeout) or timeout <= 0:
+            timeout = LOCATE_TIMEOUT_S
+        timeout = min(timeout, MAX_LOCATE_TIMEOUT_S)
+        answered = Future()
+
+        def finish(answer) -> None:  # executor thread only
+            if not answered.done():
+                answered.set_result(answer)
+
+        def on_frame(frame, rgb, detection, settings) -> None:  # worker thread
+            answer = self._locate_answer(frame, rgb, detection, settings)
+            self._call_on_executor(lambda: finish(answer))
+
+        try:
+            ask = self._engine.ask(request.query, on_frame)
+        except (gem.QueryError, RuntimeError) as exc:
+            response.message = cut(f'cannot locate {cut(request.query, 40)!r}: {exc}')
+            self._log(
+                'error', 'locate refused', f'~/locate: {response.message}', QUERY_LOG_PERIOD_S
+            )
+            return response
+        timer = self.create_timer(timeout, lambda: finish(None))
+        try:
+            answer = await answered
+        finally:
+            self.destroy_timer(timer)
+        if answer is None:
+            self._engine.withdraw(ask)
+            response.message = f'no frame processed within {timeout:g} s: {self._why_no_frame()}'
+            return response
+        return answer
+
+    def _why_no_frame(self) -> str:
+        if self._engine.loaded is None:
+            return 'no model loaded yet'
+        if self._last_frame_time is None:
+            return f"no images received on {self.resolve_topic_name('image')}"
+        ago = time.monotonic() - self._last_frame_time
+        return f'the last image arrived {ago:.1f} s ago'
+
+    def _locate_answer(self, frame, rgb, det, settings):
+        """~/locate's response from one frame's detection (worker thread)."""
+        header = frame[0].header
+        response = Locate.Response(
+            found=det.found,
+            confidence=det.confidence,
+            score=det.score,
+            header=header,
+            peak_x=det.peak_x,
+            peak_y=det.peak_y,
+        )
+        response.point.header = header
+        if det.found and self._depth is not None:
+            height, width = rgb.shape[:2]
+            (fields,) = self._depth.points_for(header, (width, height), [det], self._depth_settings)
+            response.has_point = fields['has_point']
+            response.point.point = fields['point']
+        response.message = (
+            f'found (confidence {det.confidence:.2f})'
+            if det.found
+            else f'not found (confidence {det.confidence:.2f} < presence_threshold '
+            f'{settings.frame.presence_threshold:g})'
+        )
+        return response
+
     # --- frames ---------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         self._offer(msg, image_msg_to_rgb)
@@ -352,6 +440,7 @@ class GemNode(Node):
         self._offer(msg, compressed_msg_to_rgb)
 
     def _offer(self, msg, to_rgb) -> None:
+        self._last_frame_time = time.monotonic()
         skipped = self._engine.offer((msg, to_rgb))  # nothing asked: not even converted
         if skipped:
             self._log(

@@ -61,6 +61,7 @@ def _from_settings(cls, reloads_model: bool = False) -> tuple:
             f.metadata['range'],
             f.metadata['choices'],
             reloads_model=reloads_model,
+            dynamic_typing=f.metadata['yaml_bool'],
         )
         for f in fields(cls)
     )

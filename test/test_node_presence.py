@@ -1,0 +1,174 @@
+"""Presence over DDS: the real node with the shipped scene CLIP, in its own process.
+
+An absent query gives found=false, an empty mask, no 3D point and its rviz marker deleted;
+`~/locate` answers from the next frame (found or not), times out cleanly without frames and
+answers 20 concurrent calls without changing the active queries' results.
+"""
+
+import time
+
+import numpy as np
+import pytest
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
+from gem_ros.eval.scenes import generate_scene
+from gem_ros.srv import Locate
+
+from depth_scene import camera_info_msg, depth_msg
+from ros_helpers import NodeProcess, RosClient, image_msg
+
+pytestmark = pytest.mark.timeout(180)
+SIZE = 224
+K = np.array([[200.0, 0.0, 111.5], [0.0, 200.0, 111.5], [0.0, 0.0, 1.0]])
+# Scenes of seed 7: [green, pink, blue], [pink], ..., [purple, red, pink]
+rng = np.random.default_rng(7)
+SCENES = [generate_scene(rng) for _ in range(4)]
+WITH_RED, WITHOUT_RED = SCENES[3], SCENES[0]
+KEEP_ALL = QoSProfile(
+    depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
+)
+
+
+def colours(scene):
+    return {o.colour for o in scene.objects}
+
+
+@pytest.fixture(scope='module')
+def client():
+    ros = RosClient()
+    ros.depth_pub = ros.node.create_publisher(Image, 'depth', 5)
+    ros.info_pub = ros.node.create_publisher(CameraInfo, 'camera_info', 5)
+    ros.markers = []
+    ros.node.create_subscription(MarkerArray, '/gem/markers', ros._keep(ros.markers), 50)
+    # Keep every request: a burst of 20 would overwrite each other in a depth-10 history.
+    ros.locate = ros.node.create_client(Locate, '/gem/locate', qos_profile=KEEP_ALL)
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope='module')
+def node(client, tmp_path_factory):
+    process = NodeProcess(
+        tmp_path_factory.mktemp('gem_node_presence') / 'node.log',
+        f'model:={SCENE_MODEL}',
+        f'pretrained:={SCENE_WEIGHTS}',
+        'device:=cpu',
+        f'input_size:={SIZE}',
+        'queries:=[red, green]',
+        'use_depth:=true',
+        'publish_overlay:=false',
+    )
+    try:
+        process.wait_for_log('loaded model')
+        client.wait_matched()
+        assert client.locate.wait_for_service(timeout_sec=30)
+        deadline = time.monotonic() + 30
+        while not (
+            client.depth_pub.get_subscription_count()
+            and client.info_pub.get_subscription_count()
+            and client.node.count_publishers('/gem/markers')
+        ):
+            assert time.monotonic() < deadline, 'depth and markers endpoints not discovered'
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.stop()
+
+
+def send(client, scene, depth=True):
+    """Publish the scene (with a flat depth of 1 m) and return the node's result for it."""
+    msg = image_msg(scene.image, 'rgb8', frame_id='camera')
+    if depth:
+        client.info_pub.publish(camera_info_msg(msg.header, (SIZE, SIZE), K))
+        client.depth_pub.publish(depth_msg(np.ones((SIZE, SIZE)), '32FC1', msg.header))
+        time.sleep(0.05)  # depth before colour: the pair is complete when the frame runs
+    return client.publish_and_wait(msg), msg
+
+
+def by_query(result):
+    return {r.query: r for r in result.results}
+
+
+def test_locate_without_frames_times_out_with_the_reason(node, client):
+    started = time.monotonic()
+    answer = client.call(client.locate, Locate.Request(query='red', timeout=0.5))
+    assert not answer.found and not answer.has_point
+    assert 'no frame processed within 0.5 s' in answer.message
+    assert 'no images received on /image' in answer.message
+    assert time.monotonic() - started < 10
+
+
+def test_absent_query_is_not_found_has_no_mask_point_or_marker(node, client):
+    result, _ = send(client, WITH_RED)
+    red, green = by_query(result)['red'], by_query(result)['green']
+    assert 'red' in colours(WITH_RED) and 'green' not in colours(WITH_RED)
+    assert red.found and red.confidence > 0.5 and red.area > 0 and red.has_point
+    assert not green.found and green.confidence < 0.5
+    assert green.area == 0 and green.bbox.width == 0 and not green.has_point
+    assert not any(np.frombuffer(green.mask.data, np.uint8))
+    assert (green.mask.width, green.mask.height) == (SIZE, SIZE)  # empty, not missing
+    markers = client.wait_for(lambda: client.markers and client.markers[-1], 'markers')
+    red_id = next(m.id for m in markers.markers if m.action == Marker.ADD)
+    assert all(m.action == Marker.ADD for m in markers.markers)  # green: none
+
+    client.markers.clear()
+    result, _ = send(client, WITHOUT_RED)  # now red is absent, green present
+    red, green = by_query(result)['red'], by_query(result)['green']
+    assert not red.found and not red.has_point and red.area == 0
+    assert green.found and green.has_point
+    markers = client.wait_for(lambda: client.markers and client.markers[-1], 'markers')
+    deleted = {(m.ns, m.id) for m in markers.markers if m.action == Marker.DELETE}
+    assert {id_ for _, id_ in deleted} == {red_id}, markers
+
+
+def test_locate_answers_from_the_next_frame(node, client):
+    for query, scene in (('red', WITH_RED), ('orange', WITH_RED), ('purple', WITH_RED)):
+        future = client.locate.call_async(Locate.Request(query=query, timeout=20.0))
+        time.sleep(0.2)
+        _, msg = send(client, scene)
+        client.wait_for(future.done, f'the answer for {query!r}')
+        answer = future.result()
+        assert answer.header == msg.header, 'answered by another frame than the next one'
+        assert answer.found == (query in colours(scene)), answer.message
+        assert answer.has_point == answer.found
+        if answer.found:
+            assert answer.point.header == msg.header and answer.point.point.z == pytest.approx(
+                1.0, abs=0.05
+            )
+            assert 0 <= answer.peak_x < SIZE and 0 <= answer.peak_y < SIZE
+
+
+def test_twenty_concurrent_calls_are_answered_and_active_results_unchanged(node, client):
+    before, _ = send(client, WITH_RED, depth=False)
+    queries = ['red', 'orange', 'purple', 'pink', 'blue'] * 4
+    futures = [client.locate.call_async(Locate.Request(query=q, timeout=30.0)) for q in queries]
+    time.sleep(0.3)
+    results = []
+    deadline = time.monotonic() + 60
+    while not all(f.done() for f in futures):
+        assert time.monotonic() < deadline, f'{sum(not f.done() for f in futures)} unanswered'
+        result, _ = send(client, WITH_RED, depth=False)
+        results.append(result)
+    for query, future in zip(queries, futures):
+        answer = future.result()
+        assert answer.found == (query in colours(WITH_RED)), (query, answer.message)
+    # The active queries' results do not change with the extra queries asked alongside.
+    for result in results:
+        for a, b in zip(before.results, result.results):
+            assert (a.query, a.found, a.area, a.peak_x, a.peak_y) == (
+                b.query,
+                b.found,
+                b.area,
+                b.peak_x,
+                b.peak_y,
+            )
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+        assert [r.query for r in result.results] == ['red', 'green']
+
+
+def test_locate_refuses_a_blank_query_at_once(node, client):
+    answer = client.call(client.locate, Locate.Request(query='   ', timeout=5.0))
+    assert not answer.found and 'empty or blank query' in answer.message
