@@ -89,6 +89,7 @@ class Engine:
         self._stop = threading.Event()
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
         self._reduced_sizes: set = set()
+        self.want_patch_logits = False  # set by the caller: someone reads the patch grids
         self.processed = 0
         self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
         self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
@@ -237,6 +238,7 @@ class Engine:
                 presence_rule=frame_settings.presence,
                 presence_threshold=frame_settings.presence_threshold,
                 background_prompts=frame_settings.background_prompts,
+                return_patch_logits=self.want_patch_logits,
             )
             seconds = time.perf_counter() - started
         except BaseException:

@@ -18,11 +18,39 @@ def model():
 
 
 def test_overlay_marks_masks_and_peaks(model):
-    img = _two_colour_image()
-    dets = model.locate(img, ["red", "blue"])
+    img = _two_colour_image(480, 640)
+    dets = model.locate(img, ["red", "blue"], presence_rule="off")
     out = draw_overlay(img, dets)
     assert out.shape == img.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image())
+    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image(480, 640))
+    small = draw_overlay(img[:224, :224], [])  # small frames are drawn enlarged, 224 -> 672
+    assert small.shape == (672, 672, 3)
+    assert np.array_equal(small[::3, ::3], img[:224, :224])  # nothing to draw: just larger
+
+
+def test_overlay_colours_follow_colour_words_and_stay_apart():
+    from gem_ros.overlay import COLOUR_WORDS, query_colours
+
+    red, chair, blue, table = query_colours(["red mug", "a chair", "Blue cup", "table"])
+    assert (red, blue) == (COLOUR_WORDS["red"], COLOUR_WORDS["blue"])
+    for other in (chair, table):
+        assert min(np.linalg.norm(np.subtract(other, c)) for c in (red, blue)) > 90
+    assert chair != table
+
+
+def test_overlay_labels_avoid_each_other_and_absent_queries_are_listed(model):
+    from gem_ros.overlay import _overlap, _place
+
+    taken = [(100, 60, 180, 80)]
+    rect = _place((100, 100), (80, 20), 10, (480, 640), taken)
+    assert _overlap(rect, taken[0]) == 0 and 0 <= rect[0] and rect[2] <= 640
+    img = _two_colour_image(480, 640)
+    dets = model.locate(img, ["red", "blue"], presence_rule="off")
+    dets[1].mark_absent(0.1)
+    out = draw_overlay(img, dets)
+    from gem_ros.overlay import NOT_FOUND
+
+    assert (out == NOT_FOUND).all(axis=-1).sum() > 100  # the grey 'not found' legend box
 
 
 # --- the one-shot command ----------------------------------------------------------------
@@ -53,7 +81,8 @@ def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     (entry,) = res["images"].values()
     assert [q["query"] for q in entry["queries"]] == ["red", "blue"]
-    assert np.asarray(Image.open(tmp_path / "out" / "a_overlay.png")).shape == (240, 320, 3)
+    overlay = np.asarray(Image.open(tmp_path / "out" / "a_overlay.png"))
+    assert overlay.shape == (480, 640, 3)  # 240 px drawn twice as large, for legible text
     mask = np.asarray(Image.open(tmp_path / "out" / "a_mask_0_red.png"))
     assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
     assert (mask > 0).sum() == entry["queries"][0]["area"]

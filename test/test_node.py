@@ -173,8 +173,9 @@ def test_overlay_is_rgb8_with_the_frame_header(client):
         lambda: next((o for o in client.overlays if o.header == msg.header), None),
         'the overlay of the frame',
     )
-    assert (overlay.encoding, overlay.width, overlay.height) == ('rgb8', 56, 40)
-    assert len(overlay.data) == 56 * 40 * 3
+    # drawn enlarged by a whole factor (480 / 40 = 12) so that its text is legible
+    assert (overlay.encoding, overlay.width, overlay.height) == ('rgb8', 56 * 12, 40 * 12)
+    assert len(overlay.data) == 56 * 12 * 40 * 12 * 3
 
 
 def test_service_replaces_dedupes_and_clears_queries(gem_node, client):

@@ -13,13 +13,19 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
+import gem_ros.gem as gem
 from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
 from gem_ros.eval.scenes import generate_scene
+from gem_ros.msg import Heatmaps
 from gem_ros.srv import Locate
 
 from depth_scene import camera_info_msg, depth_msg
 from ros_helpers import NodeProcess, RosClient, image_msg
 
+vision_msgs = pytest.importorskip(
+    'vision_msgs.msg', reason='vision_msgs is installed by ../shared/ros-launch/install.sh'
+)
+Detection2DArray = vision_msgs.Detection2DArray
 pytestmark = pytest.mark.timeout(180)
 SIZE = 224
 K = np.array([[200.0, 0.0, 111.5], [0.0, 200.0, 111.5], [0.0, 0.0, 1.0]])
@@ -45,6 +51,9 @@ def client():
     ros.node.create_subscription(MarkerArray, '/gem/markers', ros._keep(ros.markers), 50)
     # Keep every request: a burst of 20 would overwrite each other in a depth-10 history.
     ros.locate = ros.node.create_client(Locate, '/gem/locate', qos_profile=KEEP_ALL)
+    ros.detections, ros.heatmaps = [], []
+    ros.node.create_subscription(Detection2DArray, '/gem/detections', ros._keep(ros.detections), 50)
+    ros.node.create_subscription(Heatmaps, '/gem/heatmaps', ros._keep(ros.heatmaps), 50)
     yield ros
     ros.close()
 
@@ -172,3 +181,60 @@ def test_twenty_concurrent_calls_are_answered_and_active_results_unchanged(node,
 def test_locate_refuses_a_blank_query_at_once(node, client):
     answer = client.call(client.locate, Locate.Request(query='   ', timeout=5.0))
     assert not answer.found and 'empty or blank query' in answer.message
+
+
+def _stamped(items, header):
+    return next((m for m in items if m.header == header), None)
+
+
+def test_detections_have_one_entry_per_found_query(node, client):
+    result, msg = send(client, WITH_RED)
+    array = client.wait_for(lambda: _stamped(client.detections, msg.header), 'detections')
+    found = [r for r in result.results if r.found]
+    assert [d.id for d in array.detections] == [r.query for r in found] == ['red']
+    (det,), (red,) = array.detections, found
+    (hypothesis,) = det.results
+    assert hypothesis.hypothesis.class_id == 'red'
+    assert hypothesis.hypothesis.score == pytest.approx(red.confidence, abs=1e-6)
+    box = red.bbox
+    assert (det.bbox.size_x, det.bbox.size_y) == (box.width, box.height)
+    assert det.bbox.center.position.x == pytest.approx(box.x_offset + box.width / 2)
+    assert det.bbox.center.position.y == pytest.approx(box.y_offset + box.height / 2)
+    assert hypothesis.pose.pose.position == red.point  # the 3D point, camera frame
+
+
+def test_heatmaps_are_the_models_patch_logits_of_the_frame(node, client):
+    model = gem.load_model(str(SCENE_MODEL), str(SCENE_WEIGHTS), device='cpu', input_size=SIZE)
+    expected = model.patch_logits(model.preprocess(WITH_RED.image), ['red', 'green'])[0]
+    deadline = time.monotonic() + 30
+    while not client.node.count_subscribers('/gem/heatmaps'):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # the node sees the subscription: it asks the engine for the grids
+    heat = None
+    while heat is None:  # the first frame after subscribing may predate the request
+        assert time.monotonic() < deadline, 'no heatmaps'
+        _, msg = send(client, WITH_RED, depth=False)
+        try:
+            heat = client.wait_for(lambda: _stamped(client.heatmaps, msg.header), 'maps', 2.0)
+        except AssertionError:
+            continue
+    assert list(heat.queries) == ['red', 'green']
+    for grid, image in zip(expected.numpy(), heat.maps):
+        assert (image.encoding, image.height, image.width) == ('32FC1', 14, 14)
+        got = np.frombuffer(bytes(image.data), np.float32).reshape(14, 14)
+        np.testing.assert_allclose(got, grid, atol=1e-5)
+
+
+def test_patch_masks_are_the_grid_and_none_is_empty(node, client):
+    try:
+        for mask_format, size in (('patch', 14), ('none', 0)):
+            assert client.set_parameters(mask_format=mask_format).successful
+            result, _ = send(client, WITH_RED, depth=False)
+            red, green = by_query(result)['red'], by_query(result)['green']
+            assert (red.mask.width, red.mask.height) == (size, size)
+            assert len(red.mask.data) == size * size
+            if size:
+                assert any(red.mask.data) and not any(green.mask.data)
+    finally:
+        client.set_parameters(mask_format='full')

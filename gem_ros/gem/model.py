@@ -235,12 +235,14 @@ class GemModel:
         presence_rule: str = "image",
         presence_threshold: float = 0.5,
         background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
+        return_patch_logits: bool = False,
     ) -> list[Detection]:
         """One Detection per query for an RGB uint8 image, in its pixel coordinates.
 
         With presence_rule "image", each query gets a presence `confidence` (see
         `gem.presence`) and is `found` when it reaches `presence_threshold`; a query not found
         has an empty mask and no peaks. With "off" every query is found (confidence 1).
+        `return_patch_logits` adds each query's [h/p, w/p] patch cosines (a few KB).
         """
         queries = check_queries(queries)
         if not queries:
@@ -258,6 +260,9 @@ class GemModel:
         dets = postprocess.detections(
             queries, logits, image.shape[:2], mask_threshold, max_peaks, return_heatmaps
         )
+        if return_patch_logits:
+            for det, grid in zip(dets, logits.cpu().numpy()):
+                det.patch_logits = grid
         if judge:
             background = torch.stack([text[(queries + rivals).index(b)] for b in backgrounds])
             conf = presence.confidences(

@@ -35,6 +35,8 @@ class Detection:
     heatmap: Optional[np.ndarray] = None  # [H, W] float32 in [0, 1], when asked for
     # Whether the query is judged present (gem_ros.gem.presence). When not, mask, area, bbox
     # and peaks are empty; peak_x/peak_y and the heatmap still say where it would point.
+    # [h, w] float32 raw cosines of the model's patch grid, when asked for
+    patch_logits: Optional[np.ndarray] = None
     found: bool = True
     confidence: float = 1.0  # presence confidence in [0, 1]; 1 with presence off
 

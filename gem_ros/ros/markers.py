@@ -4,7 +4,7 @@ from geometry_msgs.msg import Point, Pose, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from gem_ros.overlay import colour
+from gem_ros.overlay import query_colours
 
 POINTS_NS = 'gem_points'
 LABELS_NS = 'gem_labels'
@@ -28,13 +28,13 @@ class QueryMarkers:
         has_point, point), in the header's frame and stamp."""
         header = result.header
         markers, shown = [], {}
+        colours = query_colours([r.query for r in result.results])  # the overlay's colours
         for index, r in enumerate(result.results):
             if not r.has_point:
                 continue
             marker_id = self._ids.setdefault(r.query, len(self._ids))
             shown[r.query] = marker_id
-            # The overlay tints queries by their position in the list: same colours here.
-            red, green, blue = (c / 255.0 for c in colour(index))
+            red, green, blue = (c / 255.0 for c in colours[index])
             tint = ColorRGBA(r=red, g=green, b=blue, a=1.0)
             d = self._diameter
             markers.append(

@@ -37,12 +37,12 @@ from visualization_msgs.msg import MarkerArray
 
 import gem_ros.gem as gem
 from gem_ros.engine import Engine, RunSettings, error_kind
-from gem_ros.msg import GemResult
+from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_overlay
+from gem_ros.ros import messages
 from gem_ros.ros.depth_input import DepthInput, DepthSettings
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from gem_ros.ros.markers import QueryMarkers
-from gem_ros.ros.messages import gem_result
 from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETERS, check_value
 from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
 from gem_ros.srv import Locate, SetQueries
@@ -125,6 +125,18 @@ class GemNode(Node):
         self._last_frame_time = None  # monotonic time of the last frame offered
 
         self._results_pub = self.create_publisher(GemResult, '~/results', 5)
+        self._heatmaps_pub = self.create_publisher(Heatmaps, '~/heatmaps', 5)
+        self._last_heatmaps = 0.0
+        if messages.Detection2DArray is not None:
+            self._detections_pub = self.create_publisher(
+                messages.Detection2DArray, '~/detections', 5
+            )
+        else:
+            self._detections_pub = None
+            self.get_logger().info(
+                'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
+                'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
+            )
         self._overlay_pub = self.create_publisher(Image, '~/overlay', 1)
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(
@@ -243,6 +255,8 @@ class GemNode(Node):
             value('publish_overlay').value,
             value('overlay_max_rate_hz').value,
         )
+        self._mask_format = value('mask_format').value
+        self._heatmaps_max_rate = value('heatmaps_max_rate_hz').value
 
     def _after_failed_load(self, settings: ModelSettings) -> None:
         """Executor thread: put the model parameters back to those of the model in use, so
@@ -441,6 +455,10 @@ class GemNode(Node):
 
     def _offer(self, msg, to_rgb) -> None:
         self._last_frame_time = time.monotonic()
+        # Patch grids are copied out of the model only when something reads them.
+        self._engine.want_patch_logits = (
+            self._mask_format == 'patch' or self._heatmaps_pub.get_subscription_count() > 0
+        )
         skipped = self._engine.offer((msg, to_rgb))  # nothing asked: not even converted
         if skipped:
             self._log(
@@ -474,8 +492,21 @@ class GemNode(Node):
             if self._depth is not None
             else None
         )
-        result = gem_result(header, detections, seconds, points)
+        result = messages.gem_result(
+            header,
+            detections,
+            seconds,
+            points,
+            self._mask_format,
+            settings.frame.mask_threshold,
+        )
         self._publish(self._results_pub, result)
+        if self._detections_pub is not None:
+            self._publish(
+                self._detections_pub, messages.detection_array(header, detections, points)
+            )
+        if detections[0].patch_logits is not None and self._heatmaps_due():
+            self._publish(self._heatmaps_pub, messages.heatmaps(header, detections))
         if self._depth is not None:
             markers = self._markers.build(result)
             if markers.markers:
@@ -484,6 +515,15 @@ class GemNode(Node):
             self._publish(
                 self._overlay_pub, rgb_to_image_msg(draw_overlay(rgb, detections), header)
             )
+
+    def _heatmaps_due(self) -> bool:
+        if self._heatmaps_pub.get_subscription_count() == 0:
+            return False
+        now, rate = time.monotonic(), self._heatmaps_max_rate
+        if rate > 0 and now - self._last_heatmaps < 1.0 / rate:
+            return False
+        self._last_heatmaps = now
+        return True
 
     def _overlay_due(self) -> bool:
         publish, max_rate = self._overlay_settings

@@ -89,6 +89,20 @@ NODE_PARAMETERS = (
         range=(0.0, 1000.0),
     ),
     ParameterSpec(
+        'mask_format',
+        'full',
+        "QueryResult.mask: 'full' mono8 at the image's size, 'patch' mono8 at the model's "
+        "patch grid (e.g. 28x28 instead of 640x480), 'none' an empty image (header only)",
+        choices=('full', 'patch', 'none'),
+    ),
+    ParameterSpec(
+        'heatmaps_max_rate_hz',
+        5.0,
+        'most ~/heatmaps messages per second (patch-grid similarities, published only while '
+        'subscribed); 0 = one per processed frame',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
         'queries',
         '',
         "start-up text queries: a string array, or one string split on ',' and ';'; "
