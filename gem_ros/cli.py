@@ -2,6 +2,7 @@
 
     gem-ros locate photo.jpg more/*.png -q "red mug; person" -o out/
     gem-ros eval ...        (the paper's evaluation protocols; see `gem-ros eval -h`)
+    gem-ros queries "red mug; person"   gem-ros where "red mug"   (a running gem_node)
 
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
 one results.json with every query's presence (found, confidence), peak, raw score, box
@@ -131,8 +132,10 @@ def run_locate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="gem-ros", description="GEM open-vocabulary localisation on image files"
+        prog="gem-ros",
+        description="GEM open-vocabulary localisation on image files, and a client of gem_node",
     )
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     loc = sub.add_parser("locate", help="heatmaps, masks and peaks for text queries")
     loc.add_argument("images", nargs="+", help="image files")
@@ -143,8 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="queries separated by ',' or ';' (repeatable)",
     )
-    loc.add_argument("-o", "--out", default="gem_out", help="output folder")
-    loc.add_argument("--max-peaks", type=int, default=5, help="local maxima listed per query")
+    loc.add_argument("-o", "--out", default="gem_out", help="output folder (default: %(default)s)")
+    loc.add_argument(
+        "--max-peaks",
+        type=int,
+        default=5,
+        help="local maxima listed per query (default: %(default)s)",
+    )
     loc.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(loc)
     loc.set_defaults(func=run_locate)
@@ -156,7 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
         ev = sub.add_parser("eval", help="the paper's evaluation protocols on a dataset")
         add_eval_arguments(ev)
         ev.set_defaults(func=run_eval)
+    from .ros import client  # imports rclpy only when its commands run
+
+    client.add_arguments(sub)
     return ap
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gem_ros")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (gem.ModelLoadError, gem.QueryError, ValueError) as exc:
+    except gem.ModelLoadError as exc:
+        log.error("%s", exc.told("--pretrained /path/to/open_clip_pytorch_model.bin"))
+        return 2
+    except (gem.QueryError, ValueError) as exc:
         log.error("%s", exc)
         return 2
 

@@ -66,11 +66,14 @@ class Engine:
         publish: Callable,
         on_load_failed: Callable[[ModelSettings], None] = lambda settings: None,
         load: Callable[..., gem.GemModel] = gem.load_model,
+        local_weights_hint: str = gem.ModelLoadError.PYTHON,
     ):
         """convert(frame, max_image_pixels) -> RGB uint8 array, ValueError for a bad frame;
         publish(frame, rgb, detections, inference_seconds, run_settings);
         on_load_failed(settings): a requested model could not be loaded (worker or loader
-        thread: hand it to your own thread if it needs one)."""
+        thread: hand it to your own thread if it needs one); local_weights_hint: how the
+        caller's users pass a local weights file, for the missing-weights message."""
+        self._weights_hint = local_weights_hint
         self._log = log
         self._convert = convert
         self._publish = publish
@@ -323,7 +326,8 @@ class Engine:
                 queries = self._queries
             model.prepare_queries(queries)  # the text tower here, not on the first frame
         except Exception as exc:  # ModelLoadError, QueryError (e.g. a shorter context), ...
-            self._log.now('error', f'could not load {what}: {exc}')
+            text = exc.told(self._weights_hint) if isinstance(exc, gem.ModelLoadError) else exc
+            self._log.now('error', f'could not load {what}: {text}')
             self._on_load_failed(settings)
             return
         if self._stop.is_set():

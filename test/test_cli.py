@@ -8,7 +8,7 @@ import pytest
 import gem_ros.gem as gem
 from gem_ros.overlay import draw_overlay
 
-from tiny_model import CONFIG, WEIGHTS
+from tiny_model import CONFIG, WEIGHTS, hub_reachable
 from tiny_model import two_colour_image as _two_colour_image
 
 
@@ -138,3 +138,14 @@ def test_cli_locate_reports_presence_with_the_scene_model(tmp_path):
     assert red["bbox"] == [0, 0, 0, 0] and res["settings"]["presence"] == "image"
     red_mask = np.asarray(Image.open(tmp_path / "scene_mask_1_red.png"))
     assert not red_mask.any()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(hub_reachable(), reason="needs a machine without access to the model hub")
+def test_cli_names_its_own_flag_for_missing_weights(tmp_path, caplog):
+    from gem_ros.cli import main
+
+    (tmp_path / "x.png").write_bytes(b"")
+    argv = ["locate", str(tmp_path / "x.png"), "-q", "a", "--model", "ViT-B-32"]
+    assert main(argv + ["--pretrained", "openai"]) == 2
+    assert "--pretrained /path/to/" in caplog.text and "load_model(" not in caplog.text

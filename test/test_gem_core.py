@@ -3,7 +3,6 @@ cache, non-square inputs, budgets and post-processing (the command line and the 
 test_cli.py)."""
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 import gem_ros.gem as gem
 from gem_ros.gem import postprocess
 
-from tiny_model import CONFIG, WEIGHTS
+from tiny_model import CONFIG, WEIGHTS, hub_reachable
 from tiny_model import two_colour_image as _two_colour_image
 
 
@@ -33,21 +32,17 @@ def test_unknown_tag_lists_known_tags():
         gem.load_model("ViT-B-16", "no-such-tag")
 
 
-def _hub_reachable():
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(_hub_reachable(), reason="needs a machine without access to the model hub")
+@pytest.mark.skipif(hub_reachable(), reason="needs a machine without access to the model hub")
 def test_missing_weights_offline_fail_with_model_tag_and_local_file_hint(tmp_path):
     with pytest.raises(gem.ModelLoadError) as err:
         gem.load_model("ViT-B-32", "openai", cache_dir=str(tmp_path))
     msg = str(err.value)
     assert "'ViT-B-32'" in msg and "'openai'" in msg and "pretrained=" in msg and "offline" in msg
+    assert "huggingface" in msg  # where open_clip's cache is, to pre-download into
+    # each entry point names its own way to pass a local file
+    assert "--pretrained PATH" in err.value.told("--pretrained PATH")
+    assert "load_model(" not in err.value.told("--pretrained PATH")
 
 
 def test_missing_checkpoint_file_and_wrong_architecture(tmp_path):

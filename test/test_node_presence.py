@@ -216,7 +216,9 @@ def test_heatmaps_are_the_models_patch_logits_of_the_frame(node, client):
         assert time.monotonic() < deadline, 'no heatmaps'
         _, msg = send(client, WITH_RED, depth=False)
         try:
-            heat = client.wait_for(lambda: _stamped(client.heatmaps, msg.header), 'maps', 2.0)
+            heat = client.wait_for(
+                lambda header=msg.header: _stamped(client.heatmaps, header), 'maps', 2.0
+            )
         except AssertionError:
             continue
     assert list(heat.queries) == ['red', 'green']

@@ -276,7 +276,10 @@ def _evaluate_all(args: argparse.Namespace) -> int:
             model = gem.load_model(
                 model_settings, input_size=frame.input_size, max_input_pixels=frame.max_input_pixels
             )
-        except (gem.ModelLoadError, ValueError) as exc:
+        except gem.ModelLoadError as exc:
+            print(f"gem-ros eval: {exc.told('--pretrained /path/to/file.bin')}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
             print(f"gem-ros eval: {exc}", file=sys.stderr)
             return 2
         protocol = _protocol(args, dataset)

@@ -30,7 +30,21 @@ _KEEP = object()  # load_model's pretrained argument, when not given
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be built: unknown name or tag, missing or unreadable weights."""
+    """The model could not be built: unknown name or tag, missing or unreadable weights.
+
+    A message that tells how to pass a local weights file says it the Python way; each entry
+    point says it its own way with `told(...)` (the CLI: --pretrained PATH, the node:
+    pretrained:=PATH)."""
+
+    PYTHON = "load_model(..., pretrained='/path/to/open_clip_pytorch_model.bin')"
+
+    def __init__(self, message: str):
+        self.template = message
+        super().__init__(message.replace("{local_file}", self.PYTHON))
+
+    def told(self, local_file: str) -> str:
+        """The message, naming `local_file` as the way to pass a local weights file."""
+        return self.template.replace("{local_file}", local_file)
 
 
 def load_model(
@@ -151,9 +165,8 @@ def _resolve_weights(
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _reachable(host):
         raise ModelLoadError(
             f"{how} and {host} cannot be reached (offline). Download them on a machine with "
-            "network (they land in open_clip's cache) or pass a local checkpoint file, e.g. "
-            "load_model(..., pretrained='/path/to/open_clip_pytorch_model.bin') or the ROS "
-            "parameter pretrained:=/path/to/file"
+            f"network (they land in open_clip's cache, {_cache_location(cfg, cache_dir)}; copy "
+            "it to the same place here) or pass a local checkpoint file: {local_file}"
         )
     log.info("downloading weights for %s/%s from %s", name, pretrained, host)
     try:
@@ -200,6 +213,14 @@ def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> Optional[str]:
         target = Path(cache_dir or "~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
         return str(target) if target.is_file() else None
     return None
+
+
+def _cache_location(cfg: dict, cache_dir: Optional[str]) -> str:
+    if cache_dir:
+        return cache_dir
+    if cfg.get("hf_hub"):
+        return "the Hugging Face cache, $HF_HOME/hub, by default ~/.cache/huggingface/hub"
+    return "~/.cache/clip"
 
 
 def _split_hf_hub(hf_hub: str) -> tuple[str, str]:

@@ -75,6 +75,7 @@ ERROR_LOG_PERIOD_S = 5.0
 QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 STATS_PERIOD_S = 30.0
+LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
 MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
@@ -116,6 +117,7 @@ class GemNode(Node):
             self._convert,
             self._publish_detections,
             on_load_failed=lambda s: self._call_on_executor(lambda: self._after_failed_load(s)),
+            local_weights_hint=LOCAL_WEIGHTS,
         )
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
@@ -172,6 +174,7 @@ class GemNode(Node):
             self._markers = QueryMarkers()
             self._markers_pub = self.create_publisher(MarkerArray, '~/markers', 5)
         self.create_timer(STATS_PERIOD_S, self._report_stats)
+        self._warn_default_transports()
         self._engine.request_model(self._model_settings())
 
     # --- parameters -----------------------------------------------------------------------
@@ -211,7 +214,9 @@ class GemNode(Node):
         """Why model/pretrained/device cannot load (known without loading), or None."""
         try:
             gem.check_source(values['model'], values['pretrained'], values['device'])
-        except (gem.ModelLoadError, ValueError) as exc:
+        except gem.ModelLoadError as exc:
+            return exc.told(LOCAL_WEIGHTS)
+        except ValueError as exc:
             return str(exc)
         return None
 
@@ -376,6 +381,18 @@ class GemNode(Node):
 
     def _publish_active(self) -> None:
         self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
+
+    def _warn_default_transports(self) -> None:
+        """Fast DDS's default shared-memory segment is smaller than one 640x480 frame: with
+        it most best-effort frames never arrive (benchmarks/transport_rate.py: 5 of 199)."""
+        rmw = os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+        if rmw.startswith('rmw_fastrtps') and not os.environ.get('FASTDDS_BUILTIN_TRANSPORTS'):
+            self.get_logger().warning(
+                'FASTDDS_BUILTIN_TRANSPORTS is not set: with Fast DDS\'s default transports '
+                'most camera frames over about 500 KB (640x480 rgb8 is 921 KB) are lost on the '
+                'way here (measured: 5 of 199 arrived). Export FASTDDS_BUILTIN_TRANSPORTS='
+                'LARGE_DATA in this shell and in the camera driver\'s, then restart both.'
+            )
 
     # --- ~/locate -------------------------------------------------------------------------
     async def _on_locate(self, request, response):
@@ -569,7 +586,36 @@ def _on_second_signal(hurry: threading.Event):
     return handler
 
 
+USAGE = """usage: gem_node [--ros-args -r image:=TOPIC -p NAME:=VALUE ...]
+
+GEM open-vocabulary localisation on camera images (gem_ros). Topics (remap with -r):
+  image, image/compressed (with use_compressed), depth and camera_info (with use_depth),
+  queries (std_msgs/String, 'red mug; person'). Publishes ~/results, ~/detections,
+  ~/heatmaps, ~/overlay, ~/markers, ~/active_queries; services ~/set_queries, ~/locate.
+  From a shell: gem-ros queries 'red mug; person', gem-ros where 'red mug'.
+
+parameters (-p name:=value, or --params-file FILE):
+"""
+
+
+def usage() -> str:
+    lines = [USAGE]
+    for spec in PARAMETERS:
+        default = repr(spec.default) if isinstance(spec.default, str) else spec.default
+        lines.append(f'  {spec.name} (default {default})\n      {spec.descriptor().description}')
+    return '\n'.join(lines) + '\n'
+
+
+def _help_asked(args) -> bool:
+    argv = list(sys.argv[1:] if args is None else args)
+    own = argv[: argv.index('--ros-args')] if '--ros-args' in argv else argv
+    return any(a in ('-h', '--help') for a in own)
+
+
 def main(args=None) -> int:
+    if _help_asked(args):  # before rclpy: --help must not start a node
+        sys.stdout.write(usage())
+        return 0
     rclpy.init(args=args)
     hurry = threading.Event()
     try:

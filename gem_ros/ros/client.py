@@ -1,0 +1,98 @@
+"""`gem-ros queries` and `gem-ros where`: talk to a running gem_node from a shell, for the
+venv route that has no `ros2` CLI (and for scripts that prefer one line).
+
+    gem-ros queries "red mug; person"        # ~/set_queries (an empty string clears them)
+    gem-ros where "red mug" --timeout 2      # ~/locate, prints the answer as JSON
+
+The same in rclpy, for your own code: see `call`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(sub) -> None:
+    q = sub.add_parser(
+        "queries", help="set the active queries of a running gem_node (~/set_queries)"
+    )
+    q.add_argument("text", help="queries separated by ',' or ';' ('' clears them)")
+    w = sub.add_parser(
+        "where", help="ask a running gem_node whether one thing is in view, and where (~/locate)"
+    )
+    w.add_argument("query", help="what to look for, e.g. 'red mug'")
+    w.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds the node waits for a frame (default: %(default)s)",
+    )
+    for p in (q, w):
+        p.add_argument("--node", default="/gem", help="the node's name (default: %(default)s)")
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=10.0,
+            help="seconds to wait for the node's service (default: %(default)s)",
+        )
+    q.set_defaults(func=run_queries)
+    w.set_defaults(func=run_where)
+
+
+def call(service_type, name: str, request, wait: float, answer_within: float):
+    """One service call from a throw-away rclpy node; the response, or RuntimeError."""
+    import rclpy
+
+    rclpy.init(args=[])
+    try:
+        node = rclpy.create_node("gem_ros_cli")
+        client = node.create_client(service_type, name)
+        if not client.wait_for_service(timeout_sec=wait):
+            raise RuntimeError(f"no service {name} within {wait:g} s: is gem_node running?")
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=answer_within)
+        if not future.done():
+            raise RuntimeError(f"{name} did not answer within {answer_within:g} s")
+        return future.result()
+    finally:
+        rclpy.try_shutdown()
+
+
+def run_queries(args: argparse.Namespace) -> int:
+    from gem_ros.gem.text import parse_queries
+    from gem_ros.srv import SetQueries
+
+    request = SetQueries.Request(queries=parse_queries(args.text))
+    try:
+        response = call(SetQueries, f"{args.node}/set_queries", request, args.wait, 10.0)
+    except RuntimeError as exc:
+        print(f"gem-ros queries: {exc}", file=sys.stderr)
+        return 1
+    print(response.message)
+    return 0 if response.success else 1
+
+
+def run_where(args: argparse.Namespace) -> int:
+    from gem_ros.srv import Locate
+
+    request = Locate.Request(query=args.query, timeout=args.timeout)
+    try:
+        r = call(Locate, f"{args.node}/locate", request, args.wait, args.timeout + 10.0)
+    except RuntimeError as exc:
+        print(f"gem-ros where: {exc}", file=sys.stderr)
+        return 1
+    answer = {
+        "query": args.query,
+        "found": r.found,
+        "confidence": round(r.confidence, 4),
+        "score": round(r.score, 4),
+        "peak": [r.peak_x, r.peak_y],
+        "frame_id": r.header.frame_id,
+        "stamp": r.header.stamp.sec + r.header.stamp.nanosec * 1e-9,
+        "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.has_point else None,
+        "message": r.message,
+    }
+    print(json.dumps(answer))
+    return 0

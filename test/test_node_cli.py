@@ -1,0 +1,64 @@
+"""What a user types: `gem_node --help`, `gem-ros --version`, the start-up warning about Fast
+DDS's transports, and `gem-ros queries` / `gem-ros where` against a running node."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ros_helpers import REPO, TINY_MODEL, NodeProcess, source_env
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=source_env(),
+        cwd=REPO,
+    )
+
+
+def test_gem_node_help_prints_usage_and_starts_nothing():
+    out = _run('-m', 'gem_ros.ros.node', '--help', timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('usage: gem_node')
+    assert "mask_format (default 'full')" in out.stdout and 'presence_threshold' in out.stdout
+    assert '[gem]' not in out.stdout + out.stderr  # no node logged anything
+
+
+def test_gem_ros_version():
+    out = _run('-m', 'gem_ros.cli', '--version')
+    assert out.returncode == 0 and out.stdout.startswith('gem-ros ')
+
+
+def test_default_fast_dds_transports_are_warned_about(tmp_path, monkeypatch):
+    monkeypatch.delenv('FASTDDS_BUILTIN_TRANSPORTS')
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL)
+    try:
+        node.wait_for_log('FASTDDS_BUILTIN_TRANSPORTS is not set')
+    finally:
+        node.stop()
+
+
+def test_queries_and_where_talk_to_a_running_node(tmp_path):
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'queries:=[red]')
+    try:
+        node.wait_for_log('loaded model')
+        out = _run('-m', 'gem_ros.cli', 'queries', 'cup; chair')
+        assert out.returncode == 0, out.stderr
+        assert 'active queries: [cup; chair]' in out.stdout
+        node.wait_for_log('active queries: [cup; chair] (from ~/set_queries)')
+        out = _run('-m', 'gem_ros.cli', 'where', 'red mug', '--timeout', '0.5')
+        assert out.returncode == 0, out.stderr
+        answer = json.loads(out.stdout)
+        assert answer['query'] == 'red mug' and answer['found'] is False
+        assert 'no frame processed within 0.5 s' in answer['message']
+    finally:
+        node.stop()
+    out = _run('-m', 'gem_ros.cli', 'queries', 'cup', '--wait', '0.5')
+    assert out.returncode == 1 and 'is gem_node running?' in out.stderr
