@@ -2,6 +2,7 @@
 
     python benchmarks/core_latency.py                      # ViT-B-16, 448x448, CPU
     python benchmarks/core_latency.py --device cuda --precision fp16 --repeats 50
+    python benchmarks/core_latency.py --method all --queries 1     # every method's cost
 
 Random weights (timing does not depend on them). Runs are interleaved (baseline, then each
 query count, round after round) so drift of a shared machine hits all alike; each figure is
@@ -42,7 +43,9 @@ def main() -> None:
     ap.add_argument("--model", default="ViT-B-16")
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--queries", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--method", default="gem", choices=gem.METHODS)
+    ap.add_argument(
+        "--method", nargs="+", default=["gem"], choices=(*gem.METHODS, "all"), help="one or more"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--repeats", type=int, default=15)
@@ -52,14 +55,19 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = gem.load_model(
-        args.model,
-        "none",
-        method=args.method,
-        device=args.device,
-        precision=args.precision,
-        input_size=args.size,
-    )
+    methods = gem.METHODS if "all" in args.method else list(dict.fromkeys(args.method))
+    models = {
+        method: gem.load_model(
+            args.model,
+            "none",
+            method=method,
+            device=args.device,
+            precision=args.precision,
+            input_size=args.size,
+        )
+        for method in methods
+    }
+    model = models[methods[0]]  # presence and text are measured on the first
     plain = open_clip.create_model(
         args.model, pretrained=None, device=model.device, force_image_size=args.size
     ).eval()
@@ -88,10 +96,11 @@ def main() -> None:
             fresh(text_queries, model.templates)
 
     runs = {"open_clip encode_image": baseline}
-    for n, qs in query_sets.items():
-        runs[f"{args.method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = lambda qs=qs: (
-            model.heatmaps(pixels, qs)
-        )
+    for method, m in models.items():
+        for n, qs in query_sets.items():
+            runs[f"{method} heatmaps, {n} quer{'y' if n == 1 else 'ies'}"] = lambda qs=qs, m=m: (
+                m.heatmaps(pixels, qs)
+            )
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), np.uint8)
     presence_runs = {}
     for n, qs in query_sets.items():

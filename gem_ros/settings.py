@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-METHODS = ("gem", "clip")
+# The patch tokens a model gives (gem_ros/gem/vision.py has each one's formula): GEM, plain
+# CLIP, and three training-free successors that change CLIP's last block only.
+METHODS = ("gem", "clip", "naclip", "sclip", "clearclip")
 PRECISIONS = ("fp32", "fp16", "bf16")
 RANDOM_WEIGHTS = "none"  # pretrained value for random weights ('' and None are read as it)
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -59,19 +61,27 @@ class ModelSettings:
     )
     method: str = _setting(
         "gem",
-        "'gem': GEM's self-self attention path; 'clip': plain CLIP patch tokens (the baseline)",
+        "'gem': GEM's self-self attention path; 'clip': plain CLIP patch tokens (the "
+        "baseline); 'naclip', 'sclip', 'clearclip': those methods' last block (NACLIP: k-k "
+        "attention with a Gaussian neighbourhood; SCLIP: q-q plus k-k attention; ClearCLIP: "
+        "q-q attention without residual and MLP)",
         choices=METHODS,
     )
     gem_depth: int = _setting(
         7,
-        "GEM's depth: its path runs over the last gem_depth - 1 ViT blocks (2 to blocks + 1)",
+        "GEM only: its path runs over the last gem_depth - 1 ViT blocks (2 to blocks + 1)",
         range=(2, 64),
     )
-    ss_attn_iter: int = _setting(1, "self-self attention iterations", range=(0, 10))
+    ss_attn_iter: int = _setting(1, "GEM only: self-self attention iterations", range=(0, 10))
     ss_attn_temp: float = _setting(
         0.0,
-        "self-self attention inverse temperature; 0 = adaptive (the paper's rule)",
+        "GEM only: self-self attention inverse temperature; 0 = adaptive (the paper's rule)",
         range=(0.0, 1000.0),
+    )
+    naclip_std: float = _setting(
+        5.0,
+        "NACLIP only: standard deviation of its Gaussian neighbourhood bias, in patches",
+        range=(0.1, 100.0),
     )
     device: str = _setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     precision: str = _setting(
@@ -218,6 +228,9 @@ def add_arguments(
             kwargs["type"] = type(f.default)
         if f.name in sweep:
             kwargs.update(nargs="+", default=[default])
+            if meta["choices"]:  # 'all' stands for every choice
+                kwargs["choices"] = (*meta["choices"], "all")
+                kwargs["help"] = f"{meta['help']}; several, or 'all' (default: %(default)s)"
         if f.name == "prompt_template":
             kwargs.update(
                 action="append",

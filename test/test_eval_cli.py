@@ -208,6 +208,17 @@ def test_settings_product_skips_gem_options_for_clip():
     assert all(s.precision == "bf16" and s.model.endswith("scene-clip-s16.json") for _, s in rows)
 
 
+def test_method_all_gives_one_row_per_method_with_its_own_settings():
+    from gem_ros.cli import build_parser
+    from gem_ros.settings import METHODS
+
+    argv = ["eval", "scenes", "--method", "all", "--naclip-std", "3", "--gem-depth", "7", "4"]
+    rows = settings(build_parser().parse_args(argv))
+    assert [s.method for _, s in rows] == ["gem", "gem", *METHODS[1:]]
+    assert [name for name, _ in rows][2:] == ["clip", "naclip std 3", "sclip", "clearclip"]
+    assert all(s.naclip_std == 3.0 for _, s in rows)
+
+
 def test_presence_protocol_on_scenes_with_the_shipped_model(tmp_path, capsys):
     """Every colour asked in every scene (empty scenes included), then one at a time."""
     out = tmp_path / "presence.json"

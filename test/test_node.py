@@ -325,7 +325,7 @@ def test_mask_threshold_applies_to_the_next_frame(client):
     'name,value,reason',
     [
         ('mask_threshold', 1.5, ''),
-        ('method', 'sam', 'method must be one of gem, clip'),
+        ('method', 'sam', 'method must be one of gem, clip, naclip, sclip, clearclip'),
         ('device', 'gpu0', 'device must be auto, cpu, cuda or cuda:N'),
         ('prompt_template', 'a photo', "needs exactly one '{}'"),
         ('image_qos', 'reliable', ''),
@@ -448,6 +448,31 @@ def test_bad_startup_parameter_exits_with_a_clear_message(tmp_path):
     node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'method:=sam')
     try:
         assert node.proc.wait(60) == 2
-        assert 'cannot start' in node.log() and 'method must be one of gem, clip' in node.log()
+        assert (
+            'cannot start' in node.log()
+            and 'method must be one of gem, clip, naclip, sclip, clearclip' in node.log()
+        )
     finally:
         node.stop()
+
+
+def test_every_method_serves_frames_from_its_parameter(gem_node, client):
+    set_queries(client, 'red')
+    msg = image_msg(RGB, 'rgb8')
+    scores = {}
+    try:
+        for method in ('naclip', 'sclip', 'clearclip'):
+            mark = len(gem_node.log())
+            assert client.set_parameters(method=method, naclip_std=3.0).successful
+            gem_node.wait_for_log(
+                f'method {method}, device cpu, precision fp32) on cpu', after=mark
+            )
+            msg.header = header()
+            result = client.publish_and_wait(msg)
+            check_result(result, msg, ['red'])
+            scores[method] = result.results[0].score
+    finally:
+        mark = len(gem_node.log())
+        assert client.set_parameters(method='gem', naclip_std=5.0).successful
+        gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
+    assert len(set(scores.values())) == 3, scores  # three different functions

@@ -20,7 +20,7 @@ def scene_model():
     return gem.load_model(str(SCENE_MODEL), str(SCENE_WEIGHTS), device="cpu", input_size=224)
 
 
-@pytest.mark.parametrize("method", ["gem", "clip"])
+@pytest.mark.parametrize("method", gem.METHODS)
 def test_image_embedding_is_clips_encode_image(method):
     model = gem.load_model(CONFIG, WEIGHTS, method=method, device="cpu")
     size = model.clip.visual.image_size

@@ -6,6 +6,7 @@
         --classes oidv7-class-descriptions.csv --images ~/data/oi/validation
     gem-ros eval directory ~/data/my_set                      # images/ labels/ classes.txt
     gem-ros eval scenes --method clip gem --ss-attn-iter 1 0  # procedural, bundled model
+    gem-ros eval scenes --method all                          # every method, one row each
     gem-ros eval scenes --vocab colour --protocol presence    # is each class there at all?
     gem-ros eval scenes --protocol presence --objects 0 3 --radii 0.04 0.08  # empty, small
     gem-ros eval write-scenes out/scenes --count 300          # the same scenes as a directory
@@ -21,7 +22,7 @@ import itertools
 import sys
 from pathlib import Path
 
-from ..settings import FrameSettings, ModelSettings, add_arguments, from_arguments
+from ..settings import METHODS, FrameSettings, ModelSettings, add_arguments, from_arguments
 from . import datasets, protocols
 from .runner import GemPredictor, evaluate, format_table, write_json
 
@@ -211,23 +212,16 @@ def _protocol(args, dataset):
 
 
 def settings(args) -> list[tuple[str, ModelSettings]]:
-    """The combinations of the swept flags to run, named; plain CLIP ignores depth and
-    iterations."""
+    """The combinations of the swept flags to run, named: GEM's depth and iterations are
+    swept for GEM only; every other method is one row (with its own settings, e.g. NACLIP's
+    --naclip-std)."""
     out = []
-    for method in dict.fromkeys(args.method):
-        if method == "clip":
-            out.append(
-                (
-                    "clip",
-                    from_arguments(
-                        ModelSettings,
-                        args,
-                        method="clip",
-                        gem_depth=ModelSettings.gem_depth,
-                        ss_attn_iter=ModelSettings.ss_attn_iter,
-                    ),
-                )
-            )
+    gem_only = dict(gem_depth=ModelSettings.gem_depth, ss_attn_iter=ModelSettings.ss_attn_iter)
+    methods = METHODS if "all" in args.method else dict.fromkeys(args.method)
+    for method in methods:
+        if method != "gem":
+            name = f"naclip std {args.naclip_std:g}" if method == "naclip" else method
+            out.append((name, from_arguments(ModelSettings, args, method=method, **gem_only)))
             continue
         for depth, it in itertools.product(
             dict.fromkeys(args.gem_depth), dict.fromkeys(args.ss_attn_iter)
@@ -294,8 +288,10 @@ def _evaluate_all(args: argparse.Namespace) -> int:
             {
                 "setting": name,
                 "method": model_settings.method,
-                "gem_depth": model_settings.gem_depth if name != "clip" else None,
-                "ss_attn_iter": model_settings.ss_attn_iter if name != "clip" else None,
+                "gem_depth": model_settings.gem_depth if model_settings.method == "gem" else None,
+                "ss_attn_iter": (
+                    model_settings.ss_attn_iter if model_settings.method == "gem" else None
+                ),
                 "metrics": metrics,
             }
         )

@@ -73,6 +73,7 @@ class GemModel:
             settings.gem_depth,
             settings.ss_attn_iter,
             settings.ss_attn_temp or None,
+            settings.naclip_std,
         )
         self.patch_size = self.encoder.patch_size
         self.templates = check_templates(settings.templates)

@@ -9,6 +9,16 @@ first of the last `depth - 1` blocks a second path starts, which adds each block
 self-self attention output (no MLP). ln_post and proj are applied to its patch tokens.
 method "clip": the unmodified patch tokens after ln_post and proj (the paper's baseline).
 
+methods "naclip", "sclip", "clearclip" (the authors' code: see test/fixtures/successors/
+README.md): blocks 1..L-1 unchanged, then their own last block on x (its input), with
+y = ln_1(x), q, k, v = the per-head split of in_proj(y), O = out_proj, softmax over keys:
+- NACLIP: O(softmax(k kᵀ/√d + Ω) v), Ω[i, j] = exp(-|p_i - p_j|² / 2σ²) over patch grid
+  positions (0 on the class token's row and column), no residual, no MLP;
+- SCLIP: x' = x + O((softmax(q qᵀ/√d) + softmax(k kᵀ/√d)) v), then x' + mlp(ln_2(x'));
+- ClearCLIP: O(softmax(q qᵀ/√d) v), no residual, no MLP.
+Their positional embeddings are resampled as their authors do (bicubic by scale factor
+(grid + 0.1) / g, no antialias), not as GEM's (bicubic to the size, antialiased).
+
 With `image=True` the encoder also returns CLIP's image embedding (the class token of the
 original path after ln_post and proj, as `encode_image`), which the presence decision reads:
 for GEM only the class token's row of the last block's attention and MLP is run for it.
@@ -31,7 +41,8 @@ try:  # the same resampling the GEM authors copied from timm; timm comes with op
 except ImportError:  # pragma: no cover - timm is optional for open_clip
     resample_abs_pos_embed = None
 
-POS_CACHE_GRIDS = 8  # resampled positional embeddings kept, one per input grid
+POS_CACHE_GRIDS = 8  # resampled positional embeddings (and NACLIP biases) kept per input grid
+SUCCESSORS = ("naclip", "sclip", "clearclip")  # methods that replace the last block only
 
 
 def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -53,6 +64,36 @@ def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch
     return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)[0]], dim=0)
 
 
+def _resample_pos_embed_by_scale(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """NACLIP's, SCLIP's and ClearCLIP's resampling: bicubic interpolation of the g x g grid
+    driven by the scale factor ((rows + 0.1) / g, (cols + 0.1) / g), no antialias."""
+    old = int(round((pos_embed.shape[0] - 1) ** 0.5))
+    cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
+    patch_pos = patch_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(
+        patch_pos,
+        scale_factor=((grid[0] + 0.1) / old, (grid[1] + 0.1) / old),
+        mode="bicubic",
+        align_corners=False,
+        recompute_scale_factor=False,
+    )
+    return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)[0]], dim=0)
+
+
+def neighbourhood_bias(grid: tuple[int, int], std: float) -> torch.Tensor:
+    """NACLIP's Ω [1 + h*w, 1 + h*w]: a Gaussian of the distance between patch positions
+    (row, col), in patches; 0 on the class token's row and column."""
+    rows, cols = torch.meshgrid(
+        torch.arange(grid[0], dtype=torch.float32),
+        torch.arange(grid[1], dtype=torch.float32),
+        indexing="ij",
+    )
+    pos = torch.stack([rows.flatten(), cols.flatten()], dim=1)  # [h*w, 2]
+    bias = torch.zeros(pos.shape[0] + 1, pos.shape[0] + 1)
+    bias[1:, 1:] = torch.exp(-torch.cdist(pos, pos).square() / (2 * std * std))
+    return bias
+
+
 class PatchTokenEncoder(nn.Module):
     """Image -> projected patch tokens [B, h/p, w/p, D] of an open_clip ViT."""
 
@@ -63,6 +104,7 @@ class PatchTokenEncoder(nn.Module):
         depth: int = 7,
         ss_attn_iter: int = 1,
         ss_attn_temp: float | None = None,
+        naclip_std: float = 5.0,
     ):
         super().__init__()
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -89,27 +131,35 @@ class PatchTokenEncoder(nn.Module):
             raise ValueError(f"ss_attn_iter must be >= 0, got {ss_attn_iter}")
         if ss_attn_temp is not None and ss_attn_temp <= 0:
             raise ValueError(f"ss_attn_temp must be > 0 (or None for adaptive), got {ss_attn_temp}")
+        if not naclip_std > 0:
+            raise ValueError(f"naclip_std must be > 0, got {naclip_std}")
         self.visual = visual
         self.method = method
         self.depth = depth
         self.ss_attn_iter = ss_attn_iter
         self.ss_attn_temp = ss_attn_temp
+        self.naclip_std = naclip_std
         self.patch_size = int(visual.conv1.kernel_size[0])
         # [1 + h*w, C] per input grid, least recently used first; bounded, as frame sizes
         # (and so grids) are whatever the cameras send.
         self._pos_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._bias_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
 
     def _pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         # Resampled once per input grid: every frame of a camera has the same size.
-        if grid not in self._pos_cache:
-            pos = self.visual.positional_embedding
-            if pos.shape[0] != grid[0] * grid[1] + 1:
-                pos = _resample_pos_embed(pos.detach().float(), grid)
-            self._pos_cache[grid] = pos.detach()
-            while len(self._pos_cache) > POS_CACHE_GRIDS:
-                self._pos_cache.popitem(last=False)
-        self._pos_cache.move_to_end(grid)
-        return self._pos_cache[grid].to(dtype)
+        def make():
+            pos = self.visual.positional_embedding.detach()
+            if pos.shape[0] == grid[0] * grid[1] + 1:
+                return pos
+            if self.method in SUCCESSORS:
+                return _resample_pos_embed_by_scale(pos.float(), grid)
+            return _resample_pos_embed(pos.float(), grid)
+
+        return _cached(self._pos_cache, grid, make).to(dtype)
+
+    def _neighbourhood_bias(self, grid, like: torch.Tensor) -> torch.Tensor:
+        bias = _cached(self._bias_cache, grid, lambda: neighbourhood_bias(grid, self.naclip_std))
+        return bias.to(like.device, like.dtype)
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         v = self.visual
@@ -126,11 +176,14 @@ class PatchTokenEncoder(nn.Module):
         """-> (patch tokens [B, h, w, D], the image embedding [B, D] when `image`, else None)."""
         x, grid = self._embed(pixels)
         blocks = self.visual.transformer.resblocks
-        n_gem = self.depth - 1 if self.method == "gem" else 0
-        n_plain = len(blocks) - n_gem
+        n_special = {"gem": self.depth - 1, "clip": 0}.get(self.method, 1)
+        n_plain = len(blocks) - n_special
         for block in blocks[:n_plain]:
             x = _plain_block(block, x)  # [B, N, C] with N = 1 + h*w tokens
-        if n_gem == 0:
+        if self.method in SUCCESSORS:
+            tokens, cls = self._last_block(blocks[-1], x, grid, image)
+            tokens = tokens[:, 1:]
+        elif n_special == 0:
             tokens, cls = x[:, 1:], x[:, :1]
         else:
             tokens, cls = self._gem_path(x, blocks[n_plain:], image)
@@ -138,6 +191,24 @@ class PatchTokenEncoder(nn.Module):
         tokens = self._project(tokens)  # [B, h*w, D]
         embedding = self._project(cls)[:, 0] if image else None  # [B, D]
         return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1]), embedding
+
+    def _last_block(self, block, x: torch.Tensor, grid, image: bool):
+        """NACLIP's, SCLIP's or ClearCLIP's last block on x [B, N, C] -> (tokens [B, N, C],
+        the original block's class token [B, 1, C] when `image`)."""
+        attn = block.attn
+        qkv = _qkv(attn, block.ln_1(x))  # [3, B, heads, N, d]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.method == "naclip":
+            bias = self._neighbourhood_bias(grid, k)
+            tokens = attn.out_proj(_merge_heads(F.scaled_dot_product_attention(k, k, v, bias)))
+        elif self.method == "clearclip":
+            tokens = attn.out_proj(_merge_heads(F.scaled_dot_product_attention(q, q, v)))
+        else:  # sclip: the two softmaxes summed, with the residual and the MLP
+            both = F.scaled_dot_product_attention(q, q, v) + F.scaled_dot_product_attention(k, k, v)
+            tokens = x + block.ls_1(attn.out_proj(_merge_heads(both)))
+            tokens = tokens + block.ls_2(block.mlp(block.ln_2(tokens)))
+        cls = _block_tail(block, x[:, :1], q[:, :, :1], qkv) if image else None
+        return tokens, cls
 
     def _project(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.visual.ln_post(tokens)
@@ -168,6 +239,16 @@ class PatchTokenEncoder(nn.Module):
                 return gem, (_block_tail(block, x[:, :1], qkv[0][:, :, :1], qkv) if image else None)
             x = _block_tail(block, x, qkv[0], qkv)
         raise AssertionError("unreachable: a GEM path has at least one block")
+
+
+def _cached(cache: OrderedDict, grid, make) -> torch.Tensor:
+    """cache[grid], made once; at most POS_CACHE_GRIDS grids kept, least recently used out."""
+    if grid not in cache:
+        cache[grid] = make()
+        while len(cache) > POS_CACHE_GRIDS:
+            cache.popitem(last=False)
+    cache.move_to_end(grid)
+    return cache[grid]
 
 
 def _standard_block(block) -> bool:
