@@ -440,22 +440,6 @@ def test_burst_of_frames_builds_no_backlog(client):
     assert len(stamps) < 100
 
 
-def test_node_stops_cleanly_on_sigint(gem_node, client):
-    assert gem_node.stop() == 0
-
-
-def test_bad_startup_parameter_exits_with_a_clear_message(tmp_path):
-    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'method:=sam')
-    try:
-        assert node.proc.wait(60) == 2
-        assert (
-            'cannot start' in node.log()
-            and 'method must be one of gem, clip, naclip, sclip, clearclip' in node.log()
-        )
-    finally:
-        node.stop()
-
-
 def test_every_method_serves_frames_from_its_parameter(gem_node, client):
     set_queries(client, 'red')
     msg = image_msg(RGB, 'rgb8')
@@ -476,3 +460,19 @@ def test_every_method_serves_frames_from_its_parameter(gem_node, client):
         assert client.set_parameters(method='gem', naclip_std=5.0).successful
         gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
     assert len(set(scores.values())) == 3, scores  # three different functions
+
+
+def test_node_stops_cleanly_on_sigint(gem_node, client):
+    assert gem_node.stop() == 0
+
+
+def test_bad_startup_parameter_exits_with_a_clear_message(tmp_path):
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'method:=sam')
+    try:
+        assert node.proc.wait(60) == 2
+        assert (
+            'cannot start' in node.log()
+            and 'method must be one of gem, clip, naclip, sclip, clearclip' in node.log()
+        )
+    finally:
+        node.stop()

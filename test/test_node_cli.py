@@ -62,3 +62,16 @@ def test_queries_and_where_talk_to_a_running_node(tmp_path):
         node.stop()
     out = _run('-m', 'gem_ros.cli', 'queries', 'cup', '--wait', '0.5')
     assert out.returncode == 1 and 'is gem_node running?' in out.stderr
+
+
+def test_without_vision_msgs_the_node_says_so_and_runs(tmp_path, monkeypatch):
+    hidden = tmp_path / 'hide' / 'vision_msgs'
+    hidden.mkdir(parents=True)
+    (hidden / '__init__.py').write_text('raise ImportError("hidden by the test")\n')
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path / 'hide'))
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL)
+    try:
+        node.wait_for_log('vision_msgs is not installed: ~/detections')
+        node.wait_for_log('loaded model')
+    finally:
+        node.stop()
