@@ -149,10 +149,6 @@ class FrameSettings:
     def __post_init__(self):
         object.__setattr__(self, "presence", presence_rule(self.presence))
 
-    @property
-    def backgrounds(self) -> tuple[str, ...]:
-        return tuple(_split(self.background_prompts))
-
 
 def presence_rule(value) -> str:
     """'image' or 'off' from the presence setting's value; YAML's false (`off`) is 'off',
