@@ -77,13 +77,7 @@ def run_locate(args: argparse.Namespace) -> int:
         try:
             image = read_rgb(path)
             dets = model.locate(
-                image,
-                queries,
-                mask_threshold=frame.mask_threshold,
-                max_peaks=args.max_peaks,
-                presence_rule=frame.presence,
-                presence_threshold=frame.presence_threshold,
-                background_prompts=frame.background_prompts,
+                image, queries, **frame.locate_arguments(), max_peaks=args.max_peaks
             )
         except (OSError, ValueError) as exc:  # unreadable file, bad image: report, go on
             log.error("%s: %s", path, exc)

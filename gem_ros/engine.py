@@ -235,12 +235,7 @@ class Engine:
             detections = model.locate(
                 rgb,
                 queries + extra,
-                mask_threshold=frame_settings.mask_threshold,
-                input_size=frame_settings.input_size,
-                max_input_pixels=frame_settings.max_input_pixels,
-                presence_rule=frame_settings.presence,
-                presence_threshold=frame_settings.presence_threshold,
-                background_prompts=frame_settings.background_prompts,
+                **frame_settings.locate_arguments(),
                 return_patch_logits=self.want_patch_logits,
             )
             seconds = time.perf_counter() - started

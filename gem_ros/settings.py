@@ -149,6 +149,17 @@ class FrameSettings:
     def __post_init__(self):
         object.__setattr__(self, "presence", presence_rule(self.presence))
 
+    def locate_arguments(self) -> dict:
+        """These settings as keyword arguments of GemModel.locate."""
+        return dict(
+            mask_threshold=self.mask_threshold,
+            input_size=self.input_size,
+            max_input_pixels=self.max_input_pixels,
+            presence_rule=self.presence,
+            presence_threshold=self.presence_threshold,
+            background_prompts=self.background_prompts,
+        )
+
 
 def presence_rule(value) -> str:
     """'image' or 'off' from the presence setting's value; YAML's false (`off`) is 'off',

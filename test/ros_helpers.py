@@ -227,6 +227,29 @@ class RosClient:
             assert time.monotonic() < deadline, 'node endpoints not discovered'
             time.sleep(0.05)
 
+    def add_depth(self, node_name: str = 'gem'):
+        """Publishers of depth and camera_info and a subscription of the node's markers."""
+        from sensor_msgs.msg import CameraInfo, Image
+        from visualization_msgs.msg import MarkerArray
+
+        self.depth_pub = self.node.create_publisher(Image, 'depth', 5)
+        self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info', 5)
+        self.markers = []
+        self.node.create_subscription(
+            MarkerArray, f'/{node_name}/markers', self._keep(self.markers), 50
+        )
+
+    def wait_depth_matched(self, node_name: str = 'gem', timeout: float = 30.0):
+        """Wait until the node hears depth and camera_info and publishes markers."""
+        deadline = time.monotonic() + timeout
+        while not (
+            self.depth_pub.get_subscription_count()
+            and self.info_pub.get_subscription_count()
+            and self.node.count_publishers(f'/{node_name}/markers')
+        ):
+            assert time.monotonic() < deadline, 'depth and markers endpoints not discovered'
+            time.sleep(0.05)
+
     def result_for(self, header, timeout: float = 30.0):
         """The first result stamped like `header` (stamp and frame_id)."""
 

@@ -3,13 +3,11 @@ process, the node (tiny model) in its own, 3D points checked against the analyti
 back-projection of the reported peak pixel; rviz markers checked for stable ids."""
 
 import itertools
-import time
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import Marker
 
 import gem_ros.ros.node
 from gem_ros.geometry import scale_intrinsics
@@ -35,10 +33,7 @@ _seconds = itertools.count(50_000, 10)
 @pytest.fixture(scope='module')
 def client():
     ros = RosClient()
-    ros.depth_pub = ros.node.create_publisher(Image, 'depth', 5)
-    ros.info_pub = ros.node.create_publisher(CameraInfo, 'camera_info', 5)
-    ros.markers = []
-    ros.node.create_subscription(MarkerArray, '/gem/markers', ros._keep(ros.markers), 50)
+    ros.add_depth()
     yield ros
     ros.close()
 
@@ -58,14 +53,7 @@ def node(client, tmp_path_factory):
     try:
         process.wait_for_log('loaded model')
         client.wait_matched()
-        deadline = time.monotonic() + 30
-        while not (
-            client.depth_pub.get_subscription_count()
-            and client.info_pub.get_subscription_count()
-            and client.node.count_publishers('/gem/markers')
-        ):
-            assert time.monotonic() < deadline, 'depth and markers endpoints not discovered'
-            time.sleep(0.05)
+        client.wait_depth_matched()
         yield process
     finally:
         process.stop()

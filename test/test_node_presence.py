@@ -10,8 +10,7 @@ import time
 import numpy as np
 import pytest
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import Marker
 
 import gem_ros.gem as gem
 from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
@@ -45,10 +44,7 @@ def colours(scene):
 @pytest.fixture(scope='module')
 def client():
     ros = RosClient()
-    ros.depth_pub = ros.node.create_publisher(Image, 'depth', 5)
-    ros.info_pub = ros.node.create_publisher(CameraInfo, 'camera_info', 5)
-    ros.markers = []
-    ros.node.create_subscription(MarkerArray, '/gem/markers', ros._keep(ros.markers), 50)
+    ros.add_depth()
     # Keep every request: a burst of 20 would overwrite each other in a depth-10 history.
     ros.locate = ros.node.create_client(Locate, '/gem/locate', qos_profile=KEEP_ALL)
     ros.detections, ros.heatmaps = [], []
@@ -74,14 +70,7 @@ def node(client, tmp_path_factory):
         process.wait_for_log('loaded model')
         client.wait_matched()
         assert client.locate.wait_for_service(timeout_sec=30)
-        deadline = time.monotonic() + 30
-        while not (
-            client.depth_pub.get_subscription_count()
-            and client.info_pub.get_subscription_count()
-            and client.node.count_publishers('/gem/markers')
-        ):
-            assert time.monotonic() < deadline, 'depth and markers endpoints not discovered'
-            time.sleep(0.05)
+        client.wait_depth_matched()
         yield process
     finally:
         process.stop()

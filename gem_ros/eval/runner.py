@@ -24,18 +24,7 @@ class GemPredictor:
         self.frame = frame or FrameSettings()
 
     def locate(self, image: np.ndarray, queries: Sequence[str]) -> list:
-        f = self.frame
-        return self.model.locate(
-            image,
-            list(queries),
-            mask_threshold=f.mask_threshold,
-            input_size=f.input_size,
-            max_input_pixels=f.max_input_pixels,
-            presence_rule=f.presence,
-            presence_threshold=f.presence_threshold,
-            background_prompts=f.background_prompts,
-            max_peaks=0,
-        )
+        return self.model.locate(image, list(queries), **self.frame.locate_arguments(), max_peaks=0)
 
     def scores(
         self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
