@@ -89,3 +89,35 @@ def test_a_raising_logger_does_not_raise():
             raise RuntimeError('logger gone')
 
     assert ThrottledLog(Broken(), period_s=0.0)('error', 'frame', 'x')
+
+
+def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
+    """rclpy's signal thread shuts the context down at the C level (rcl_shutdown, no Python
+    on_shutdown callbacks), after it has triggered the executor's guard condition. An
+    executor that already woke and went back to wait is woken by nothing: a plain
+    executor.spin() then sleeps until its next timer (CI: 30 s to stop after SIGTERM)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from gem_ros.ros.node import SHUTDOWN_POLL_S, spin_until_shutdown
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node('spin_test', context=context)
+    node.create_timer(3600.0, lambda: None)  # the only other wake-up is an hour away
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), daemon=True)
+    spinner.start()
+    time.sleep(3 * SHUTDOWN_POLL_S)  # the executor is waiting
+    assert spinner.is_alive()
+    with context.handle:
+        context.handle.shutdown()  # what the signal thread does, minus the guard trigger
+    spinner.join(timeout=30 * SHUTDOWN_POLL_S)
+    try:
+        assert not spinner.is_alive(), 'the executor did not notice the shutdown'
+    finally:
+        executor.shutdown(timeout_sec=0)
+        node.destroy_node()
+        context.try_shutdown()

@@ -78,6 +78,7 @@ STATS_PERIOD_S = 30.0
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
 MAX_LOCATE_TIMEOUT_S = 60.0
+SHUTDOWN_POLL_S = 0.2  # the executor looks at least this often whether ROS was shut down
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
@@ -579,6 +580,16 @@ class GemNode(Node):
         return self._engine.close(hurry)
 
 
+def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
+    """Run callbacks until the context is shut down. rclpy's signal thread triggers the
+    executor's guard condition *before* it shuts the context down, and the shutdown itself
+    wakes nobody: an executor that wakes in between sees the context still up and sleeps
+    until the next timer (30 s, the stats timer; seen in CI). Waking every SHUTDOWN_POLL_S
+    bounds that."""
+    while executor.context.ok():
+        executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
+
+
 def _on_second_signal(hurry: threading.Event):
     def handler(signum, frame):
         hurry.set()  # already stopping: stop waiting for threads, no KeyboardInterrupt
@@ -632,7 +643,7 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
