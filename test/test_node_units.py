@@ -108,7 +108,13 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
     node.create_timer(3600.0, lambda: None)  # the only other wake-up is an hour away
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), daemon=True)
+    returned = []  # stays empty if spin_until_shutdown raises
+
+    def spin():
+        spin_until_shutdown(executor)
+        returned.append(True)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     time.sleep(3 * SHUTDOWN_POLL_S)  # the executor is waiting
     assert spinner.is_alive()
@@ -117,6 +123,7 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
     spinner.join(timeout=30 * SHUTDOWN_POLL_S)
     try:
         assert not spinner.is_alive(), 'the executor did not notice the shutdown'
+        assert returned, 'spin_until_shutdown raised instead of returning'
     finally:
         executor.shutdown(timeout_sec=0)
         node.destroy_node()

@@ -586,8 +586,11 @@ def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
     wakes nobody: an executor that wakes in between sees the context still up and sleeps
     until the next timer (30 s, the stats timer; seen in CI). Waking every SHUTDOWN_POLL_S
     bounds that."""
-    while executor.context.ok():
-        executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
+    try:
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
+    except ExternalShutdownException:
+        pass  # shut down while waiting: the normal end
 
 
 def _on_second_signal(hurry: threading.Event):
@@ -644,7 +647,7 @@ def main(args=None) -> int:
     executor.add_node(node)
     try:
         spin_until_shutdown(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:
         pass
     finally:
         # rclpy's handlers turn the first SIGINT/SIGTERM into the end of spin(); a second
