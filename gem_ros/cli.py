@@ -3,6 +3,7 @@
     gem-ros locate photo.jpg more/*.png -q "red mug; person" -o out/
     gem-ros eval ...        (the paper's evaluation protocols; see `gem-ros eval -h`)
     gem-ros queries "red mug; person"   gem-ros where "red mug"   (a running gem_node)
+    gem-ros doctor          (what this machine has for gem_ros, and what is wrong)
 
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
 one results.json with every query's presence (found, confidence), peak, raw score, box
@@ -158,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         ev = sub.add_parser("eval", help="the paper's evaluation protocols on a dataset")
         add_eval_arguments(ev)
         ev.set_defaults(func=run_eval)
+    from . import doctor
+
+    doc = sub.add_parser(
+        "doctor",
+        help="what this machine has for gem_ros (ROS, torch, CUDA, weights), what is wrong, "
+        "and the fix; exit 1 when the node cannot run here",
+    )
+    doctor.add_arguments(doc)
+    doc.set_defaults(func=doctor.run)
     from .ros import client  # imports rclpy only when its commands run
 
     client.add_arguments(sub)

@@ -1,28 +1,81 @@
 #!/usr/bin/env bash
-# Fresh-machine set-up: .venv with gem_ros installed from this checkout (messages built from
-# CMakeLists.txt by scikit-build-core), the ROS 2 Kilted wheels and the test tools; and, where
-# a bundle of the ROS packages that are not on PyPI is found (launch, launch_ros, ros2launch,
-# message_filters, vision_msgs: ../shared/ros-launch, or the folder in GEM_ROS_LAUNCH_BUNDLE),
-# those too, so that `ros2 launch` works and the launch tests run.
+# Fresh-machine set-up: a venv for one ROS 2 distro with gem_ros installed from this checkout
+# (messages built from CMakeLists.txt by scikit-build-core against that distro's rosidl), the
+# distro's ROS 2 wheels from PyPI, the test tools, and, where a bundle of the ROS packages
+# that are not on PyPI is found (launch, launch_ros, ros2launch, message_filters,
+# vision_msgs: ../shared/ros-launch, or the folder in GEM_ROS_LAUNCH_BUNDLE), those too.
+#
+#   GEM_ROS_DISTRO   jazzy (default, the LTS) or kilted
+#   GEM_ROS_VENV     the venv's folder (default .venv); one venv holds one distro only
+#   PYTHON           the Python that makes the venv (default python3; >= 3.10)
+#
+# A torch that is already importable by $PYTHON (NVIDIA's JetPack wheel, a CUDA build) is
+# kept: the venv then sees that Python's packages and pip does not replace them.
 # Re-run it after changing msg/, srv/, CMakeLists.txt, launch/ or config/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+distro="${GEM_ROS_DISTRO:-jazzy}"
+venv="${GEM_ROS_VENV:-.venv}"
 python="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+case "$distro" in
+    jazzy | kilted) ;;
+    humble)
+        echo "setup: Humble has no PyPI wheels: build gem_ros with colcon in a sourced Humble" \
+             "workspace (README.md, 'Distros and platforms')" >&2
+        exit 2 ;;
+    *) echo "setup: GEM_ROS_DISTRO must be jazzy or kilted, not '$distro'" >&2; exit 2 ;;
+esac
+
+# The distro of an existing venv is the ros-<distro>-rclpy wheel it holds.
+venv_distro() {
+    "$venv/bin/python" - <<'PY' 2>/dev/null || true
+import importlib.metadata as m
+names = {(d.metadata['Name'] or '').lower().replace('_', '-') for d in m.distributions()}
+print(' '.join(sorted(n.split('-')[1] for n in names
+                      if n.startswith('ros-') and n.endswith('-rclpy') and n.count('-') == 2)))
+PY
+}
+if [ -x "$venv/bin/python" ]; then
+    have="$(venv_distro)"
+    if [ -n "$have" ] && [ "$have" != "$distro" ]; then
+        echo "setup: $venv holds ROS 2 $have, not $distro; a venv never mixes distros." >&2
+        echo "setup: remove it, or pick another folder: GEM_ROS_VENV=.venv-$distro" >&2
+        exit 2
+    fi
+else
+    # A platform's own torch (JetPack's CUDA wheel on a Jetson: PyPI's aarch64 torch is
+    # CPU-only) lives in the system Python: let the venv see it, so pip keeps it.
+    system_site=()
+    if "$python" -c 'import torch' 2>/dev/null; then
+        echo "setup: the venv sees the torch of $python ($("$python" -c 'import torch; print(torch.__file__)'))"
+        system_site=(--system-site-packages)
+    fi
+    "$python" -m venv "${system_site[@]}" "$venv"
 fi
+echo "setup: ROS 2 $distro in $venv"
 # Builds use at most two jobs: this is meant to run on small shared machines too.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
-.venv/bin/python -m pip install ".[ros,test]"
+# A torch the venv already sees (the platform's) is pinned, so that pip keeps it or fails
+# with a conflict, instead of replacing it with PyPI's (CPU-only on aarch64).
+constraints=()
+if torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
+    echo "torch==$torch_version" > "$venv/gem-ros-keep-torch.txt"
+    constraints=(-c "$venv/gem-ros-keep-torch.txt")
+    echo "setup: keeping torch $torch_version"
+fi
+# The build backend reads GEM_ROS_DISTRO to pick the ament/rosidl wheels of the same distro.
+GEM_ROS_DISTRO="$distro" "$venv/bin/python" -m pip install "${constraints[@]}" \
+    ".[$distro,build-$distro,colcon,test]"
 
 bundle="${GEM_ROS_LAUNCH_BUNDLE:-../shared/ros-launch}"
-if .venv/bin/python -c 'import launch_ros, ros2launch, message_filters, vision_msgs' \
+if "$venv/bin/python" -c 'import launch_ros, ros2launch, message_filters, vision_msgs' \
         2>/dev/null; then
-    echo "setup: launch packages already in .venv"
+    echo "setup: launch packages already in $venv"
 elif [ -f "$bundle/install.sh" ]; then
     echo "setup: installing the ROS launch bundle from $bundle"
-    bash "$bundle/install.sh" .venv
+    bash "$bundle/install.sh" "$venv"
 else
     echo "setup: no ROS launch bundle at $bundle: the launch tests will be skipped" \
          "(or source a ROS 2 installation that has launch_ros)"
 fi
+"$venv/bin/gem-ros" doctor || true

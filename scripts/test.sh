@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite in .venv (made by scripts/setup.sh). Extra arguments go to pytest.
+# Runs the whole test suite in the venv made by scripts/setup.sh (GEM_ROS_VENV, default
+# .venv). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="$(pwd)/.venv"
+venv="$(cd "${GEM_ROS_VENV:-.venv}" && pwd)"
 # Fast DDS's default shared-memory segment is smaller than one 640x480 rgb8 frame; without
 # this, best-effort delivery of the node tests' images mostly fails.
 export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
@@ -12,7 +13,12 @@ export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
 # In a sourced ROS workspace the existing AMENT_PREFIX_PATH is kept, with the venv added.
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export PATH="$venv/bin:$PATH"
-# Lint and format first (configured in pyproject.toml); a finding fails the run.
+# Lint and format first (configured in pyproject.toml), then nothing newer than Python 3.10
+# (JetPack 6's); a finding fails the run.
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check --quiet .
+"$venv/bin/vermin" --no-config-file -q -t=3.10- --violations --eval-annotations --no-tips \
+    --backport typing_extensions gem_ros launch scripts/gem_node scripts/*.py build_backend \
+    test benchmarks
+"$venv/bin/gem-ros" doctor
 exec "$venv/bin/python" -m pytest "$@"

@@ -117,7 +117,14 @@ class NodeProcess(_Process):
     """`python -m gem_ros.node` from the source tree (this checkout, or another `repo`, e.g.
     an older commit's worktree for a before/after benchmark)."""
 
-    def __init__(self, log_path: Path, *parameters: str, threads: int = 1, repo: Path = REPO):
+    def __init__(
+        self,
+        log_path: Path,
+        *parameters: str,
+        threads: int = 1,
+        repo: Path = REPO,
+        env: dict | None = None,
+    ):
         # This checkout's node, or an older tree's (before gem_ros/ros/ existed).
         module = (
             'gem_ros.ros.node'
@@ -127,7 +134,7 @@ class NodeProcess(_Process):
         args = [sys.executable, '-m', module, '--ros-args']
         for parameter in parameters:
             args += ['-p', parameter]
-        super().__init__(log_path, args, source_env(threads, repo), cwd=repo)
+        super().__init__(log_path, args, {**source_env(threads, repo), **(env or {})}, cwd=repo)
 
 
 class LaunchProcess(_Process):

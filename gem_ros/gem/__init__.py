@@ -20,7 +20,7 @@ from ..settings import (
     FrameSettings,
     ModelSettings,
 )
-from .loading import ModelLoadError, check_source, load_model
+from .loading import ModelLoadError, check_source, load_model, local_weights
 from .model import MAX_IMAGE_PIXELS, GemModel, InputBudgetError, check_image
 from .postprocess import (
     DEFAULT_BACKGROUND_THRESHOLD,
@@ -51,6 +51,7 @@ __all__ = [
     "check_queries",
     "check_source",
     "load_model",
+    "local_weights",
     "min_max",
     "parse_queries",
     "upsample",

@@ -133,6 +133,28 @@ def check_source(model: str, pretrained: Optional[str], device: str = "auto") ->
     _resolve_device(device)
 
 
+def local_weights(model: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> str:
+    """Where `load_model` would read these weights from without a network: 'random weights',
+    a checkpoint file, or the cached file of a tag; ModelLoadError (naming where the cache
+    is) when a tag's weights are not cached. Downloads nothing."""
+    import open_clip
+
+    cfg = _weights_source(open_clip, _register_model(open_clip, model), pretrained)
+    if cfg is None:
+        return "random weights"
+    if not isinstance(cfg, dict):
+        return cfg
+    cached = _cached_weights(cfg, cache_dir)
+    if cached is None:
+        raise ModelLoadError(
+            f"model {model!r}, pretrained tag {pretrained!r}: the weights are not in the local "
+            f"cache ({_cache_location(cfg, cache_dir)}); the node downloads them on first use "
+            f"where {_weights_host(cfg)} can be reached, or pass a local checkpoint file: "
+            "{local_file}"
+        )
+    return cached
+
+
 def _register_model(open_clip, model: str) -> str:
     path = Path(model).expanduser()
     if path.suffix == ".json" or path.is_file():

@@ -25,9 +25,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -40,6 +38,13 @@ from gem_ros.engine import Engine, RunSettings, error_kind
 from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_overlay
 from gem_ros.ros import messages
+from gem_ros.ros.compat import (
+    CompatNode,
+    SampleFilter,
+    SubscriptionEventCallbacks,
+    fallbacks_in_use,
+    subscribe_with_stamp,
+)
 from gem_ros.ros.depth_input import DepthInput, DepthSettings
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from gem_ros.ros.markers import QueryMarkers
@@ -96,10 +101,12 @@ def queries_from_parameter(value) -> list[str]:
     return gem.check_queries([q for q in value or () if q.strip()])
 
 
-class GemNode(Node):
+class GemNode(CompatNode):
     def __init__(self):
         super().__init__('gem')
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
+        if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
+            self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
         self._engine = None
         self._syncing_queries = False
         # Registered before declaring, so start-up values are checked too.
@@ -124,7 +131,7 @@ class GemNode(Node):
         self._read_settings()
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
         self._last_overlay = 0.0
-        self._recent_query_msgs: list[tuple] = []
+        self._query_samples = SampleFilter()
         self._last_frame_time = None  # monotonic time of the last frame offered
 
         self._results_pub = self.create_publisher(GemResult, '~/results', 5)
@@ -159,10 +166,10 @@ class GemNode(Node):
         # Volatile publishers do not match the latched subscription but reach the other one:
         # no warning about that.
         quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
-        self.create_subscription(
-            String, 'queries', self._on_queries_msg, LATCHED_QOS, event_callbacks=quiet
+        subscribe_with_stamp(
+            self, String, 'queries', self._on_queries_msg, LATCHED_QOS, event_callbacks=quiet
         )
-        self.create_subscription(String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
+        subscribe_with_stamp(self, String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
         image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
         self.create_subscription(Image, 'image', self._on_image, image_qos)
         if self.get_parameter('use_compressed').value:
@@ -305,12 +312,10 @@ class GemNode(Node):
             return gem.check_queries(queries)
         return self._engine.check_queries(queries)
 
-    def _on_queries_msg(self, msg: String, info) -> None:
+    def _on_queries_msg(self, msg: String, source_stamp) -> None:
         # A reliable publisher reaches both subscriptions: apply each sample once.
-        key = (info['source_timestamp'], msg.data)
-        if key in self._recent_query_msgs:
+        if self._query_samples.repeat(msg.data, source_stamp):
             return
-        self._recent_query_msgs = self._recent_query_msgs[-15:] + [key]
         queries = gem.parse_queries(msg.data)
         if not queries:
             self._log(
