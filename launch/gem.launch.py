@@ -90,7 +90,8 @@ def _gem_node(context):
         output='screen',
         parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=remappings,
-        additional_env={'PYTHONUNBUFFERED': '1'},
+        # GEM_ROS_LAUNCH_PID: the node stops (SIGINT) when this launch process dies, however.
+        additional_env={'PYTHONUNBUFFERED': '1', 'GEM_ROS_LAUNCH_PID': str(os.getpid())},
     )
     actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
     if typed('rviz', LaunchConfiguration('rviz').perform(context), bool):

@@ -43,6 +43,12 @@ if [ -x "$venv/bin/python" ]; then
         exit 2
     fi
 else
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        echo "setup: the ROS 2 wheels on PyPI are built for CPython 3.11; $python is" \
+             "$("$python" -V 2>&1). Use PYTHON=python3.11, or build with colcon in a sourced" \
+             "ROS 2 (docs/deployment.md)" >&2
+        exit 2
+    fi
     # A platform's own torch (JetPack's CUDA wheel on a Jetson: PyPI's aarch64 torch is
     # CPU-only) lives in the system Python: let the venv see it, so pip keeps it.
     system_site=()
@@ -58,7 +64,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 # A torch the venv already sees (the platform's) is pinned, so that pip keeps it or fails
 # with a conflict, instead of replacing it with PyPI's (CPU-only on aarch64).
 constraints=()
-if torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
+if torch_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null)"; then
     echo "torch==$torch_version" > "$venv/gem-ros-keep-torch.txt"
     constraints=(-c "$venv/gem-ros-keep-torch.txt")
     echo "setup: keeping torch $torch_version"

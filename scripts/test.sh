@@ -20,5 +20,7 @@ export PATH="$venv/bin:$PATH"
 "$venv/bin/vermin" --no-config-file -q -t=3.10- --violations --eval-annotations --no-tips \
     --backport typing_extensions gem_ros launch scripts/gem_node scripts/*.py build_backend \
     test benchmarks
-"$venv/bin/gem-ros" doctor
+# What this environment has (this checkout's doctor; exit 1 when the node cannot run here).
+"$venv/bin/python" -m gem_ros.cli doctor --model test/fixtures/gem-tiny-test.json \
+    --pretrained test/fixtures/gem-tiny-test.pt
 exec "$venv/bin/python" -m pytest "$@"

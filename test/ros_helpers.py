@@ -40,6 +40,11 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Every node and launch process started in this session, so that a failed test can show
+# their logs (conftest.py).
+PROCESSES: list = []
+
+
 class _Process:
     """A child process with its stdout and stderr in a file."""
 
@@ -49,6 +54,10 @@ class _Process:
         self.proc = subprocess.Popen(
             args, cwd=cwd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
         )
+        PROCESSES.append(self)
+
+    def describe(self) -> str:
+        return f'{type(self).__name__} (pid {self.proc.pid}, {self.log_path})'
 
     def log(self) -> str:
         return self.log_path.read_bytes().decode('utf-8', errors='replace')

@@ -8,6 +8,7 @@ that folder is there) or a sourced ROS 2 installation; skipped otherwise.
 
 import filecmp
 import importlib.util
+import os
 import shutil
 import signal
 import sys
@@ -56,8 +57,37 @@ def stop_cleanly(launch: LaunchProcess):
     assert code == 0, log[-3000:]
     assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log[-3000:]
     assert "process has finished cleanly" in log, log[-3000:]
-    assert not Path(f'/proc/{pid}').exists(), 'gem_node still running'
+    assert not alive(pid), 'gem_node still running'
     return seconds
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != 'Z'
+
+
+def test_a_killed_launch_takes_its_node_with_it(tmp_path, client):
+    # SIGKILL leaves launch no time to stop its node: the node's own guard does (it asked the
+    # kernel for SIGINT when launch dies), and it stops as cleanly as on ctrl-c.
+    launch = LaunchProcess(tmp_path / 'launch.log', *TINY, 'queries:=cup')
+    pid = None
+    try:
+        pid = launch.node_pid()
+        wait_for_node(client)
+        launch.proc.kill()
+        launch.proc.wait(10)
+        deadline = time.monotonic() + 20
+        while alive(pid):
+            assert time.monotonic() < deadline, f'gem_node (pid {pid}) outlived its launch'
+            time.sleep(0.1)
+    finally:
+        launch.stop()
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_installed_launch_file_and_presets_are_this_checkouts():

@@ -598,6 +598,26 @@ def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
         pass  # shut down while waiting: the normal end
 
 
+def stop_with_launch() -> bool:
+    """Under `ros2 launch` (gem.launch.py names its pid in GEM_ROS_LAUNCH_PID), have the
+    kernel send this process SIGINT, a clean stop, when launch dies, even by SIGKILL, so a
+    launch never leaves its node behind. Linux only; whether the guard is set. Exits at once
+    if launch is already gone."""
+    expected = os.environ.get('GEM_ROS_LAUNCH_PID', '')
+    if not expected.isdigit() or not sys.platform.startswith('linux'):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != int(expected):  # launch died before the guard was set
+        rclpy.logging.get_logger('gem').warning('ros2 launch has already exited: stopping')
+        raise SystemExit(0)
+    return True
+
+
 def _on_second_signal(hurry: threading.Event):
     def handler(signum, frame):
         hurry.set()  # already stopping: stop waiting for threads, no KeyboardInterrupt
@@ -635,6 +655,7 @@ def main(args=None) -> int:
     if _help_asked(args):  # before rclpy: --help must not start a node
         sys.stdout.write(usage())
         return 0
+    stop_with_launch()
     rclpy.init(args=args)
     hurry = threading.Event()
     try:
