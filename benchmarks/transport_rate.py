@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/transport_rate.py                # both settings, 20 s each
 
-For each setting of FASTDDS_BUILTIN_TRANSPORTS (unset, LARGE_DATA), a fresh gem_node (tiny
+For each setting of FASTDDS_BUILTIN_TRANSPORTS (unset, LARGE_DATA, and LARGE_DATA with 8 MB
+socket buffers: gem_ros/ros/transports.py), a fresh gem_node (tiny
 model) and this process's publisher run with it; frames (640x480 rgb8, 921 KB) are published
 at --rate Hz for --seconds, best effort as cameras do, and the results received are counted.
 """
@@ -59,7 +60,10 @@ def main() -> None:
     args = ap.parse_args()
     print(f'640x480 rgb8 frames at {args.rate:g} Hz for {args.seconds:g} s, tiny model')
     print(f"{'FASTDDS_BUILTIN_TRANSPORTS':28s} {'sent':>6s} {'results':>8s} {'share':>7s}")
-    for transports in (None, 'LARGE_DATA'):
+    sys.path.insert(0, str(REPO))
+    from gem_ros.ros.transports import RECOMMENDED
+
+    for transports in (None, 'LARGE_DATA', RECOMMENDED):
         sent, received = run(transports, args.seconds, args.rate)
         name = transports or '(unset: the default)'
         print(f'{name:28s} {sent:6d} {received:8d} {received / sent:7.0%}')

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ros.transports import FIX, VARIABLE, transport_problem
+
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_PYTHON = (3, 10)  # JetPack 6 (Humble)
 TESTED_DISTROS = ("jazzy", "kilted")
@@ -119,20 +121,11 @@ def check_ros() -> list[Check]:
     checks.append(check_messages(distro))
     rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")
     checks.append(Check("rmw", OK, rmw))
-    if rmw.startswith("rmw_fastrtps"):
-        transports = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
-        if transports:
-            checks.append(Check("FASTDDS_BUILTIN_TRANSPORTS", OK, transports))
-        else:
-            checks.append(
-                Check(
-                    "FASTDDS_BUILTIN_TRANSPORTS",
-                    WARN,
-                    "not set: Fast DDS's default shared memory loses most frames over ~500 KB",
-                    "export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (here and in the camera "
-                    "driver's shell)",
-                )
-            )
+    problem = transport_problem()
+    if problem:
+        checks.append(Check(VARIABLE, WARN, problem, FIX))
+    elif rmw.startswith("rmw_fastrtps"):
+        checks.append(Check(VARIABLE, OK, os.environ[VARIABLE]))
     return checks
 
 

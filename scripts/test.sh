@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(cd "${GEM_ROS_VENV:-.venv}" && pwd)"
-# Fast DDS's default shared-memory segment is smaller than one 640x480 rgb8 frame; without
-# this, best-effort delivery of the node tests' images mostly fails.
-export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
+# Fast DDS's default transports, and Jazzy's plain LARGE_DATA, lose most 640x480 rgb8 frames
+# (gem_ros/ros/transports.py).
+export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA?sockets_size=8MB}"
 # ROS from PyPI wheels has no setup script: launches find packages (gem_ros's share/ and
 # launch files, the ros2 verbs) through the ament index under the venv's prefix, and
 # `ros2 launch` starts `#!/usr/bin/env python3` executables, which must be the venv's.

@@ -31,9 +31,10 @@ TINY_MODEL = (
 # Set before any rclpy.init, in this process and (inherited) in the node's.
 os.environ['ROS_DOMAIN_ID'] = str(10 + os.getpid() % 200)  # no crosstalk between sessions
 os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
-# Fast DDS's default shared-memory segment is smaller than one 640x480 frame. (Measured:
-# ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes this; best-effort 640x480 frames get lost.)
-os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
+# Fast DDS's default transports lose most 640x480 frames; so does Jazzy's plain LARGE_DATA
+# (gem_ros/ros/transports.py). (Measured: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes
+# this; best-effort 640x480 frames get lost.)
+os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA?sockets_size=8MB'
 # The node and launch processes must stop on SIGINT as from a terminal; a non-interactive
 # shell starts background jobs with SIGINT ignored, which children would inherit.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

@@ -39,7 +39,7 @@ def test_this_venv_can_run_the_node():
         str(FIXTURES / 'gem-tiny-test.json'),
         '--pretrained',
         str(FIXTURES / 'gem-tiny-test.pt'),
-        FASTDDS_BUILTIN_TRANSPORTS='LARGE_DATA',
+        FASTDDS_BUILTIN_TRANSPORTS='LARGE_DATA?sockets_size=8MB',
         ROS_DISTRO=None,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -51,7 +51,7 @@ def test_this_venv_can_run_the_node():
         f"{FIXTURES / 'gem-tiny-test.json'} / "
         f"{FIXTURES / 'gem-tiny-test.pt'}: {FIXTURES / 'gem-tiny-test.pt'}",
     )
-    assert lines['FASTDDS_BUILTIN_TRANSPORTS'] == (OK, 'LARGE_DATA')
+    assert lines['FASTDDS_BUILTIN_TRANSPORTS'] == (OK, 'LARGE_DATA?sockets_size=8MB')
     assert out.stdout.rstrip().endswith('gem_ros can run here')
 
 
@@ -64,7 +64,7 @@ def test_missing_weights_and_transports_are_warnings_with_the_fix():
     assert status == WARN and "'ViT-B-16'" in detail and "'openai'" in detail, detail
     assert 'pretrained:=/path/to/open_clip_pytorch_model.bin' in detail
     assert lines['FASTDDS_BUILTIN_TRANSPORTS'][0] == WARN
-    assert 'fix: export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA' in out.stdout
+    assert "fix: export FASTDDS_BUILTIN_TRANSPORTS='LARGE_DATA?sockets_size=8MB'" in out.stdout
 
 
 def test_messages_of_another_distro_fail_with_the_fix():

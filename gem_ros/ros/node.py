@@ -37,7 +37,7 @@ import gem_ros.gem as gem
 from gem_ros.engine import Engine, RunSettings, error_kind
 from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_overlay
-from gem_ros.ros import messages
+from gem_ros.ros import messages, transports
 from gem_ros.ros.compat import (
     CompatNode,
     SampleFilter,
@@ -389,16 +389,10 @@ class GemNode(CompatNode):
         self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
 
     def _warn_default_transports(self) -> None:
-        """Fast DDS's default shared-memory segment is smaller than one 640x480 frame: with
-        it most best-effort frames never arrive (benchmarks/transport_rate.py: 5 of 199)."""
-        rmw = os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
-        if rmw.startswith('rmw_fastrtps') and not os.environ.get('FASTDDS_BUILTIN_TRANSPORTS'):
-            self.get_logger().warning(
-                'FASTDDS_BUILTIN_TRANSPORTS is not set: with Fast DDS\'s default transports '
-                'most camera frames over about 500 KB (640x480 rgb8 is 921 KB) are lost on the '
-                'way here (measured: 5 of 199 arrived). Export FASTDDS_BUILTIN_TRANSPORTS='
-                'LARGE_DATA in this shell and in the camera driver\'s, then restart both.'
-            )
+        """Frames lost in transport look like a slow or silent node: say why at start-up."""
+        problem = transports.transport_problem()
+        if problem:
+            self.get_logger().warning(f'{problem}. {transports.FIX}.')
 
     # --- ~/locate -------------------------------------------------------------------------
     async def _on_locate(self, request, response):
