@@ -201,6 +201,17 @@ def check_torch() -> list[Check]:
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
     where = Path(torch.__file__).parent
     checks = [Check("torch", OK, f"{torch.__version__} ({build}) from {where}")]
+    from gem_ros.gem.loading import cpu_has_amx
+
+    amx = cpu_has_amx()
+    checks.append(
+        Check(
+            "cpu",
+            OK,
+            f"{_cpu_model()}: {'AMX bf16 tiles' if amx else 'no AMX'}; precision auto on the "
+            f"CPU runs {'bf16' if amx else 'fp32'}",
+        )
+    )
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(index)
@@ -225,6 +236,16 @@ def check_torch() -> list[Check]:
             Check("cuda", OK, "no CUDA device: the node runs on the CPU (device auto picks it)")
         )
     return checks
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _torch_fix() -> str:

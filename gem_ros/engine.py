@@ -338,8 +338,10 @@ class Engine:
                 self._on_load_failed(settings)
                 return
             self._model, self._loaded = model, settings
+        runs = f' in {model.precision}' if model.precision != settings.precision else ''
         self._log.now(
-            'info', f'loaded {what} on {model.device} in {time.monotonic() - started:.1f} s'
+            'info',
+            f'loaded {what} on {model.device}{runs} in {time.monotonic() - started:.1f} s',
         )
 
     # --- stop -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Optional
 # The patch tokens a model gives (gem_ros/gem/vision.py has each one's formula): GEM, plain
 # CLIP, and three training-free successors that change CLIP's last block only.
 METHODS = ("gem", "clip", "naclip", "sclip", "clearclip")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 RANDOM_WEIGHTS = "none"  # pretrained value for random weights ('' and None are read as it)
 DEFAULT_TEMPLATE = "a photo of a {}."
 # The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px),
@@ -85,7 +85,10 @@ class ModelSettings:
     )
     device: str = _setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     precision: str = _setting(
-        "fp32", "inference precision (fp16 falls back to fp32 on the CPU)", choices=PRECISIONS
+        "fp32",
+        "inference precision (fp16 falls back to fp32 on the CPU); auto: fp16 on CUDA, bf16 "
+        "on a CPU with AMX bf16 tiles, fp32 otherwise (the log says which)",
+        choices=PRECISIONS,
     )
     prompt_template: str = _setting(
         DEFAULT_TEMPLATE, "text prompt for each query; '{}' is replaced by the query"

@@ -296,3 +296,36 @@ def test_a_batch_gives_each_image_its_own_answer(model):
     np.testing.assert_allclose(
         both[1:].numpy(), model.patch_logits(b, ["red", "blue"]).numpy(), atol=1e-5
     )
+
+
+# --- precision: auto ---------------------------------------------------------------------
+AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+AVX2_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+
+
+def test_amx_is_read_from_the_cpu_flags():
+    from gem_ros.gem.loading import cpu_has_amx
+
+    assert cpu_has_amx(AMX_CPUINFO) and not cpu_has_amx(AVX2_CPUINFO)
+    assert not cpu_has_amx("flags\t: amx_tile\n")  # tiles without bf16 do not count
+
+
+@pytest.mark.parametrize(
+    "device, amx, expected",
+    [("cuda", False, "fp16"), ("cpu", True, "bf16"), ("cpu", False, "fp32")],
+)
+def test_precision_auto_picks_by_device_and_cpu(device, amx, expected):
+    from gem_ros.gem.loading import resolve_precision
+
+    precision, why = resolve_precision("auto", torch.device(device), amx=amx)
+    assert precision == expected and why.startswith(f"precision auto: {expected}")
+    assert resolve_precision("fp16", torch.device("cpu"))[0] == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "")
+
+
+def test_precision_auto_loads_what_this_machine_should_run():
+    from gem_ros.gem.loading import cpu_has_amx
+
+    auto = gem.load_model(CONFIG, WEIGHTS, precision="auto", device="cpu")
+    assert auto.precision == ("bf16" if cpu_has_amx() else "fp32")
+    assert auto.settings.precision == "auto"

@@ -90,10 +90,9 @@ def load_model(
     name = _register_model(open_clip, settings.model)
     weights = _resolve_weights(open_clip, name, settings.weights, cache_dir)
     torch_device = _resolve_device(settings.device)
-    precision = settings.precision
-    if precision == "fp16" and torch_device.type == "cpu":
-        log.warning("fp16 is not used on the CPU; running in fp32 (bf16 works on CPUs)")
-        precision = "fp32"
+    precision, why = resolve_precision(settings.precision, torch_device)
+    if why:
+        log.log(logging.WARNING if settings.precision == "fp16" else logging.INFO, "%s", why)
     try:
         clip = open_clip.create_model(
             name, pretrained=weights, device=torch_device, weights_only=True
@@ -119,6 +118,37 @@ def load_model(
         mean=preprocess_cfg["mean"],
         std=preprocess_cfg["std"],
     )
+
+
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AMX bf16 matrix tiles (Linux: /proc/cpuinfo's amx_bf16 flag),
+    where bf16 matrix products run several times faster than fp32. Without them torch
+    emulates bf16 and it may be slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return any(
+        "amx_bf16" in line.split(":", 1)[1].split()
+        for line in cpuinfo.splitlines()
+        if line.startswith("flags") and ":" in line
+    )
+
+
+def resolve_precision(precision: str, device: torch.device, amx: bool | None = None):
+    """The precision to run for a setting on a device, and why if it is not the one asked
+    for (or it was 'auto'): fp16 runs on CUDA only; auto is fp16 on CUDA, bf16 on a CPU with
+    AMX, fp32 otherwise."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16", "precision auto: fp16 on CUDA"
+        if cpu_has_amx() if amx is None else amx:
+            return "bf16", "precision auto: bf16 (this CPU has AMX bf16 tiles)"
+        return "fp32", "precision auto: fp32 (this CPU has no AMX; bf16 would be emulated)"
+    if precision == "fp16" and device.type == "cpu":
+        return "fp32", "fp16 is not used on the CPU; running in fp32 (bf16 works on CPUs)"
+    return precision, ""
 
 
 def check_source(model: str, pretrained: Optional[str], device: str = "auto") -> None:

@@ -91,6 +91,11 @@ class GemModel:
     def method(self) -> str:
         return self.encoder.method
 
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (what `precision: auto` resolved to)."""
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.autocast_dtype, "fp32")
+
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
