@@ -4,6 +4,7 @@
     gem-ros eval ...        (the paper's evaluation protocols; see `gem-ros eval -h`)
     gem-ros queries "red mug; person"   gem-ros where "red mug"   (a running gem_node)
     gem-ros doctor          (what this machine has for gem_ros, and what is wrong)
+    gem-ros export -o gem.onnx --height 448 --width 448   (the visual side as ONNX)
 
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
 one results.json with every query's presence (found, confidence), peak, raw score, box
@@ -125,6 +126,32 @@ def run_locate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    import gem_ros.gem as gem
+
+    from .gem.export import export_onnx
+    from .settings import ModelSettings, from_arguments
+
+    # The graph is what backend 'onnxruntime' runs: exported from the PyTorch model, in fp32.
+    settings = from_arguments(ModelSettings, args, backend="torch", precision="fp32")
+    model = gem.load_model(settings)
+    p = model.patch_size
+    input_hw = (args.height, args.width or args.height)
+    info = export_onnx(model, args.out, input_hw)
+    log.info(
+        "wrote %s (%s, method %s, input %dx%d, patch grid %dx%d) and its sidecar %s",
+        args.out,
+        model.name,
+        model.method,
+        input_hw[1],
+        input_hw[0],
+        input_hw[1] // p,
+        input_hw[0] // p,
+        Path(args.out).with_suffix(".json"),
+    )
+    return 0 if info else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="gem-ros",
@@ -159,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
         ev = sub.add_parser("eval", help="the paper's evaluation protocols on a dataset")
         add_eval_arguments(ev)
         ev.set_defaults(func=run_eval)
+    exp = sub.add_parser(
+        "export",
+        help="the model's visual side as an ONNX graph (opset 17, batch axis dynamic) and a "
+        "sidecar JSON, for ONNX Runtime or TensorRT",
+    )
+    exp.add_argument("-o", "--out", required=True, help="the .onnx file to write")
+    exp.add_argument(
+        "--height", type=int, default=448, help="input height, pixels (default: %(default)s)"
+    )
+    exp.add_argument("--width", type=int, help="input width, pixels (default: the height)")
+    from .settings import ModelSettings, add_arguments
+
+    add_arguments(exp, ModelSettings)
+    exp.set_defaults(func=run_export)
     from . import doctor
 
     doc = sub.add_parser(
@@ -189,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     import gem_ros.gem as gem
+    from gem_ros.gem.export import ExportError
 
     try:
         return args.func(args)
@@ -196,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc.told("--pretrained /path/to/open_clip_pytorch_model.bin"))
         return 2
     except (gem.QueryError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    except ExportError as exc:
         log.error("%s", exc)
         return 2
 

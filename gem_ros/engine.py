@@ -365,7 +365,8 @@ class Engine:
 def describe(settings: ModelSettings) -> str:
     return (
         f'model {settings.model!r} (pretrained {settings.pretrained}, method '
-        f'{settings.method}, device {settings.device}, precision {settings.precision})'
+        f'{settings.method}, device {settings.device}, precision {settings.precision}'
+        + (f', backend {settings.backend})' if settings.backend != 'torch' else ')')
     )
 
 

@@ -17,6 +17,8 @@ from typing import Optional
 # CLIP, and three training-free successors that change CLIP's last block only.
 METHODS = ("gem", "clip", "naclip", "sclip", "clearclip")
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+# What runs the visual side (gem_ros/gem/backends.py); text encoding is always PyTorch.
+BACKENDS = ("torch", "onnxruntime")
 RANDOM_WEIGHTS = "none"  # pretrained value for random weights ('' and None are read as it)
 DEFAULT_TEMPLATE = "a photo of a {}."
 # The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px),
@@ -92,6 +94,13 @@ class ModelSettings:
     )
     prompt_template: str = _setting(
         DEFAULT_TEMPLATE, "text prompt for each query; '{}' is replaced by the query"
+    )
+    backend: str = _setting(
+        "torch",
+        "what runs the image encoder: 'torch' (PyTorch eager), or 'onnxruntime' (the method's "
+        "graph exported to ONNX once per input size, cached, run by ONNX Runtime: CUDA or "
+        "TensorRT execution providers where installed, else the CPU); onnxruntime runs fp32",
+        choices=BACKENDS,
     )
 
     def __post_init__(self):

@@ -6,11 +6,16 @@ A failed test's report ends with the logs of the node and launch processes it us
 started since its set-up, and those still running from module fixtures): what explains the
 failure is then in CI's output, not in a deleted temporary folder."""
 
+import os
+import tempfile
+
 import pytest
 
 import ros_helpers
 
 LOG_TAIL = 6000
+# Graphs exported by backend 'onnxruntime' go to a folder of this session, not ~/.cache.
+os.environ.setdefault('GEM_ROS_GRAPH_CACHE', tempfile.mkdtemp(prefix='gem_ros_graphs_'))
 
 
 def pytest_runtest_setup(item):

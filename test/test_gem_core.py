@@ -329,3 +329,31 @@ def test_precision_auto_loads_what_this_machine_should_run():
     auto = gem.load_model(CONFIG, WEIGHTS, precision="auto", device="cpu")
     assert auto.precision == ("bf16" if cpu_has_amx() else "fp32")
     assert auto.settings.precision == "auto"
+
+
+def test_a_backend_that_is_not_installed_is_refused_with_how_to_install(tmp_path):
+    # A Python where onnxruntime does not import (shadowed here by a package that fails).
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "onnxruntime"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('not installed here')")
+    code = (
+        "import gem_ros.gem as gem\n"
+        f"try:\n    gem.check_source({CONFIG!r}, {WEIGHTS!r}, 'cpu', 'onnxruntime')\n"
+        "except gem.ModelLoadError as exc:\n    print('REFUSED:', exc)\n"
+        f"try:\n    gem.load_model({CONFIG!r}, {WEIGHTS!r}, backend='onnxruntime')\n"
+        "except gem.ModelLoadError as exc:\n    print('REFUSED:', exc)\n"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{repo}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("REFUSED")]
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert all("pip install onnxruntime onnx" in line for line in lines)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import gem_ros.gem as gem
+from gem_ros.gem.backends import ONNXRUNTIME_MISSING, onnxruntime_available
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = json.loads((FIXTURES / "gem_reference.json").read_text())["cases"]
@@ -23,7 +24,9 @@ def reference():
     return np.load(FIXTURES / "gem_reference.npz")
 
 
-def _model(case, method):
+def _model(case, method, backend="torch"):
+    if backend == "onnxruntime" and not onnxruntime_available():
+        pytest.skip(ONNXRUNTIME_MISSING)
     return gem.load_model(
         str(FIXTURES / "gem-tiny-test.json"),
         str(FIXTURES / "gem-tiny-test.pt"),
@@ -31,20 +34,23 @@ def _model(case, method):
         gem_depth=case["depth"],
         ss_attn_iter=case["iter"],
         ss_attn_temp=case.get("temp"),
+        backend=backend,
     )
 
 
+# The same goldens through PyTorch and through the exported ONNX graph (issue 18).
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize(
     "case",
     CASES,
     ids=lambda c: f"{c['key']}-{c['h']}x{c['w']}-d{c['depth']}-i{c['iter']}-t{c.get('temp', 'ad')}",
 )
-def test_matches_authors_implementation(case, reference):
+def test_matches_authors_implementation(case, reference, backend):
     key = case["key"]
     pixels = torch.from_numpy(reference[f"{key}_input"])
     queries = case["queries"]
 
-    model = _model(case, "gem")
+    model = _model(case, "gem", backend)
     np.testing.assert_allclose(
         model.encode_text(queries).numpy(), reference[f"{key}_text_emb"], atol=1e-5
     )
@@ -57,7 +63,7 @@ def test_matches_authors_implementation(case, reference):
         heat[0].numpy(), reference[f"{key}_gem_heatmap"].astype(np.float32), atol=2e-3
     )
 
-    clip_heat = _model(case, "clip").heatmaps(pixels, queries)
+    clip_heat = _model(case, "clip", backend).heatmaps(pixels, queries)
     np.testing.assert_allclose(
         clip_heat[0].numpy(), reference[f"{key}_clip_heatmap"].astype(np.float32), atol=2e-3
     )

@@ -462,6 +462,31 @@ def test_every_method_serves_frames_from_its_parameter(gem_node, client):
     assert len(set(scores.values())) == 3, scores  # three different functions
 
 
+def test_the_onnxruntime_backend_serves_the_same_results(gem_node, client):
+    from gem_ros.gem.backends import ONNXRUNTIME_MISSING, onnxruntime_available
+
+    if not onnxruntime_available():
+        pytest.skip(ONNXRUNTIME_MISSING)
+    set_queries(client, 'red', 'blue')
+    msg = image_msg(RGB, 'rgb8')
+    by_torch = client.publish_and_wait(msg)
+    mark = len(gem_node.log())
+    try:
+        assert client.set_parameters(backend='onnxruntime').successful
+        gem_node.wait_for_log('precision fp32, backend onnxruntime) on cpu', after=mark)
+        msg.header = header()
+        by_onnx = client.publish_and_wait(msg)
+        check_result(by_onnx, msg, ['red', 'blue'])
+        for a, b in zip(by_torch.results, by_onnx.results):
+            # Logits agree to 1e-6; the upsampled peak may sit on a plateau's other pixel.
+            assert abs(a.peak_x - b.peak_x) <= 1 and abs(a.peak_y - b.peak_y) <= 1
+            assert a.found == b.found and a.score == pytest.approx(b.score, abs=1e-4)
+    finally:
+        mark = len(gem_node.log())
+        assert client.set_parameters(backend='torch').successful
+        gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
+
+
 def test_node_stops_cleanly_on_sigint(gem_node, client):
     assert gem_node.stop() == 0
 

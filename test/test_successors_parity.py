@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import gem_ros.gem as gem
+from gem_ros.gem.backends import ONNXRUNTIME_MISSING, onnxruntime_available
 
 FIXTURES = Path(__file__).parent / "fixtures"
 METHODS = ("naclip", "sclip", "clearclip")
@@ -27,14 +28,18 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def models():
+# The same goldens through PyTorch and through the exported ONNX graph (issue 18).
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def models(request):
+    if request.param == "onnxruntime" and not onnxruntime_available():
+        pytest.skip(ONNXRUNTIME_MISSING)
     return {
         method: gem.load_model(
             str(FIXTURES / "gem-tiny-test.json"),
             str(FIXTURES / "gem-tiny-test.pt"),
             method=method,
             device="cpu",
+            backend=request.param,
         )
         for method in METHODS
     }

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..settings import MAX_INPUT_PIXELS, ModelSettings, check_setting
+from .backends import ONNXRUNTIME_MISSING, make_backend, onnxruntime_available
 from .model import GemModel
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def load_model(
     pretrained: Optional[str] = _KEEP,
     *,
     cache_dir: Optional[str] = None,
+    graph_cache_dir: Optional[str] = None,
     input_size: int = 448,
     max_input_pixels: int = MAX_INPUT_PIXELS,
     **changes,
@@ -67,6 +69,8 @@ def load_model(
     pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b88k", ...), the path of a
       checkpoint file, or 'none' (or None) for random weights.
     input_size, max_input_pixels: the model's defaults for `locate` (FrameSettings).
+    graph_cache_dir: where backend 'onnxruntime' keeps its exported graphs (default
+      ~/.cache/gem_ros/onnx).
     """
     import open_clip  # imported here: it takes seconds, and callers may only want the types
 
@@ -90,6 +94,8 @@ def load_model(
     name = _register_model(open_clip, settings.model)
     weights = _resolve_weights(open_clip, name, settings.weights, cache_dir)
     torch_device = _resolve_device(settings.device)
+    if settings.backend == "onnxruntime" and not onnxruntime_available():
+        raise ModelLoadError(ONNXRUNTIME_MISSING)
     precision, why = resolve_precision(settings.precision, torch_device)
     if why:
         log.log(logging.WARNING if settings.precision == "fp16" else logging.INFO, "%s", why)
@@ -106,7 +112,7 @@ def load_model(
     # path, which builds the full attention matrix: 1.35x slower text encoding on a CPU.
     clip.eval()
     preprocess_cfg = open_clip.get_model_preprocess_cfg(clip)
-    return GemModel(
+    model = GemModel(
         clip,
         open_clip.get_tokenizer(name),
         name=name,
@@ -118,6 +124,13 @@ def load_model(
         mean=preprocess_cfg["mean"],
         std=preprocess_cfg["std"],
     )
+    if settings.backend != "torch":
+        if precision != "fp32":
+            log.warning(
+                "backend %s runs an fp32 graph: %s applies to text", settings.backend, precision
+            )
+        model.backend = make_backend(settings.backend, model, cache_dir=graph_cache_dir)
+    return model
 
 
 def cpu_has_amx(cpuinfo: str | None = None) -> bool:
@@ -151,16 +164,20 @@ def resolve_precision(precision: str, device: torch.device, amx: bool | None = N
     return precision, ""
 
 
-def check_source(model: str, pretrained: Optional[str], device: str = "auto") -> None:
+def check_source(
+    model: str, pretrained: Optional[str], device: str = "auto", backend: str = "torch"
+) -> None:
     """ModelLoadError or ValueError if `load_model` would surely fail for these: an unknown
     model name or missing config file, a missing checkpoint file or unknown tag, a device
-    that is not there. Builds nothing and touches no network (milliseconds once open_clip is
-    imported), so a caller can refuse a setting at once; whether a tag's weights are cached or
-    downloadable is only known when loading."""
+    that is not there, a backend that is not installed. Builds nothing and touches no network
+    (milliseconds once open_clip is imported), so a caller can refuse a setting at once;
+    whether a tag's weights are cached or downloadable is only known when loading."""
     import open_clip
 
     _weights_source(open_clip, _register_model(open_clip, model), pretrained)
     _resolve_device(device)
+    if backend == "onnxruntime" and not onnxruntime_available():
+        raise ModelLoadError(ONNXRUNTIME_MISSING)
 
 
 def local_weights(model: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> str:

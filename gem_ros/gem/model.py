@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..settings import DEFAULT_BACKGROUND_PROMPTS, MAX_INPUT_PIXELS, ModelSettings
 from . import postprocess, presence
+from .backends import TorchBackend
 from .postprocess import Detection
 from .text import (
     QueryError,
@@ -86,6 +87,8 @@ class GemModel:
         self._text = TextEmbeddingCache(
             clip.encode_text, tokenizer, getattr(clip, "context_length", 77), self.device
         )
+        # What runs the image encoder (gem_ros/gem/backends.py); load_model may swap it.
+        self.backend = TorchBackend(self)
 
     @property
     def method(self) -> str:
@@ -96,7 +99,7 @@ class GemModel:
         """The precision the model runs in (what `precision: auto` resolved to)."""
         return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.autocast_dtype, "fp32")
 
-    def _autocast(self):
+    def autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -109,7 +112,7 @@ class GemModel:
 
     @torch.inference_mode()
     def _encode(self, checked: list[str]) -> torch.Tensor:
-        with self._autocast():
+        with self.autocast():
             return self._text(checked, self.templates)
 
     def check_queries(self, queries: Sequence[str]) -> list[str]:
@@ -204,11 +207,7 @@ class GemModel:
                 f"pixel height and width must be multiples of the patch size {p}, "
                 f"got {list(pixels.shape[-2:])}"
             )
-        with self._autocast():
-            tokens, embedding = self.encoder(pixels.to(self.device), image)
-        if embedding is not None:
-            embedding = F.normalize(embedding.float(), dim=-1)
-        return F.normalize(tokens.float(), dim=-1), embedding
+        return self.backend(pixels.to(self.device), image)
 
     @torch.inference_mode()
     def patch_logits(self, pixels: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:

@@ -32,9 +32,14 @@ def _scale_of(inv_temp: Union[float, torch.Tensor]) -> tuple[float, Optional[tor
     multiplied into the queries."""
     if not isinstance(inv_temp, torch.Tensor):
         return float(inv_temp), None
-    if inv_temp.numel() == 1 and inv_temp.device.type == "cpu":
+    # Exported to ONNX, τ must stay a tensor of the graph, not a constant of the trace.
+    if inv_temp.numel() == 1 and inv_temp.device.type == "cpu" and not _exporting():
         return float(inv_temp), None
     return 1.0, inv_temp.repeat(3, 1, 1, 1)
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export()
 
 
 def _normalize_(p: torch.Tensor) -> None:

@@ -144,6 +144,9 @@ class PatchTokenEncoder(nn.Module):
         # (and so grids) are whatever the cameras send.
         self._pos_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._bias_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        # Set while exporting a graph of one input size (gem_ros/gem/export.py): a traced
+        # shape is a tensor, the grid must be plain numbers.
+        self.fixed_grid: Optional[tuple[int, int]] = None
 
     def _pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         # Resampled once per input grid: every frame of a camera has the same size.
@@ -164,7 +167,7 @@ class PatchTokenEncoder(nn.Module):
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         v = self.visual
         x = v.conv1(pixels)
-        grid = (x.shape[-2], x.shape[-1])
+        grid = self.fixed_grid or (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self._pos_embed(grid, x.dtype)

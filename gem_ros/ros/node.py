@@ -213,7 +213,7 @@ class GemNode(CompatNode):
         reason = None
         if names & {'input_size', 'max_input_pixels'}:
             reason = check_input_budget(values['input_size'], values['max_input_pixels'])
-        if reason is None and names & {'model', 'pretrained', 'device'}:
+        if reason is None and names & {'model', 'pretrained', 'device', 'backend'}:
             reason = self._check_source(values)
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
@@ -221,7 +221,9 @@ class GemNode(CompatNode):
     def _check_source(values: dict):
         """Why model/pretrained/device cannot load (known without loading), or None."""
         try:
-            gem.check_source(values['model'], values['pretrained'], values['device'])
+            gem.check_source(
+                values['model'], values['pretrained'], values['device'], values['backend']
+            )
         except gem.ModelLoadError as exc:
             return exc.told(LOCAL_WEIGHTS)
         except ValueError as exc:

@@ -1,0 +1,136 @@
+"""Each backend and precision against open_clip's plain fp32 forward, in one process; and, on
+a CUDA machine, the GPU table of issue 18.
+
+    python benchmarks/backends.py                         # ViT-B-16 at 448 on the CPU
+    python benchmarks/backends.py --gpu                   # CUDA: ViT-B-16 at 448, ViT-B-32 at 288
+
+Random weights (timing does not depend on them). The paths run interleaved, round after round,
+so drift of a shared machine hits all alike; each figure is the median over rounds of the
+visual side (pixels in, normalised patch tokens and image embedding out), and the ratio is to
+open_clip's `encode_image` in fp32 under inference mode measured in the same rounds. `max
+diff` is the largest |difference| of patch logits (one query) from the same method in torch
+fp32: what a path changes in the answer. Graph export for onnxruntime happens before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
+import gem_ros.gem as gem  # noqa: E402
+from gem_ros.gem.backends import onnxruntime_available  # noqa: E402
+from gem_ros.gem.loading import cpu_has_amx  # noqa: E402
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
+    """(label, method, backend, precision) of every path this machine can run."""
+    out = []
+    precisions = ["fp32", "fp16"] if device == "cuda" else ["fp32", "bf16"]
+    for method in methods:
+        for precision in precisions:
+            out.append((f"{method} torch {precision}", method, "torch", precision))
+        if onnxruntime_available():
+            out.append((f"{method} onnxruntime fp32", method, "onnxruntime", "fp32"))
+    return out
+
+
+def run(model_name: str, size: int, device: str, methods: list[str], rounds: int) -> None:
+    cache = tempfile.mkdtemp(prefix="gem_ros_bench_graphs_")
+    plain = open_clip.create_model(model_name, pretrained=None, device=device).eval()
+    models = {
+        label: gem.load_model(
+            model_name,
+            "none",
+            method=method,
+            backend=backend,
+            precision=precision,
+            device=device,
+            graph_cache_dir=cache,
+        )
+        for label, method, backend, precision in paths(device, methods)
+    }
+    pixels = torch.randn(1, 3, size, size, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def timed(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    text = {}
+    with torch.inference_mode():
+        for label, model in models.items():
+            model.features(pixels, image=True)  # warm-up; exports onnxruntime's graph
+            text[label] = model.encode_text(["a red mug"])
+        plain.encode_image(pixels)
+    times = {label: [] for label in ["open_clip fp32", *models]}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            times["open_clip fp32"].append(timed(lambda: plain.encode_image(pixels)))
+            for label, model in models.items():
+                times[label].append(timed(lambda m=model: m.features(pixels, image=True)))
+        reference = {}
+        for label, model in models.items():
+            logits = model.patch_logits(pixels, ["a red mug"])
+            method = label.split()[0]
+            reference.setdefault(method, logits)  # the first path of a method: torch fp32
+            times[label] = (times[label], (logits - reference[method]).abs().max().item())
+    base = statistics.median(times["open_clip fp32"])
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{_cpu()}"
+    amx = "AMX" if cpu_has_amx() else "no AMX"
+    print(
+        f"\n{model_name} at {size}x{size}, {device} ({where}; {amx}; "
+        f"{torch.get_num_threads()} threads), median of {rounds} rounds"
+    )
+    print("| path | ms | x open_clip fp32 | frames/s | max diff |\n|---|---|---|---|---|")
+    print(f"| open_clip encode_image fp32 | {base * 1e3:.1f} | 1.00 | {1 / base:.1f} | |")
+    for label in models:
+        samples, diff = times[label]
+        t = statistics.median(samples)
+        print(f"| {label} | {t * 1e3:.1f} | {t / base:.2f} | {1 / t:.1f} | {diff:.1e} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ViT-B-16")
+    ap.add_argument("--size", type=int, default=448)
+    ap.add_argument("--method", nargs="+", default=["gem", "clip"], choices=gem.METHODS)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help="on CUDA: ViT-B-16 at 448 and ViT-B-32 at 288 (issue 18's GPU table)",
+    )
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.gpu:
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device here: the GPU table needs one")
+        for model_name, size in (("ViT-B-16", 448), ("ViT-B-32", 288)):
+            run(model_name, size, "cuda", args.method, args.rounds)
+    else:
+        run(args.model, args.size, "cpu", args.method, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

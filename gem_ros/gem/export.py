@@ -1,0 +1,129 @@
+"""The visual side of a GemModel as an ONNX graph, for ONNX Runtime and TensorRT.
+
+One graph per method, settings and input size: normalised pixels [B, 3, H, W] in (fixed H, W;
+batch dynamic), out `tokens` [B, H/p, W/p, D] (the L2-normalised patch tokens in text space,
+what `patch_logits` compares with the text embeddings) and `embedding` [B, D] (CLIP's
+L2-normalised image embedding, for presence). The positional embedding is resampled once, for
+that input size, and stored in the graph as a constant; GEM's adaptive temperature stays a
+per-image computation of the graph. Opset 17 (TensorRT 10.3 of JetPack 6 parses up to 20).
+
+A sidecar JSON next to the graph holds what is needed to use and reproduce it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+OPSET = 17
+INPUT, OUTPUTS = "pixels", ("tokens", "embedding")
+
+
+class ExportError(RuntimeError):
+    """An export that failed, naming what (the method, the step) and why."""
+
+
+class _VisualGraph(torch.nn.Module):
+    """What the exported graph computes: GemModel.features(pixels, image=True) in fp32."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixels: torch.Tensor):
+        tokens, embedding = self.encoder(pixels, True)
+        return F.normalize(tokens.float(), dim=-1), F.normalize(embedding.float(), dim=-1)
+
+
+@contextlib.contextmanager
+def _fixed_grid(encoder, grid):
+    encoder.fixed_grid = grid
+    try:
+        yield
+    finally:
+        encoder.fixed_grid = None
+
+
+def sidecar(model, input_hw: tuple[int, int]) -> dict:
+    """Everything needed to use and reproduce the graph of `model` at `input_hw`."""
+    p = model.patch_size
+    return {
+        "format": "gem_ros visual graph",
+        "model": model.name,
+        "settings": asdict(model.settings),
+        "method": model.method,
+        "input": {"name": INPUT, "shape": ["batch", 3, *input_hw], "dtype": "float32"},
+        "outputs": list(OUTPUTS),
+        "patch_grid": [input_hw[0] // p, input_hw[1] // p],
+        "patch_size": p,
+        "mean": [float(v) / 255 for v in model._mean.flatten().tolist()],
+        "std": [float(v) / 255 for v in model._std.flatten().tolist()],
+        "opset": OPSET,
+        "versions": {
+            name: _version(dist)
+            for name, dist in (
+                ("gem_ros", "gem_ros"),
+                ("torch", "torch"),
+                ("open_clip", "open_clip_torch"),
+            )
+        },
+    }
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def export_onnx(model, path: str | Path, input_hw: tuple[int, int]) -> dict:
+    """Write `model`'s visual graph for inputs of `input_hw` (multiples of the patch size)
+    to `path` and its sidecar to `path` with `.json`; the sidecar. ExportError says what
+    failed."""
+    path = Path(path)
+    p = model.patch_size
+    height, width = (int(v) for v in input_hw)
+    what = f"export of {model.name} (method {model.method}) at {width}x{height}"
+    if height % p or width % p or height <= 0 or width <= 0:
+        raise ExportError(f"{what}: height and width must be positive multiples of {p}")
+    try:
+        import onnx  # noqa: F401 - torch.onnx needs it to write the graph
+    except ImportError:
+        raise ExportError(f"{what}: the onnx package is not installed (pip install onnx)") from None
+    graph = _VisualGraph(model.encoder).eval()
+    example = torch.zeros(1, 3, height, width, device=model.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}}
+    # The fused attention fast path has no ONNX form; the exported graph is the same math.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with _fixed_grid(model.encoder, (height // p, width // p)), torch.no_grad():
+            graph(example)  # resamples the positional embedding for this grid, eagerly
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on constant shapes
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=[INPUT],
+                    output_names=list(OUTPUTS),
+                    dynamic_axes=dynamic,
+                )
+    except Exception as exc:
+        raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    info = sidecar(model, (height, width))
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    return info
