@@ -178,6 +178,19 @@ def humble_problems(sources: dict[str, str], new_names: set[str]) -> list[str]:
             and isinstance(n.args[1], ast.Constant)
         }
         uses_compat_node = 'CompatNode' in text
+        # Attribute names count only where ROS objects live: modules importing a ROS package
+        # (numpy's `.T` elsewhere is not rclpy's TypeVar T).
+        uses_ros = (
+            any(
+                (isinstance(n, ast.ImportFrom) and (n.module or '').split('.')[0] in HUMBLE_SOURCES)
+                or (
+                    isinstance(n, ast.Import)
+                    and any(a.name.split('.')[0] in HUMBLE_SOURCES for a in n.names)
+                )
+                for n in ast.walk(tree)
+            )
+            or 'ros' in Path(filename).parts
+        )
 
         def on_compat_self(node, uses_compat_node=uses_compat_node) -> bool:
             return (
@@ -204,7 +217,9 @@ def humble_problems(sources: dict[str, str], new_names: set[str]) -> list[str]:
                         what = f'{module}.{name}' if name else module
                         problems.append(f'{where}: Humble has no {what} (no ImportError fallback)')
             names = []
-            if isinstance(node, ast.Attribute):
+            if not uses_ros:
+                pass
+            elif isinstance(node, ast.Attribute):
                 names.append(node.attr)
             elif isinstance(node, ast.keyword) and node.arg:
                 names.append(node.arg)
