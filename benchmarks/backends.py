@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
 import gem_ros.gem as gem  # noqa: E402
 from gem_ros.gem.backends import onnxruntime_available  # noqa: E402
-from gem_ros.gem.loading import cpu_has_amx  # noqa: E402
+from gem_ros.gem.loading import cpu_bf16  # noqa: E402
 
 
 def _cpu() -> str:
@@ -52,11 +52,18 @@ def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
 
 def run(model_name: str, size: int, device: str, methods: list[str], rounds: int) -> None:
     cache = tempfile.mkdtemp(prefix="gem_ros_bench_graphs_")
-    plain = open_clip.create_model(model_name, pretrained=None, device=device).eval()
+    plain = open_clip.create_model(
+        model_name, pretrained=None, device=device, force_image_size=size
+    ).eval()
+
+    def load(**kw):
+        torch.manual_seed(0)  # the same random weights in every path
+        return gem.load_model(**kw)
+
     models = {
-        label: gem.load_model(
-            model_name,
-            "none",
+        label: load(
+            settings=model_name,
+            pretrained="none",
             method=method,
             backend=backend,
             precision=precision,
@@ -95,7 +102,7 @@ def run(model_name: str, size: int, device: str, methods: list[str], rounds: int
             times[label] = (times[label], (logits - reference[method]).abs().max().item())
     base = statistics.median(times["open_clip fp32"])
     where = torch.cuda.get_device_name() if device == "cuda" else f"{_cpu()}"
-    amx = "AMX" if cpu_has_amx() else "no AMX"
+    amx = cpu_bf16() or "no native bf16"
     print(
         f"\n{model_name} at {size}x{size}, {device} ({where}; {amx}; "
         f"{torch.get_num_threads()} threads), median of {rounds} rounds"

@@ -201,15 +201,15 @@ def check_torch() -> list[Check]:
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
     where = Path(torch.__file__).parent
     checks = [Check("torch", OK, f"{torch.__version__} ({build}) from {where}")]
-    from gem_ros.gem.loading import cpu_has_amx
+    from gem_ros.gem.loading import cpu_bf16
 
-    amx = cpu_has_amx()
+    flag = cpu_bf16()
     checks.append(
         Check(
             "cpu",
             OK,
-            f"{_cpu_model()}: {'AMX bf16 tiles' if amx else 'no AMX'}; precision auto on the "
-            f"CPU runs {'bf16' if amx else 'fp32'}",
+            f"{_cpu_model()}: {flag or 'no native bf16'}; precision auto on the CPU runs "
+            f"{'bf16' if flag else 'fp32'}",
         )
     )
     if torch.cuda.is_available():

@@ -89,7 +89,7 @@ class ModelSettings:
     precision: str = _setting(
         "fp32",
         "inference precision (fp16 falls back to fp32 on the CPU); auto: fp16 on CUDA, bf16 "
-        "on a CPU with AMX bf16 tiles, fp32 otherwise (the log says which)",
+        "on a CPU with native bf16 (AMX or AVX-512 BF16), fp32 otherwise (the log says which)",
         choices=PRECISIONS,
     )
     prompt_template: str = _setting(

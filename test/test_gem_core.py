@@ -303,31 +303,33 @@ AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile
 AVX2_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
 
 
-def test_amx_is_read_from_the_cpu_flags():
-    from gem_ros.gem.loading import cpu_has_amx
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from gem_ros.gem.loading import cpu_bf16
 
-    assert cpu_has_amx(AMX_CPUINFO) and not cpu_has_amx(AVX2_CPUINFO)
-    assert not cpu_has_amx("flags\t: amx_tile\n")  # tiles without bf16 do not count
+    assert cpu_bf16(AMX_CPUINFO) == "amx_bf16"
+    assert cpu_bf16("flags\t: avx2 avx512f avx512_bf16\n") == "avx512_bf16"
+    assert cpu_bf16(AVX2_CPUINFO) is None
+    assert cpu_bf16("flags\t: amx_tile\n") is None  # tiles without bf16 do not count
 
 
 @pytest.mark.parametrize(
-    "device, amx, expected",
-    [("cuda", False, "fp16"), ("cpu", True, "bf16"), ("cpu", False, "fp32")],
+    "device, flag, expected",
+    [("cuda", None, "fp16"), ("cpu", "amx_bf16", "bf16"), ("cpu", None, "fp32")],
 )
-def test_precision_auto_picks_by_device_and_cpu(device, amx, expected):
+def test_precision_auto_picks_by_device_and_cpu(device, flag, expected):
     from gem_ros.gem.loading import resolve_precision
 
-    precision, why = resolve_precision("auto", torch.device(device), amx=amx)
+    precision, why = resolve_precision("auto", torch.device(device), bf16_flag=flag)
     assert precision == expected and why.startswith(f"precision auto: {expected}")
     assert resolve_precision("fp16", torch.device("cpu"))[0] == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "")
 
 
 def test_precision_auto_loads_what_this_machine_should_run():
-    from gem_ros.gem.loading import cpu_has_amx
+    from gem_ros.gem.loading import cpu_bf16
 
     auto = gem.load_model(CONFIG, WEIGHTS, precision="auto", device="cpu")
-    assert auto.precision == ("bf16" if cpu_has_amx() else "fp32")
+    assert auto.precision == ("bf16" if cpu_bf16() else "fp32")
     assert auto.settings.precision == "auto"
 
 
