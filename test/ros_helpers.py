@@ -171,7 +171,7 @@ class RosClient:
         import rclpy
         from rcl_interfaces.srv import GetParameters, SetParametersAtomically
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
@@ -202,7 +202,16 @@ class RosClient:
         self.latched_queries_pub = n.create_publisher(String, 'queries', latched)
         # Volatile, as `ros2 topic pub` publishes.
         self.queries_pub = n.create_publisher(String, 'queries', 10)
-        self.set_queries_client = n.create_client(SetQueries, f'/{node_name}/set_queries')
+        # Keep all: with the default (keep last 10) a burst of calls from this one client
+        # loses its own requests or responses (seen on Jazzy: 196 of 200 answered), before
+        # the node, which keeps all, ever sees them.
+        self.set_queries_client = n.create_client(
+            SetQueries,
+            f'/{node_name}/set_queries',
+            qos_profile=QoSProfile(
+                depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
+            ),
+        )
         self.set_parameters_client = n.create_client(
             SetParametersAtomically, f'/{node_name}/set_parameters_atomically'
         )

@@ -3,6 +3,7 @@ process, the node (tiny model) in its own, 3D points checked against the analyti
 back-projection of the reported peak pixel; rviz markers checked for stable ids."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -96,11 +97,14 @@ def send_valid(client, depth_m, encoding, **kwargs):
     raise AssertionError('three frames with valid depth got no points')
 
 
-def send_until_logged(client, node, text, depth_m, encoding, **kwargs):
-    """Frames that must get no points, until the node logs `text` (its warnings come at most
-    once per second); the log since the first frame."""
+def send_until_logged(client, node, text, depth_m, encoding, timeout=15.0, **kwargs):
+    """Frames that must get no points, until the node logs `text`; the log since the first
+    frame. Its warnings of one kind come at most once per second, and the previous test may
+    have just used that second: sending for a while, not a number of frames (on Jazzy 50
+    frames took under a second, and the line came after them)."""
     mark = len(node.log())
-    for _ in range(50):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         result = send(client, depth_m, encoding, **kwargs)
         assert not any(r.has_point for r in result.results)
         if text in node.log()[mark:]:
