@@ -51,7 +51,12 @@ def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
 
 
 def run(model_name: str, size: int, device: str, methods: list[str], rounds: int) -> None:
-    cache = tempfile.mkdtemp(prefix="gem_ros_bench_graphs_")
+    # Exported graphs are hundreds of MB: they live only as long as the run.
+    with tempfile.TemporaryDirectory(prefix="gem_ros_bench_graphs_") as cache:
+        _run(model_name, size, device, methods, rounds, cache)
+
+
+def _run(model_name: str, size: int, device: str, methods: list[str], rounds: int, cache: str):
     plain = open_clip.create_model(
         model_name, pretrained=None, device=device, force_image_size=size
     ).eval()

@@ -7,6 +7,7 @@ started since its set-up, and those still running from module fixtures): what ex
 failure is then in CI's output, not in a deleted temporary folder."""
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -14,8 +15,18 @@ import pytest
 import ros_helpers
 
 LOG_TAIL = 6000
-# Graphs exported by backend 'onnxruntime' go to a folder of this session, not ~/.cache.
-os.environ.setdefault('GEM_ROS_GRAPH_CACHE', tempfile.mkdtemp(prefix='gem_ros_graphs_'))
+# Graphs exported by backend 'onnxruntime' go to a folder of this session, not ~/.cache, and
+# that folder goes at the end (about 150 MB a run: CI runs two distros on one disk).
+if 'GEM_ROS_GRAPH_CACHE' not in os.environ:
+    os.environ['GEM_ROS_GRAPH_CACHE'] = tempfile.mkdtemp(prefix='gem_ros_graphs_')
+    _OWN_GRAPH_CACHE = os.environ['GEM_ROS_GRAPH_CACHE']
+else:
+    _OWN_GRAPH_CACHE = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_GRAPH_CACHE:
+        shutil.rmtree(_OWN_GRAPH_CACHE, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):
