@@ -1,8 +1,7 @@
-"""Each backend and precision against open_clip's plain fp32 forward, in one process; and, on
-a CUDA machine, the GPU table of issue 18.
+"""Each backend and precision against open_clip's plain fp32 forward, in one process (on a
+CUDA machine, benchmarks/gpu.py runs the same measurement for the GPU paths).
 
     python benchmarks/backends.py                         # ViT-B-16 at 448 on the CPU
-    python benchmarks/backends.py --gpu                   # CUDA: ViT-B-16 at 448, ViT-B-32 at 288
 
 Random weights (timing does not depend on them). The paths run interleaved, round after round,
 so drift of a shared machine hits all alike; each figure is the median over rounds of the
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
 import gem_ros.gem as gem  # noqa: E402
-from gem_ros.gem.backends import onnxruntime_available  # noqa: E402
+from gem_ros.gem.backends import onnxruntime_available, tensorrt_available  # noqa: E402
 from gem_ros.gem.loading import cpu_bf16  # noqa: E402
 
 
@@ -47,6 +46,8 @@ def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
             out.append((f"{method} torch {precision}", method, "torch", precision))
         if onnxruntime_available():
             out.append((f"{method} onnxruntime fp32", method, "onnxruntime", "fp32"))
+        if device == "cuda" and tensorrt_available():
+            out.append((f"{method} tensorrt fp16", method, "tensorrt", "fp16"))
     return out
 
 
@@ -127,21 +128,10 @@ def main() -> None:
     ap.add_argument("--method", nargs="+", default=["gem", "clip"], choices=gem.METHODS)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument(
-        "--gpu",
-        action="store_true",
-        help="on CUDA: ViT-B-16 at 448 and ViT-B-32 at 288 (issue 18's GPU table)",
-    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.gpu:
-        if not torch.cuda.is_available():
-            sys.exit("no CUDA device here: the GPU table needs one")
-        for model_name, size in (("ViT-B-16", 448), ("ViT-B-32", 288)):
-            run(model_name, size, "cuda", args.method, args.rounds)
-    else:
-        run(args.model, args.size, "cpu", args.method, args.rounds)
+    run(args.model, args.size, "cpu", args.method, args.rounds)
 
 
 if __name__ == "__main__":

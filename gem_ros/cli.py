@@ -132,7 +132,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .gem.export import export_onnx
     from .settings import ModelSettings, from_arguments
 
-    # The graph is what backend 'onnxruntime' runs: exported from the PyTorch model, in fp32.
+    # The graph backends 'onnxruntime' and 'tensorrt' run: exported from PyTorch, in fp32.
     settings = from_arguments(ModelSettings, args, backend="torch", precision="fp32")
     model = gem.load_model(settings)
     p = model.patch_size

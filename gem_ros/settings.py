@@ -18,7 +18,7 @@ from typing import Optional
 METHODS = ("gem", "clip", "naclip", "sclip", "clearclip")
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 # What runs the visual side (gem_ros/gem/backends.py); text encoding is always PyTorch.
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 RANDOM_WEIGHTS = "none"  # pretrained value for random weights ('' and None are read as it)
 DEFAULT_TEMPLATE = "a photo of a {}."
 # The model-input budget, in pixels fed to the ViT: twice 448x448 (1568 tokens of 16 px),
@@ -97,9 +97,11 @@ class ModelSettings:
     )
     backend: str = _setting(
         "torch",
-        "what runs the image encoder: 'torch' (PyTorch eager), or 'onnxruntime' (the method's "
+        "what runs the image encoder: 'torch' (PyTorch eager); 'onnxruntime' (the method's "
         "graph exported to ONNX once per input size, cached, run by ONNX Runtime: CUDA or "
-        "TensorRT execution providers where installed, else the CPU); onnxruntime runs fp32",
+        "TensorRT execution providers where installed, else the CPU; fp32); 'tensorrt' (a "
+        "TensorRT engine built from that graph on first use and cached per GPU; CUDA only; "
+        "fp16 when precision is fp16 or auto)",
         choices=BACKENDS,
     )
 

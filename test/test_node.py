@@ -487,6 +487,18 @@ def test_the_onnxruntime_backend_serves_the_same_results(gem_node, client):
         gem_node.wait_for_log('method gem, device cpu, precision fp32) on cpu', after=mark)
 
 
+def test_an_unavailable_backend_is_refused_and_the_model_kept(gem_node, client):
+    from gem_ros.gem.backends import tensorrt_available
+
+    if tensorrt_available():
+        pytest.skip('TensorRT is installed here: the refusal would be of the device')
+    set_queries(client, 'red')
+    result = client.set_parameters(backend='tensorrt')
+    assert not result.successful and "backend 'tensorrt' needs TensorRT" in result.reason, result
+    msg = image_msg(RGB, 'rgb8')
+    check_result(client.publish_and_wait(msg), msg, ['red'])  # still serving, with torch
+
+
 def test_node_stops_cleanly_on_sigint(gem_node, client):
     assert gem_node.stop() == 0
 

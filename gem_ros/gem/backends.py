@@ -6,8 +6,10 @@
   ONNX Runtime; CUDA and TensorRT execution providers where the model's device is CUDA and
   they are installed, else the CPU. At most MAX_SESSIONS input sizes are held (a camera has
   one).
+- `TensorRTBackend`: an engine built by TensorRT from that graph on first use (fp16 when the
+  model's precision is), cached next to it per GPU and TensorRT version. CUDA only.
 
-Both take normalised pixels [B, 3, H, W] and return (patch tokens [B, H/p, W/p, D],
+All take normalised pixels [B, 3, H, W] and return (patch tokens [B, H/p, W/p, D],
 image embedding [B, D] or None), L2-normalised, float32, on the model's device.
 """
 
@@ -25,12 +27,28 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .export import INPUT as INPUT_NAME
+from .export import OUTPUTS as OUTPUT_NAMES
+from .export import export_onnx
+
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 4
+MAX_TRT_BATCH = 8  # an engine's largest batch; larger batches run in slices
+TRT_WORKSPACE = 1 << 30  # bytes TensorRT may use while building: fits a Jetson Orin 8 GB
 ONNXRUNTIME_MISSING = (
     "backend 'onnxruntime' needs ONNX Runtime and onnx, which are not installed: pip install "
     "onnxruntime onnx (onnxruntime-gpu for CUDA), or keep backend 'torch'"
+)
+TENSORRT_MISSING = (
+    "backend 'tensorrt' needs TensorRT's Python package and onnx, which are not both "
+    "installed: on a Jetson, JetPack's (sudo apt install python3-libnvinfer; a venv made with "
+    "--system-site-packages sees it), elsewhere pip install tensorrt onnx; or use backend "
+    "'onnxruntime' or 'torch'"
+)
+TENSORRT_NEEDS_CUDA = (
+    "backend 'tensorrt' runs on a CUDA GPU only and this model's device is {device}: set "
+    "device cuda (or auto on a machine with a GPU), or use backend 'onnxruntime' or 'torch'"
 )
 
 
@@ -41,6 +59,27 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def tensorrt_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend_problem(name: str, device) -> Optional[str]:
+    """Why backend `name` cannot run on `device` (a torch.device) here, or None."""
+    if name == "onnxruntime" and not onnxruntime_available():
+        return ONNXRUNTIME_MISSING
+    if name == "tensorrt":
+        if not tensorrt_available():
+            return TENSORRT_MISSING
+        if torch.device(device).type != "cuda":
+            return TENSORRT_NEEDS_CUDA.format(device=device)
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -65,7 +104,54 @@ class TorchBackend:
         return F.normalize(tokens.float(), dim=-1), embedding
 
 
-class OnnxRuntimeBackend:
+class _GraphBackend:
+    """A backend that runs the exported graph of each input size: exports it on first use
+    into the cache folder (whole files only), and keeps at most MAX_SESSIONS runners."""
+
+    name = ""
+
+    def __init__(self, model, cache_dir: Optional[Path] = None):
+        self._model = model
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._runners: OrderedDict[tuple[int, int], object] = OrderedDict()
+
+    def graph_path(self, input_hw: tuple[int, int]) -> Path:
+        """Where the graph for this input size lives: one file per graph-changing setting."""
+        key = {
+            "model": self._model.name,
+            "settings": asdict(self._model.settings),
+            "input": list(input_hw),
+            "weights": _weights_fingerprint(self._model),
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.cache_dir / f"{self._model.name}-{self._model.method}-{digest}.onnx"
+
+    def _graph(self, input_hw: tuple[int, int]) -> Path:
+        path = self.graph_path(input_hw)
+        if not path.is_file():
+            log.info("exporting the %s graph for %dx%d to %s", self._model.method, *input_hw, path)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.onnx")
+            export_onnx(self._model, partial, input_hw)
+            partial.with_suffix(".json").replace(path.with_suffix(".json"))
+            partial.replace(path)  # whole graphs only: a reader never sees half of one
+        return path
+
+    def _runner(self, input_hw: tuple[int, int]):
+        runner = self._runners.get(input_hw)
+        if runner is not None:
+            self._runners.move_to_end(input_hw)
+            return runner
+        runner = self._make_runner(self._graph(input_hw), input_hw)
+        self._runners[input_hw] = runner
+        while len(self._runners) > MAX_SESSIONS:
+            self._runners.popitem(last=False)
+        return runner
+
+    def _make_runner(self, graph: Path, input_hw: tuple[int, int]):
+        raise NotImplementedError
+
+
+class OnnxRuntimeBackend(_GraphBackend):
     name = "onnxruntime"
 
     def __init__(self, model, cache_dir: Optional[Path] = None):
@@ -73,10 +159,8 @@ class OnnxRuntimeBackend:
             raise RuntimeError(ONNXRUNTIME_MISSING)
         import onnxruntime
 
+        super().__init__(model, cache_dir)
         self._ort = onnxruntime
-        self._model = model
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self._sessions: OrderedDict[tuple[int, int], object] = OrderedDict()
         self.providers = self._providers(model.device)
 
     def _providers(self, device: torch.device) -> list:
@@ -91,44 +175,124 @@ class OnnxRuntimeBackend:
             ] + wanted  # TensorRT first, then CUDA, then the CPU for what they lack
         return wanted
 
-    def graph_path(self, input_hw: tuple[int, int]) -> Path:
-        """Where the graph for this input size lives: one file per graph-changing setting."""
-        key = {
-            "model": self._model.name,
-            "settings": asdict(self._model.settings),
-            "input": list(input_hw),
-            "weights": _weights_fingerprint(self._model),
-        }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / f"{self._model.name}-{self._model.method}-{digest}.onnx"
-
-    def _session(self, input_hw: tuple[int, int]):
-        session = self._sessions.get(input_hw)
-        if session is not None:
-            self._sessions.move_to_end(input_hw)
-            return session
-        path = self.graph_path(input_hw)
-        if not path.is_file():
-            from .export import export_onnx
-
-            log.info("exporting the %s graph for %dx%d to %s", self._model.method, *input_hw, path)
-            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.onnx")
-            export_onnx(self._model, partial, input_hw)
-            partial.with_suffix(".json").replace(path.with_suffix(".json"))
-            partial.replace(path)  # whole graphs only: a reader never sees half of one
-        session = self._ort.InferenceSession(str(path), providers=self.providers)
-        self._sessions[input_hw] = session
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
-        return session
+    def _make_runner(self, graph: Path, input_hw: tuple[int, int]):
+        return self._ort.InferenceSession(str(graph), providers=self.providers)
 
     def __call__(self, pixels: torch.Tensor, image: bool):
-        session = self._session(tuple(pixels.shape[-2:]))
+        session = self._runner(tuple(pixels.shape[-2:]))
         feed = {session.get_inputs()[0].name: pixels.float().cpu().numpy()}
         tokens, embedding = session.run(None, feed)
         device = self._model.device
         tokens = torch.from_numpy(tokens).to(device)
         return tokens, (torch.from_numpy(embedding).to(device) if image else None)
+
+
+class TensorRTBackend(_GraphBackend):
+    """TensorRT engines built from the exported graph on first use, the way NanoOWL and
+    clip_trt run CLIP on a Jetson. An engine is specific to the GPU, the TensorRT version and
+    the precision: all three name its file, next to its graph. fp16 engines keep the layers
+    that overflow or lose the sharpened softmax in fp16 (norms, reductions, divisions, powers,
+    softmax) in fp32. Batches up to MAX_TRT_BATCH run at once, larger ones in slices."""
+
+    name = "tensorrt"
+
+    def __init__(self, model, cache_dir: Optional[Path] = None):
+        problem = backend_problem("tensorrt", model.device)
+        if problem:
+            raise RuntimeError(problem)
+        import tensorrt
+
+        super().__init__(model, cache_dir)
+        self._trt = tensorrt
+        self._logger = tensorrt.Logger(tensorrt.Logger.WARNING)
+        self.fp16 = model.precision == "fp16"
+
+    def engine_path(self, input_hw: tuple[int, int]) -> Path:
+        gpu = torch.cuda.get_device_name(self._model.device)
+        slug = "".join(c if c.isalnum() else "_" for c in gpu).strip("_")
+        precision = "fp16" if self.fp16 else "fp32"
+        graph = self.graph_path(input_hw)
+        return graph.with_name(f"{graph.stem}-{slug}-trt{self._trt.__version__}-{precision}.engine")
+
+    def _make_runner(self, graph: Path, input_hw: tuple[int, int]):
+        path = self.engine_path(input_hw)
+        if not path.is_file():
+            log.info("building a TensorRT engine for %dx%d (minutes, once): %s", *input_hw, path)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+            partial.write_bytes(self._build(graph, input_hw))
+            partial.replace(path)
+        runtime = self._trt.Runtime(self._logger)
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise RuntimeError(f"TensorRT could not load {path}: delete it to rebuild")
+        return engine, engine.create_execution_context()
+
+    def _build(self, graph: Path, input_hw: tuple[int, int]) -> bytes:
+        trt = self._trt
+        builder = trt.Builder(self._logger)
+        network = builder.create_network(0)  # explicit batch (TensorRT 10's only kind)
+        parser = trt.OnnxParser(network, self._logger)
+        if not parser.parse_from_file(str(graph)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT could not parse {graph}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, TRT_WORKSPACE)
+        if self.fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            _keep_fp32(trt, network)
+        profile = builder.create_optimization_profile()
+        shape = (3, *input_hw)
+        profile.set_shape(INPUT_NAME, (1, *shape), (1, *shape), (MAX_TRT_BATCH, *shape))
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT could not build an engine from {graph} (see its log)")
+        return bytes(serialized)
+
+    def __call__(self, pixels: torch.Tensor, image: bool):
+        engine, context = self._runner(tuple(pixels.shape[-2:]))
+        pixels = pixels.to(self._model.device, torch.float32).contiguous()
+        parts = [self._run(engine, context, chunk) for chunk in pixels.split(MAX_TRT_BATCH)]
+        tokens = torch.cat([p[0] for p in parts])
+        return tokens, (torch.cat([p[1] for p in parts]) if image else None)
+
+    def _run(self, engine, context, pixels: torch.Tensor):
+        context.set_input_shape(INPUT_NAME, tuple(pixels.shape))
+        context.set_tensor_address(INPUT_NAME, pixels.data_ptr())
+        outputs = []
+        for name in OUTPUT_NAMES:
+            out = torch.empty(
+                tuple(context.get_tensor_shape(name)), dtype=torch.float32, device=pixels.device
+            )
+            context.set_tensor_address(name, out.data_ptr())
+            outputs.append(out)
+        stream = torch.cuda.current_stream(pixels.device)
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT failed to run the engine")
+        return outputs
+
+
+def _keep_fp32(trt, network) -> None:
+    """fp16 engine, fp32 where fp16 breaks: L2 norms overflow (a sum of squares of 768
+    channels), and the normalised vectors that self-self attention sharpens lose the small
+    differences it acts on (the same reason as gem_ros/gem/ss_attention.py's bf16 path)."""
+    kinds = {trt.LayerType.REDUCE, trt.LayerType.SOFTMAX, trt.LayerType.NORMALIZATION}
+    ops = {trt.ElementWiseOperation.DIV, trt.ElementWiseOperation.POW}
+    unary = {trt.UnaryOperation.SQRT}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        keep = layer.type in kinds
+        if layer.type == trt.LayerType.ELEMENTWISE:
+            layer.__class__ = trt.IElementWiseLayer
+            keep = layer.op in ops
+        elif layer.type == trt.LayerType.UNARY:
+            layer.__class__ = trt.IUnaryLayer
+            keep = layer.op in unary
+        if keep:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
 
 
 def _weights_fingerprint(model) -> str:
@@ -142,8 +306,7 @@ def _weights_fingerprint(model) -> str:
 
 
 def make_backend(name: str, model, cache_dir: Optional[Path] = None):
-    if name == "torch":
-        return TorchBackend(model)
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(model, cache_dir)
-    raise ValueError(f"backend must be torch or onnxruntime, got {name!r}")
+    kinds = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
+    if name not in kinds:
+        raise ValueError(f"backend must be one of {tuple(kinds)}, got {name!r}")
+    return kinds[name](model) if name == "torch" else kinds[name](model, cache_dir)

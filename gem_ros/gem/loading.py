@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..settings import MAX_INPUT_PIXELS, ModelSettings, check_setting
-from .backends import ONNXRUNTIME_MISSING, make_backend, onnxruntime_available
+from .backends import backend_problem, make_backend
 from .model import GemModel
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def load_model(
     pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b88k", ...), the path of a
       checkpoint file, or 'none' (or None) for random weights.
     input_size, max_input_pixels: the model's defaults for `locate` (FrameSettings).
-    graph_cache_dir: where backend 'onnxruntime' keeps its exported graphs (default
+    graph_cache_dir: where backends 'onnxruntime' and 'tensorrt' keep graphs and engines (default
       ~/.cache/gem_ros/onnx).
     """
     import open_clip  # imported here: it takes seconds, and callers may only want the types
@@ -94,8 +94,9 @@ def load_model(
     name = _register_model(open_clip, settings.model)
     weights = _resolve_weights(open_clip, name, settings.weights, cache_dir)
     torch_device = _resolve_device(settings.device)
-    if settings.backend == "onnxruntime" and not onnxruntime_available():
-        raise ModelLoadError(ONNXRUNTIME_MISSING)
+    problem = backend_problem(settings.backend, torch_device)
+    if problem:
+        raise ModelLoadError(problem)
     precision, why = resolve_precision(settings.precision, torch_device)
     if why:
         log.log(logging.WARNING if settings.precision == "fp16" else logging.INFO, "%s", why)
@@ -125,7 +126,7 @@ def load_model(
         std=preprocess_cfg["std"],
     )
     if settings.backend != "torch":
-        if precision != "fp32":
+        if precision != "fp32" and settings.backend == "onnxruntime":
             log.warning(
                 "backend %s runs an fp32 graph: %s applies to text", settings.backend, precision
             )
@@ -181,9 +182,9 @@ def check_source(
     import open_clip
 
     _weights_source(open_clip, _register_model(open_clip, model), pretrained)
-    _resolve_device(device)
-    if backend == "onnxruntime" and not onnxruntime_available():
-        raise ModelLoadError(ONNXRUNTIME_MISSING)
+    problem = backend_problem(backend, _resolve_device(device))
+    if problem:
+        raise ModelLoadError(problem)
 
 
 def local_weights(model: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> str:

@@ -1,0 +1,78 @@
+"""Backend 'tensorrt': refused with what to do where it cannot run (here: CI has no GPU and
+no TensorRT), and, where TensorRT and a CUDA GPU exist, its engines against PyTorch: fp32
+within 1e-3 of torch's patch logits, fp16 within 2e-2 with the same peaks, engines cached."""
+
+import numpy as np
+import pytest
+import torch
+
+import gem_ros.gem as gem
+from gem_ros.gem.backends import (
+    TENSORRT_MISSING,
+    TENSORRT_NEEDS_CUDA,
+    backend_problem,
+    tensorrt_available,
+)
+from gem_ros.settings import METHODS
+
+from tiny_model import CONFIG, WEIGHTS
+
+HAS_TRT_GPU = tensorrt_available() and torch.cuda.is_available()
+NO_TRT_GPU = 'needs TensorRT and a CUDA GPU: ' + (
+    'no CUDA device here' if tensorrt_available() else TENSORRT_MISSING
+)
+
+
+def test_tensorrt_is_refused_here_with_what_to_do():
+    if HAS_TRT_GPU:
+        pytest.skip('TensorRT and a GPU are here: the tests below run it')
+    with pytest.raises(gem.ModelLoadError) as error:
+        gem.load_model(str(CONFIG), str(WEIGHTS), backend='tensorrt', device='cpu')
+    expected = TENSORRT_MISSING if not tensorrt_available() else TENSORRT_NEEDS_CUDA
+    assert str(error.value) == expected.format(device='cpu')
+    with pytest.raises(gem.ModelLoadError, match="backend 'tensorrt'"):
+        gem.check_source(str(CONFIG), str(WEIGHTS), device='cpu', backend='tensorrt')
+    assert backend_problem('torch', torch.device('cpu')) is None
+
+
+def _image(seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (96, 128, 3), dtype=np.uint8)
+    image[20:60, 30:80] = (220, 30, 30)
+    return image
+
+
+@pytest.mark.skipif(not HAS_TRT_GPU, reason=NO_TRT_GPU)
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize('precision, tolerance', [('fp32', 1e-3), ('fp16', 2e-2)])
+@pytest.mark.parametrize('method', METHODS)
+def test_tensorrt_matches_torch(method, precision, tolerance, tmp_path):
+    kw = dict(method=method, device='cuda')
+    reference = gem.load_model(str(CONFIG), str(WEIGHTS), **kw)
+    model = gem.load_model(
+        str(CONFIG),
+        str(WEIGHTS),
+        backend='tensorrt',
+        precision=precision,
+        graph_cache_dir=tmp_path,
+        **kw,
+    )
+    queries = ['red', 'blue']
+    batch = torch.cat([reference.preprocess(_image(s)) for s in range(3)])
+    a = reference.patch_logits(batch, queries)
+    b = model.patch_logits(batch, queries)
+    assert (a - b).abs().max() < tolerance, (a - b).abs().max()
+    for x, y in zip(reference.locate(_image(), queries), model.locate(_image(), queries)):
+        assert (x.peak_x, x.peak_y) == (y.peak_x, y.peak_y)
+    engines = list(tmp_path.glob('*.engine'))
+    assert len(engines) == 1 and precision in engines[0].name
+    again = gem.load_model(
+        str(CONFIG),
+        str(WEIGHTS),
+        backend='tensorrt',
+        precision=precision,
+        graph_cache_dir=tmp_path,
+        **kw,
+    )
+    assert (again.patch_logits(batch, queries) - b).abs().max() == 0
+    assert list(tmp_path.glob('*.engine')) == engines  # built once, then read from the cache
