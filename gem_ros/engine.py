@@ -19,14 +19,24 @@ One-off questions ("is there a red mug?", the node's ~/locate) are `ask`ed: the 
 the worker processes runs their queries alongside the active ones (each query's outputs are
 its own: min-max per query, presence against the background prompts only, so the active
 queries' results do not change) and answers each through its callback.
+
+Offline (`gem-ros bag`, where every frame counts and there is no camera to keep up with):
+`Engine(..., threads=False)`, then `load_now(settings)` and `process(frame)` on the caller's
+thread: the same conversion, budget, model call and checks as the node's frames.
+
+A managed node gives its model back (`unload`: memory returned to the OS and the GPU) and
+loads it again on demand (`wait_for_model`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -37,6 +47,8 @@ from gem_ros.threads import LatestSlot, ThrottledLog
 POLL_S = 0.5  # how often idle threads look at the stop flag
 MAX_ASKS = 64  # one-off questions waiting for a frame; more are refused at once
 STOP_WAIT_S = 0.5  # at stop, how long a model load (which cannot be interrupted) is waited for
+UNLOAD_WAIT_S = 30.0  # at unload, how long the frame in flight is waited for
+LATENCIES_KEPT = 1000  # inference times kept until read (diagnostics read them each second)
 
 
 @dataclass
@@ -67,12 +79,14 @@ class Engine:
         on_load_failed: Callable[[ModelSettings], None] = lambda settings: None,
         load: Callable[..., gem.GemModel] = gem.load_model,
         local_weights_hint: str = gem.ModelLoadError.PYTHON,
+        threads: bool = True,
     ):
         """convert(frame, max_image_pixels) -> RGB uint8 array, ValueError for a bad frame;
         publish(frame, rgb, detections, inference_seconds, run_settings);
         on_load_failed(settings): a requested model could not be loaded (worker or loader
         thread: hand it to your own thread if it needs one); local_weights_hint: how the
-        caller's users pass a local weights file, for the missing-weights message."""
+        caller's users pass a local weights file, for the missing-weights message;
+        threads: False for offline use, with load_now and process on the caller's thread."""
         self._weights_hint = local_weights_hint
         self._log = log
         self._convert = convert
@@ -94,10 +108,15 @@ class Engine:
         self._reduced_sizes: set = set()
         self.want_patch_logits = False  # set by the caller: someone reads the patch grids
         self.processed = 0
+        self.last_result_time: Optional[float] = None  # time.monotonic() of the last result
+        self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
+        self.last_load_error: Optional[tuple[ModelSettings, str]] = None
+        self._busy = False  # the worker is processing a frame
         self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
         self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
-        self._worker.start()
-        self._loader.start()
+        if threads:
+            self._worker.start()
+            self._loader.start()
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -113,6 +132,18 @@ class Engine:
     def dropped(self) -> int:
         """Frames replaced by a newer one before the worker took them."""
         return self._frames.replaced
+
+    @property
+    def model(self) -> Optional[gem.GemModel]:
+        with self._lock:
+            return self._model
+
+    def take_latencies(self) -> list[float]:
+        """Inference seconds of the frames processed since the last call."""
+        out = []
+        while self._latencies:
+            out.append(self._latencies.popleft())
+        return out
 
     def update_settings(self, settings: RunSettings) -> None:
         self.settings = settings
@@ -193,9 +224,12 @@ class Engine:
                 if frame is None:
                     continue
                 last_start = time.monotonic()
+                self._busy = True
                 self._process(frame)
             except Exception as exc:  # the worker keeps serving whatever one frame does
                 self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
+            finally:
+                self._busy = False
 
     def _rate_allows(self, last_start: float) -> bool:
         """False after waiting (at most POLL_S, less when the settings change) while
@@ -208,17 +242,22 @@ class Engine:
         self._wake.clear()
         return False
 
-    def _process(self, frame) -> None:
+    def process(self, frame) -> Optional[str]:
+        """Offline: run one frame on this thread (never dropped, no rate limit); why it gave
+        no result, or None when it was published."""
+        return self._process(frame)
+
+    def _process(self, frame) -> Optional[str]:
         settings = self.settings
         try:
             rgb = self._convert(frame, settings.max_image_pixels)
         except ValueError as exc:
             self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
-            return
+            return f'bad frame: {exc}'
         with self._lock:
             model, queries = self._model, self._queries
         if model is None or not (queries or self._asks):
-            return
+            return 'no model loaded' if model is None else 'no active queries'
         frame_settings = settings.frame
         height, width = rgb.shape[:2]
         try:
@@ -227,7 +266,7 @@ class Engine:
             )
         except gem.InputBudgetError as exc:
             self._log('error', 'input budget', f'frame refused: {exc}')
-            return
+            return f'frame refused: {exc}'
         self._report_reduced_input(model, (height, width), shape, frame_settings)
         asks, extra = self._take_asks(queries)
         try:
@@ -250,8 +289,10 @@ class Engine:
                 'the model gave non-finite similarities (NaN or '
                 'inf; e.g. fp16 overflow): frame not published',
             )
-            return
+            return 'non-finite similarities'
         self.processed += 1
+        self._latencies.append(seconds)
+        self.last_result_time = time.monotonic()
         if queries:
             self._publish(frame, rgb, detections[: len(queries)], seconds, settings)
         by_query = {d.query: d for d in detections}
@@ -260,6 +301,7 @@ class Engine:
                 request.answer(frame, rgb, by_query[request.query], settings)
             except Exception as exc:  # one caller's failure must not cost the others
                 self._log('error', 'answer', f'answering {request.query!r}: {exc}')
+        return None
 
     def _put_back(self, asks: list[Ask]) -> None:
         with self._lock:
@@ -301,6 +343,48 @@ class Engine:
         self._requested = None
         return True
 
+    def load_now(self, settings: ModelSettings) -> Optional[str]:
+        """Offline: load on this thread; why it failed, or None."""
+        self._requested = settings
+        self._load(settings)
+        return None if self.loaded == settings else self._load_error(settings)
+
+    def wait_for_model(
+        self, settings: ModelSettings, cancelled: Callable[[], bool] = lambda: False
+    ) -> Optional[str]:
+        """Request `settings` and wait (polling `cancelled`) until they are loaded; why they
+        could not be, or None. For a managed node's configure, which must answer with the
+        outcome."""
+        self.last_load_error = None
+        self.request_model(settings)
+        while True:
+            if self.loaded == settings:
+                return None
+            error = self._load_error(settings)
+            if error:
+                return error
+            if cancelled() or self._stop.is_set():
+                return 'stopped while loading'
+            time.sleep(0.05)
+
+    def _load_error(self, settings: ModelSettings) -> Optional[str]:
+        failed = self.last_load_error
+        return failed[1] if failed is not None and failed[0] == settings else None
+
+    def unload(self) -> None:
+        """Drop the model (and any load not started) and give its memory back: host memory
+        to the OS, cached CUDA blocks to the driver. A frame in flight finishes first (at most
+        UNLOAD_WAIT_S); a load in flight is discarded when it ends."""
+        with self._lock:
+            self._model, self._loaded = None, None
+        self._requested = None
+        self._model_requests.take(0)
+        self._frames.take(0)
+        deadline = time.monotonic() + UNLOAD_WAIT_S
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release_memory()
+
     def _load_models(self) -> None:
         while not self._stop.is_set():
             settings = self._model_requests.take(POLL_S)
@@ -323,6 +407,7 @@ class Engine:
         except Exception as exc:  # ModelLoadError, QueryError (e.g. a shorter context), ...
             text = exc.told(self._weights_hint) if isinstance(exc, gem.ModelLoadError) else exc
             self._log.now('error', f'could not load {what}: {text}')
+            self.last_load_error = (settings, f'could not load {what}: {text}')
             self._on_load_failed(settings)
             return
         if self._stop.is_set():
@@ -335,6 +420,7 @@ class Engine:
                 model.check_queries(self._queries)  # they may have changed meanwhile
             except gem.QueryError as exc:
                 self._log.now('error', f'the new {what} rejects the active queries: {exc}')
+                self.last_load_error = (settings, f'the new {what} rejects the active queries')
                 self._on_load_failed(settings)
                 return
             self._model, self._loaded = model, settings
@@ -360,6 +446,21 @@ class Engine:
         while self._loader.is_alive() and not hurry.is_set() and time.monotonic() < deadline:
             self._loader.join(0.05)
         return not (self._worker.is_alive() or self._loader.is_alive())
+
+
+def release_memory() -> None:
+    """Return freed model memory: collect cycles (a model and its backend refer to each
+    other), hand cached CUDA blocks back, and have glibc return free heap pages to the OS
+    (its arenas keep them otherwise, and RSS would not fall)."""
+    gc.collect()
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if sys.platform.startswith('linux'):
+        try:
+            ctypes.CDLL('libc.so.6').malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
 
 
 def describe(settings: ModelSettings) -> str:

@@ -190,3 +190,39 @@ def _draw_label(img, text, rect, fill, scale) -> None:
         _thickness(scale),
         cv2.LINE_AA,
     )
+
+
+HEATMAP_TILE_MAX = 16  # queries tiled in one heatmap image at most (MAX_QUERIES can be more)
+
+
+def draw_heatmaps(
+    image: np.ndarray, detections: Sequence[Detection], query: str = "", blend: float = 0.5
+) -> np.ndarray:
+    """The similarity maps people look at (rviz's Image display): each query's patch-grid
+    cosines, min-max scaled per query, colour-mapped (turbo: blue low, red high), resized to
+    the frame and blended over it (`blend` the map's weight; 1 = the map alone), labelled with
+    the query. `query` picks one query's map at the frame's size; '' tiles all of them (the
+    first HEATMAP_TILE_MAX) in a grid of the frame's size. Detections need patch_logits."""
+    chosen = [d for d in detections if d.query == query] if query else list(detections)
+    chosen = chosen[:HEATMAP_TILE_MAX]
+    if not chosen:
+        return image.copy()
+    height, width = image.shape[:2]
+    cols = int(np.ceil(np.sqrt(len(chosen))))
+    rows = int(np.ceil(len(chosen) / cols))
+    tile_h, tile_w = max(1, height // rows), max(1, width // cols)
+    out = np.zeros((tile_h * rows, tile_w * cols, 3), np.uint8)
+    base = cv2.resize(image, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+    scale = max(0.35, min(1.0, tile_w / 640))
+    for k, det in enumerate(chosen):
+        grid = np.nan_to_num(np.asarray(det.patch_logits, np.float32))
+        low, high = float(grid.min()), float(grid.max())
+        unit = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
+        levels = cv2.resize((unit * 255).astype(np.uint8), (tile_w, tile_h), cv2.INTER_LINEAR)
+        colour = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+        tile = cv2.addWeighted(colour, blend, base, 1.0 - blend, 0.0)
+        (tw, th) = _text_box(det.query, scale)
+        _draw_label(tile, det.query, (0, 0, min(tw, tile_w - 1), th), (0, 0, 0), scale)
+        r, c = divmod(k, cols)
+        out[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = tile
+    return out

@@ -6,6 +6,7 @@
     ros2 launch gem_ros gem.launch.py use_depth:=true rviz:=true \
         image_topic:=/camera/color/image_raw depth_topic:=/camera/aligned_depth_to_color/image_raw \
         camera_info_topic:=/camera/aligned_depth_to_color/camera_info
+    ros2 launch gem_ros gem.launch.py lifecycle:=true autostart:=false   # for a manager
     ros2 launch gem_ros gem.launch.py --show-args
 
 Parameters come from params_file (default: the package's config/gem.yaml). Every node
@@ -14,6 +15,10 @@ one given a value overrides the file's, converted to the parameter's type here (
 true a bool, a digits-only pretrained tag still a string). Left empty, the file's value stays.
 When the node exits the launch ends with it, with exit code 1 if the node failed (e.g. a
 bad parameter value).
+
+lifecycle:=true starts the managed node (gem_lifecycle_node, as a launch_ros LifecycleNode,
+so launch's lifecycle events and ChangeState work on it); its `autostart` parameter (default
+true) brings it to active by itself, false leaves that to a lifecycle manager.
 """
 
 import os
@@ -29,7 +34,7 @@ from launch.actions import (
 )
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from gem_ros.ros.parameters import PARAMETERS
@@ -83,11 +88,14 @@ def _gem_node(context):
         (topic, LaunchConfiguration(argument))
         for topic, (argument, _, _) in TOPIC_ARGUMENTS.items()
     ]
-    node = Node(
+    managed = typed('lifecycle', LaunchConfiguration('lifecycle').perform(context), bool)
+    kind, extra = (LifecycleNode, {'namespace': ''}) if managed else (Node, {})
+    node = kind(
         package='gem_ros',
-        executable='gem_node',
+        executable='gem_lifecycle_node' if managed else 'gem_node',
         name='gem',
         output='screen',
+        **extra,
         parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=remappings,
         # GEM_ROS_LAUNCH_PID: the node stops (SIGINT) when this launch process dies, however.
@@ -119,6 +127,12 @@ def generate_launch_description():
             *(
                 DeclareLaunchArgument(argument, default_value=default, description=description)
                 for argument, default, description in TOPIC_ARGUMENTS.values()
+            ),
+            DeclareLaunchArgument(
+                'lifecycle',
+                default_value='false',
+                description='true: the managed (lifecycle) node; with autostart:=false it waits '
+                'for a lifecycle manager to configure and activate it',
             ),
             DeclareLaunchArgument(
                 'rviz',

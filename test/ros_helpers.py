@@ -134,10 +134,12 @@ class NodeProcess(_Process):
         threads: int = 1,
         repo: Path = REPO,
         env: dict | None = None,
+        managed: bool = False,
     ):
-        # This checkout's node, or an older tree's (before gem_ros/ros/ existed).
+        # This checkout's node (or its managed variant), or an older tree's (before
+        # gem_ros/ros/ existed).
         module = (
-            'gem_ros.ros.node'
+            ('gem_ros.ros.managed' if managed else 'gem_ros.ros.node')
             if (repo / 'gem_ros' / 'ros' / 'node.py').is_file()
             else 'gem_ros.node'
         )
@@ -158,9 +160,10 @@ class LaunchProcess(_Process):
         )
 
     def node_pid(self) -> int:
-        """The gem_node's pid, from launch's 'process started with pid [N]' line."""
-        line = self.wait_for_log('gem_node-1]: process started with pid')
-        return int(line.split('gem_node-1]: process started with pid [')[1].split(']')[0])
+        """The gem_node's (or gem_lifecycle_node's) pid, from launch's 'process started with
+        pid [N]' line."""
+        line = self.wait_for_log('_node-1]: process started with pid')
+        return int(line.split('_node-1]: process started with pid [')[1].split(']')[0])
 
 
 class RosClient:
@@ -178,6 +181,7 @@ class RosClient:
         from gem_ros.msg import GemResult
         from gem_ros.srv import SetQueries
 
+        self.node_name = node_name
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context)
         self.node = rclpy.create_node('gem_test_client', context=self.context)
@@ -328,6 +332,41 @@ class RosClient:
         return {
             name: parameter_value_to_python(value) for name, value in zip(names, response.values)
         }
+
+    def lifecycle(self, transition: str = '', timeout: float = 120.0) -> str:
+        """The managed node's state label after `transition` ('configure', 'activate',
+        'deactivate', 'cleanup', 'shutdown'; '' only reads it), through lifecycle_msgs'
+        ~/change_state and ~/get_state. AssertionError if the transition fails."""
+        from lifecycle_msgs.srv import ChangeState, GetState
+
+        if not hasattr(self, '_change_state'):
+            n = self.node
+            self._change_state = n.create_client(ChangeState, f'/{self.node_name}/change_state')
+            self._get_state = n.create_client(GetState, f'/{self.node_name}/get_state')
+        # A request sent before discovery matched the service is lost: wait for it (a node
+        # of an earlier test may have gone, this one may be new).
+        for service in (self._change_state, self._get_state):
+            assert service.wait_for_service(30.0), f'no {service.srv_name} service'
+        if transition:
+            request = ChangeState.Request()
+            request.transition.label = transition
+            response = self.call(self._change_state, request, timeout)
+            assert response.success, f'transition {transition} failed'
+        return self.call(self._get_state, GetState.Request()).current_state.label
+
+    def diagnostics(self):
+        """Start keeping /diagnostics statuses (list of DiagnosticStatus, newest last)."""
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        if not hasattr(self, 'statuses'):
+            self.statuses = []
+            self.node.create_subscription(
+                DiagnosticArray,
+                '/diagnostics',
+                self._keep(self.statuses, lambda m: m.status[0]),
+                50,
+            )
+        return self.statuses
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)

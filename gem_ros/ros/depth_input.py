@@ -112,6 +112,12 @@ class DepthInput:
             f'3D points from {self._topics} (sync_slop {self._slop} s, {synchroniser} synchroniser)'
         )
 
+    def close(self) -> None:
+        """Unsubscribe depth and camera_info (a deactivated node reads no topics)."""
+        _, subscribers = self._sync
+        for sub in subscribers:
+            self._node.destroy_subscription(getattr(sub, 'sub', sub))  # message_filters': .sub
+
     def _on_pair(self, depth: Image, info: CameraInfo) -> None:
         stamp = stamp_ns(depth.header.stamp)
         with self._lock:

@@ -10,6 +10,11 @@ run there through a guard condition.
 `~/locate` is an async service callback: it asks the engine and awaits a future that the
 worker's answer (or a one-shot timer, for the timeout) completes on the executor thread, so
 the executor serves everything else meanwhile and concurrent calls each get their answer.
+
+Two ways to run, one implementation: `GemNode()` loads its model and takes frames at once;
+`GemNode(managed=True)` (gem_ros/ros/managed.py, the lifecycle node) starts with neither, and
+its transitions call `_want_model`, `_start_frames`, `_stop_frames` and `_drop_model`. Queries,
+services, parameters and /diagnostics work in every state.
 """
 
 import math
@@ -30,14 +35,15 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
+from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 import gem_ros.gem as gem
 from gem_ros.engine import Engine, RunSettings, error_kind
 from gem_ros.msg import GemResult, Heatmaps
-from gem_ros.overlay import draw_overlay
-from gem_ros.ros import messages, transports
+from gem_ros.overlay import draw_heatmaps, draw_overlay
+from gem_ros.ros import diagnostics, messages, transports
 from gem_ros.ros.compat import (
     CompatNode,
     SampleFilter,
@@ -102,9 +108,12 @@ def queries_from_parameter(value) -> list[str]:
 
 
 class GemNode(CompatNode):
-    def __init__(self):
+    def __init__(self, managed: bool = False):
         super().__init__('gem')
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
+        self._model_wanted = False  # a model is loaded or being loaded (configured)
+        self._frame_subscriptions: list = []  # while taking frames (active)
+        self._depth = None
         if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
             self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
         self._engine = None
@@ -133,10 +142,16 @@ class GemNode(CompatNode):
         self._last_overlay = 0.0
         self._query_samples = SampleFilter()
         self._last_frame_time = None  # monotonic time of the last frame offered
+        self._frames_in = 0  # frames offered, for /diagnostics
+        self._frames_started = time.monotonic()  # when the frame subscriptions were made
+        self._diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
 
         self._results_pub = self.create_publisher(GemResult, '~/results', 5)
         self._heatmaps_pub = self.create_publisher(Heatmaps, '~/heatmaps', 5)
         self._last_heatmaps = 0.0
+        self._heatmap_image_pub = self.create_publisher(Image, '~/heatmap_image', 1)
+        self._last_heatmap_image = 0.0
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if messages.Detection2DArray is not None:
             self._detections_pub = self.create_publisher(
                 messages.Detection2DArray, '~/detections', 5
@@ -170,20 +185,61 @@ class GemNode(CompatNode):
             self, String, 'queries', self._on_queries_msg, LATCHED_QOS, event_callbacks=quiet
         )
         subscribe_with_stamp(self, String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
-        image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
-        self.create_subscription(Image, 'image', self._on_image, image_qos)
-        if self.get_parameter('use_compressed').value:
-            # image_transport's naming: follows a remapping of `image`.
-            topic = self.resolve_topic_name('image') + '/compressed'
-            self.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
-        # 3D points of the peaks from depth + camera_info, shown as rviz markers.
-        self._depth = DepthInput(self) if self.get_parameter('use_depth').value else None
-        if self._depth is not None:
+        if self.get_parameter('use_depth').value:  # 3D points of the peaks, as rviz markers
             self._markers = QueryMarkers()
             self._markers_pub = self.create_publisher(MarkerArray, '~/markers', 5)
         self.create_timer(STATS_PERIOD_S, self._report_stats)
+        self.create_timer(diagnostics.PERIOD_S, self._publish_diagnostics)
         self._warn_default_transports()
+        if not managed:
+            self._want_model()
+            self._start_frames()
+
+    # --- what runs (the lifecycle's transitions call these) -----------------------------
+    def _want_model(self) -> None:
+        """Load the model of the parameters (in the background) and keep it up to date."""
+        self._model_wanted = True
         self._engine.request_model(self._model_settings())
+
+    def _drop_model(self) -> None:
+        """Give the model and its memory back; parameter changes no longer load one."""
+        self._model_wanted = False
+        self._engine.unload()
+
+    def _start_frames(self) -> None:
+        """Subscribe the camera (and depth) topics: frames are processed and published."""
+        if self._frame_subscriptions:
+            return
+        self._last_frame_time = None
+        self._diagnosed = (self._frames_in, *self._diagnosed[1:3], time.monotonic())
+        self._frames_started = time.monotonic()
+        image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
+        subs = [self.create_subscription(Image, 'image', self._on_image, image_qos)]
+        if self.get_parameter('use_compressed').value:
+            # image_transport's naming: follows a remapping of `image`.
+            topic = self.resolve_topic_name('image') + '/compressed'
+            subs.append(
+                self.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
+            )
+        self._frame_subscriptions = subs
+        if self.get_parameter('use_depth').value:
+            self._depth = DepthInput(self)
+
+    def _stop_frames(self) -> None:
+        """Unsubscribe the camera topics; a frame in flight is not published."""
+        subs, self._frame_subscriptions = self._frame_subscriptions, []
+        for sub in subs:
+            self.destroy_subscription(sub)
+        if self._depth is not None:
+            self._depth.close()
+            self._depth = None
+
+    @property
+    def taking_frames(self) -> bool:
+        return bool(self._frame_subscriptions)
+
+    def lifecycle_state(self) -> str:
+        return 'active'  # the managed node says its own
 
     # --- parameters -----------------------------------------------------------------------
     def _values(self, params=()) -> dict:
@@ -241,7 +297,7 @@ class GemNode(CompatNode):
     def _parameters_changed(self, params) -> None:
         names = {param.name for param in params}
         self._read_settings()
-        if names & set(MODEL_PARAMETERS):
+        if names & set(MODEL_PARAMETERS) and self._model_wanted:
             self._engine.request_model(self._model_settings())
         if 'queries' in names and not self._syncing_queries:
             value = next(p.value for p in params if p.name == 'queries')
@@ -272,12 +328,20 @@ class GemNode(CompatNode):
         )
         self._mask_format = value('mask_format').value
         self._heatmaps_max_rate = value('heatmaps_max_rate_hz').value
+        self._heatmap_image_settings = (
+            value('heatmap_image_query').value,
+            value('heatmap_image_blend').value,
+        )
+        self._diagnostics_limits = (
+            value('diagnostics_frame_timeout_s').value,
+            value('diagnostics_min_rate_hz').value,
+        )
 
     def _after_failed_load(self, settings: ModelSettings) -> None:
         """Executor thread: put the model parameters back to those of the model in use, so
         they show what the node runs (unless newer settings are already being loaded)."""
-        if not self._engine.forget_request(settings):
-            return  # superseded by a newer request
+        if not self._engine.forget_request(settings) or not self._model_wanted:
+            return  # superseded by a newer request, or no model is wanted (unconfigured)
         loaded = self._engine.loaded
         if loaded is None:
             self._log.now('error', 'no model loaded: frames are not processed until one loads')
@@ -403,6 +467,12 @@ class GemNode(CompatNode):
         if not math.isfinite(timeout) or timeout <= 0:
             timeout = LOCATE_TIMEOUT_S
         timeout = min(timeout, MAX_LOCATE_TIMEOUT_S)
+        if not self.taking_frames:
+            response.message = (
+                f'the node is {self.lifecycle_state()}: it processes no frames until it is '
+                'activated (lifecycle transition activate)'
+            )
+            return response
         answered = Future()
 
         def finish(answer) -> None:  # executor thread only
@@ -474,9 +544,12 @@ class GemNode(CompatNode):
 
     def _offer(self, msg, to_rgb) -> None:
         self._last_frame_time = time.monotonic()
+        self._frames_in += 1
         # Patch grids are copied out of the model only when something reads them.
         self._engine.want_patch_logits = (
-            self._mask_format == 'patch' or self._heatmaps_pub.get_subscription_count() > 0
+            self._mask_format == 'patch'
+            or self._heatmaps_pub.get_subscription_count() > 0
+            or self._heatmap_image_pub.get_subscription_count() > 0
         )
         skipped = self._engine.offer((msg, to_rgb))  # nothing asked: not even converted
         if skipped:
@@ -504,11 +577,14 @@ class GemNode(CompatNode):
 
     def _publish_detections(self, frame, rgb, detections, seconds, settings) -> None:
         """The engine's output (worker thread): result, markers and overlay messages."""
+        depth = self._depth
+        if not self.taking_frames:
+            return  # deactivated while this frame ran
         header = frame[0].header
         height, width = rgb.shape[:2]
         points = (
-            self._depth.points_for(header, (width, height), detections, self._depth_settings)
-            if self._depth is not None
+            depth.points_for(header, (width, height), detections, self._depth_settings)
+            if depth is not None
             else None
         )
         result = messages.gem_result(
@@ -526,7 +602,11 @@ class GemNode(CompatNode):
             )
         if detections[0].patch_logits is not None and self._heatmaps_due():
             self._publish(self._heatmaps_pub, messages.heatmaps(header, detections))
-        if self._depth is not None:
+        if detections[0].patch_logits is not None and self._heatmap_image_due():
+            query, blend = self._heatmap_image_settings
+            image = draw_heatmaps(rgb, detections, query, blend)
+            self._publish(self._heatmap_image_pub, rgb_to_image_msg(image, header))
+        if depth is not None:
             markers = self._markers.build(result)
             if markers.markers:
                 self._publish(self._markers_pub, markers)
@@ -542,6 +622,15 @@ class GemNode(CompatNode):
         if rate > 0 and now - self._last_heatmaps < 1.0 / rate:
             return False
         self._last_heatmaps = now
+        return True
+
+    def _heatmap_image_due(self) -> bool:
+        if self._heatmap_image_pub.get_subscription_count() == 0:
+            return False  # colour-mapping costs time; nobody would see it
+        now, rate = time.monotonic(), self._heatmaps_max_rate
+        if rate > 0 and now - self._last_heatmap_image < 1.0 / rate:
+            return False
+        self._last_heatmap_image = now
         return True
 
     def _overlay_due(self) -> bool:
@@ -575,6 +664,49 @@ class GemNode(CompatNode):
                 f'processed, {new_dropped} older frames dropped (only the newest '
                 'frame is processed)',
             )
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        frames_in, processed, dropped, since = self._diagnosed
+        engine = self._engine
+        self._diagnosed = (self._frames_in, engine.processed, engine.dropped, now)
+        # Time without frames counts from the last frame, or from when frames were started.
+        last = self._last_frame_time or self._frames_started
+        timeout, min_rate = self._diagnostics_limits
+        loaded, failed = engine.loaded, engine.last_load_error
+        snapshot = diagnostics.Snapshot(
+            period_s=max(now - since, 1e-3),
+            frames_in=self._frames_in - frames_in,
+            processed=engine.processed - processed,
+            dropped=engine.dropped - dropped,
+            latencies_s=engine.take_latencies(),
+            since_last_frame_s=now - last if self.taking_frames else None,
+            result_age_s=None if engine.last_result_time is None else now - engine.last_result_time,
+            model_wanted=self._model_wanted,
+            model_loaded=loaded is not None,
+            load_error=failed[1] if failed is not None and loaded is None else '',
+            active=self.taking_frames,
+            lifecycle=self.lifecycle_state(),
+            frame_timeout_s=timeout,
+            min_rate_hz=min_rate,
+        )
+        settings = loaded or self._model_settings()
+        model = engine.model
+        device = str(model.device) if model is not None else settings.device
+        info = {
+            'model': f'{settings.model} ({settings.pretrained})',
+            'method': settings.method,
+            'device': device,
+            'precision': model.precision if model is not None else settings.precision,
+            'backend': settings.backend,
+            'queries': '; '.join(engine.queries),
+            'model state': 'loaded' if loaded else ('loading' if self._model_wanted else 'none'),
+            'lifecycle state': self.lifecycle_state(),
+        }
+        name = f"{self.get_fully_qualified_name().lstrip('/')}: inference"
+        self._publish(
+            self._diagnostics_pub, diagnostics.status_message(snapshot, name, device, info)
+        )
 
     def close(self, hurry: threading.Event = None) -> bool:
         """Stop the engine's threads; whether they all ended (see Engine.close)."""
@@ -622,11 +754,13 @@ def _on_second_signal(hurry: threading.Event):
 
 
 USAGE = """usage: gem_node [--ros-args -r image:=TOPIC -p NAME:=VALUE ...]
+       gem_lifecycle_node [...]   (the same node, managed: lifecycle transitions)
 
 GEM open-vocabulary localisation on camera images (gem_ros). Topics (remap with -r):
   image, image/compressed (with use_compressed), depth and camera_info (with use_depth),
   queries (std_msgs/String, 'red mug; person'). Publishes ~/results, ~/detections,
-  ~/heatmaps, ~/overlay, ~/markers, ~/active_queries; services ~/set_queries, ~/locate.
+  ~/heatmaps, ~/heatmap_image, ~/overlay, ~/markers, ~/active_queries, /diagnostics;
+  services ~/set_queries, ~/locate.
   From a shell: gem-ros queries 'red mug; person', gem-ros where 'red mug'.
 
 parameters (-p name:=value, or --params-file FILE):
@@ -647,7 +781,7 @@ def _help_asked(args) -> bool:
     return any(a in ('-h', '--help') for a in own)
 
 
-def main(args=None) -> int:
+def main(args=None, node_class=GemNode) -> int:
     if _help_asked(args):  # before rclpy: --help must not start a node
         sys.stdout.write(usage())
         return 0
@@ -655,7 +789,7 @@ def main(args=None) -> int:
     rclpy.init(args=args)
     hurry = threading.Event()
     try:
-        node = GemNode()
+        node = node_class()
     except KeyboardInterrupt:  # ctrl-c during start-up
         rclpy.try_shutdown()
         return 0

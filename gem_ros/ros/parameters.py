@@ -98,9 +98,42 @@ NODE_PARAMETERS = (
     ParameterSpec(
         'heatmaps_max_rate_hz',
         5.0,
-        'most ~/heatmaps messages per second (patch-grid similarities, published only while '
+        'most ~/heatmaps and ~/heatmap_image messages per second (each published only while '
         'subscribed); 0 = one per processed frame',
         range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'heatmap_image_query',
+        '',
+        "~/heatmap_image (colour-mapped similarity, for rviz; published only while "
+        "subscribed, at most heatmaps_max_rate_hz): '' tiles every query's map with its "
+        'name, a query shows that one alone',
+    ),
+    ParameterSpec(
+        'heatmap_image_blend',
+        0.5,
+        "~/heatmap_image: the map's weight over the camera frame; 1 = the map alone",
+        range=(0.0, 1.0),
+    ),
+    ParameterSpec(
+        'diagnostics_frame_timeout_s',
+        5.0,
+        '/diagnostics: WARN when an active node has had no camera frame for this long, s',
+        range=(0.1, 3600.0),
+    ),
+    ParameterSpec(
+        'diagnostics_min_rate_hz',
+        0.0,
+        '/diagnostics: WARN when frames arrive but fewer than this many are processed per '
+        'second; 0 = no minimum',
+        range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        'autostart',
+        True,
+        'managed node (lifecycle:=true) only: configure and activate itself at start-up; '
+        'false waits for a lifecycle manager',
+        read_only=True,
     ),
     ParameterSpec(
         'queries',
