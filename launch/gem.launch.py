@@ -73,6 +73,10 @@ def _on_node_exit(event, context):
     e.g. on a bad parameter value, so that scripts starting the launch can tell."""
     if event.returncode != 0:
         raise RuntimeError(f'gem_node exited with code {event.returncode}; see its log above')
+    if context.is_shutdown:
+        # Already stopping (ctrl-c): a second Shutdown would stop launch_ros's ROS adapter
+        # twice (it runs for a LifecycleNode), which launch reports as an error, exit code 1.
+        return None
     return [Shutdown(reason='gem_node exited')]
 
 

@@ -35,6 +35,7 @@ def test_every_node_parameter_is_a_launch_argument(launch_module, monkeypatch):
     names = {argument.name for argument in description.get_launch_arguments()}
     assert names == set(DECLARED) | {
         'params_file',
+        'lifecycle',
         'rviz',
         'image_topic',
         'depth_topic',

@@ -161,6 +161,24 @@ def test_arguments_of_each_type_and_the_remaps_reach_the_node(tmp_path, client):
     assert seconds < STOP_S
 
 
+@pytest.mark.parametrize('autostart', ['true', 'false'])
+def test_lifecycle_launch_starts_the_managed_node(tmp_path, client, autostart):
+    launch = LaunchProcess(
+        tmp_path / 'launch.log', *TINY, 'lifecycle:=true', f'autostart:={autostart}'
+    )
+    try:
+        launch.wait_for_log('gem_lifecycle_node-1]: process started with pid')
+        wait_for_node(client)
+        expected = 'active' if autostart == 'true' else 'unconfigured'
+        deadline = time.monotonic() + 60
+        while client.lifecycle() != expected:
+            assert time.monotonic() < deadline, f'the managed node never became {expected}'
+            time.sleep(0.2)
+        stop_cleanly(launch)
+    finally:
+        launch.stop()
+
+
 @pytest.mark.parametrize('preset', sorted((REPO / 'config').glob('*.yaml')), ids=lambda p: p.name)
 def test_each_preset_starts_a_node_with_its_values(tmp_path, client, preset):
     # The presets name real weights (openai), which cannot load offline: the node runs on,

@@ -1,0 +1,175 @@
+"""/diagnostics from the node, read by another process over Fast DDS: ERROR without a model
+(its load failed), OK while frames are processed, WARN when frames stop for longer than
+diagnostics_frame_timeout_s and when the processed rate is under diagnostics_min_rate_hz;
+and the values an operator reads. Also ~/heatmap_image, the colour-mapped similarity."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import Image
+
+from gem_ros.srv import SetQueries
+
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
+
+pytestmark = pytest.mark.timeout(240)
+RGB = random_rgb(96, 128, seed=5)
+LEVEL = {DiagnosticStatus.OK: 'OK', DiagnosticStatus.WARN: 'WARN', DiagnosticStatus.ERROR: 'ERROR'}
+
+
+@pytest.fixture(scope='module')
+def client():
+    client = RosClient()
+    yield client
+    client.close()
+
+
+def wait_level(client, level: bytes, after: int, timeout: float = 30.0) -> DiagnosticStatus:
+    statuses = client.diagnostics()
+    return client.wait_for(
+        lambda: next((s for s in statuses[after:] if s.level == level), None),
+        f'a {LEVEL[level]} status on /diagnostics (seen: '
+        + '; '.join(f'{LEVEL[s.level]} {s.message}' for s in statuses[-3:])
+        + ')',
+        timeout,
+    )
+
+
+class Camera:
+    """Publishes frames at `rate` Hz on a thread until stopped."""
+
+    def __init__(self, client, rate: float):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, rate), daemon=True)
+        self._thread.start()
+
+    def _run(self, client, rate):
+        msg = image_msg(RGB, 'rgb8')
+        while not self._stop.wait(1.0 / rate):
+            msg.header = header()
+            client.image_pub.publish(msg)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_each_level_happens(client, tmp_path):
+    bad = tmp_path / 'corrupt.pt'
+    bad.write_bytes(b'not a checkpoint')
+    statuses = client.diagnostics()
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        TINY_MODEL[0],
+        f'pretrained:={bad}',
+        *TINY_MODEL[2:],
+        'queries:=[red]',
+        'input_size:=96',
+        'diagnostics_frame_timeout_s:=1.5',
+    )
+    camera = None
+    try:
+        error = wait_level(client, DiagnosticStatus.ERROR, 0)
+        assert error.name == 'gem: inference' and error.hardware_id == 'cpu'
+        assert error.message.startswith('no model loaded: could not load'), error.message
+        values = {kv.key: kv.value for kv in error.values}
+        assert values['model state'] == 'loading' and values['queries'] == 'red'
+
+        assert client.set_parameters(pretrained=TINY_MODEL[1].split(':=')[1]).successful
+        node.wait_for_log('loaded model')
+        client.wait_matched()
+        camera = Camera(client, rate=5.0)
+        mark = len(statuses)
+        ok = wait_level(client, DiagnosticStatus.OK, mark)
+        ok = client.wait_for(
+            lambda: next(
+                (
+                    s
+                    for s in statuses[mark:]
+                    if s.level == DiagnosticStatus.OK
+                    and float(dict((kv.key, kv.value) for kv in s.values)['processed rate (Hz)'])
+                    > 0
+                ),
+                None,
+            ),
+            'an OK status with frames processed',
+        )
+        values = {kv.key: kv.value for kv in ok.values}
+        assert ok.message.startswith('processing'), ok.message
+        assert 0 < float(values['input rate (Hz)']) < 20
+        assert float(values['latency median (ms)']) > 0
+        assert float(values['latency max (ms)']) >= float(values['latency median (ms)'])
+        assert float(values['result age (s)']) < 5
+        assert values['method'] == 'gem' and values['precision'] == 'fp32'
+        assert values['model state'] == 'loaded' and values['lifecycle state'] == 'active'
+
+        # Frames processed, but fewer than the minimum asked for.
+        assert client.set_parameters(diagnostics_min_rate_hz=500.0).successful
+        slow = wait_level(client, DiagnosticStatus.WARN, len(statuses))
+        assert 'under the minimum 500' in slow.message, slow.message
+        assert client.set_parameters(diagnostics_min_rate_hz=0.0).successful
+        wait_level(client, DiagnosticStatus.OK, len(statuses))
+
+        camera.stop()
+        silent = wait_level(client, DiagnosticStatus.WARN, len(statuses))
+        assert 'no camera frame for' in silent.message, silent.message
+    finally:
+        if camera is not None:
+            camera.stop()
+        node.stop()
+
+
+def test_heatmap_image(client, tmp_path):
+    received = []
+    client.node.create_subscription(Image, '/gem/heatmap_image', client._keep(received), 10)
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        *TINY_MODEL,
+        'input_size:=96',
+        'heatmaps_max_rate_hz:=0.0',
+        'heatmap_image_blend:=1.0',
+    )
+    try:
+        node.wait_for_log('loaded model')
+        client.wait_matched()
+        answer = client.call(
+            client.set_queries_client, SetQueries.Request(queries=['red', 'blue', 'green'])
+        )
+        assert answer.success
+
+        def heatmap_for(msg, timeout=30.0):
+            # Until the node has discovered this subscription it draws no heatmap (nobody
+            # would see it): send fresh frames until one comes back.
+            deadline = time.monotonic() + timeout
+            while True:
+                msg.header = header()
+                client.publish_and_wait(msg)
+                try:
+                    return client.wait_for(
+                        lambda: next((m for m in received if m.header == msg.header), None),
+                        'a heatmap image for the frame',
+                        2.0,
+                    )
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+
+        msg = image_msg(RGB, 'rgb8')
+        tiled = heatmap_for(msg)
+        assert (tiled.encoding, tiled.width, tiled.height) == ('rgb8', 128, 96)
+        pixels = np.frombuffer(tiled.data, np.uint8).reshape(96, 128, 3)
+        assert pixels.std() > 10  # colour-mapped, not blank
+        assert not pixels[48:, 64:].any()  # 3 queries in a 2x2 grid: the fourth tile is empty
+
+        assert client.set_parameters(heatmap_image_query='blue').successful
+        one = np.frombuffer(heatmap_for(msg).data, np.uint8).reshape(96, 128, 3)
+        assert one[48:, 64:].any()  # one query's map over the whole frame
+        assert client.set_parameters(heatmap_image_blend=0.0).successful
+        plain = np.frombuffer(heatmap_for(msg).data, np.uint8).reshape(96, 128, 3)
+        # blend 0: the frame itself, but for the label in the corner
+        assert np.array_equal(plain[40:, :], RGB[40:, :])
+    finally:
+        node.stop()
