@@ -104,3 +104,13 @@ def test_node_parameter_constants_match_the_core():
 
     assert table.MAX_IMAGE_PIXELS == gem.MAX_IMAGE_PIXELS
     assert table.DEFAULT_MAX_IMAGE_PIXELS == conversion.DEFAULT_MAX_PIXELS
+
+
+def test_the_rviz_config_shows_the_images_people_look_at():
+    rviz = yaml.safe_load((REPO / 'config' / 'gem.rviz').read_text())
+    images = {
+        d['Topic']['Value']
+        for d in rviz['Visualization Manager']['Displays']
+        if d['Class'] == 'rviz_default_plugins/Image'
+    }
+    assert images == {'/gem/overlay', '/gem/heatmap_image'}
