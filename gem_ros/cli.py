@@ -5,6 +5,7 @@
     gem-ros queries "red mug; person"   gem-ros where "red mug"   (a running gem_node)
     gem-ros doctor          (what this machine has for gem_ros, and what is wrong)
     gem-ros export -o gem.onnx --height 448 --width 448   (the visual side as ONNX)
+    gem-ros bag recording/ -q "red mug; person" -o labelled/   (every frame of a ROS 2 bag)
 
 `locate` writes, per image, <stem>_overlay.png and <stem>_mask_<k>_<query>.png (0/255), and
 one results.json with every query's presence (found, confidence), peak, raw score, box
@@ -57,6 +58,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")[:40] or "query"
 
 
+def detection_records(detections) -> list[dict]:
+    """Each query's result as JSON: what `locate` and `bag` write per image."""
+    return [
+        {
+            "query": d.query,
+            "found": d.found,
+            "confidence": d.confidence,
+            "score": d.score,
+            "peak": [d.peak_x, d.peak_y],
+            "peaks": [list(p) for p in d.peaks],
+            "bbox": list(d.bbox),
+            "area": d.area,
+        }
+        for d in detections
+    ]
+
+
 def run_locate(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
@@ -93,19 +111,7 @@ def run_locate(args: argparse.Namespace) -> int:
         results[str(path)] = {
             "width": image.shape[1],
             "height": image.shape[0],
-            "queries": [
-                {
-                    "query": d.query,
-                    "found": d.found,
-                    "confidence": d.confidence,
-                    "score": d.score,
-                    "peak": [d.peak_x, d.peak_y],
-                    "peaks": [list(p) for p in d.peaks],
-                    "bbox": list(d.bbox),
-                    "area": d.area,
-                }
-                for d in dets
-            ],
+            "queries": detection_records(dets),
         }
     meta = {
         "model": model.name,
@@ -209,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_arguments(doc)
     doc.set_defaults(func=doctor.run)
-    from .ros import client  # imports rclpy only when its commands run
+    from .ros import bag, client  # import rclpy only when their commands run
 
     client.add_arguments(sub)
+    bag.add_arguments(sub)
     return ap
 
 
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except gem.ModelLoadError as exc:
         log.error("%s", exc.told("--pretrained /path/to/open_clip_pytorch_model.bin"))
         return 2
-    except (gem.QueryError, ValueError) as exc:
+    except (gem.QueryError, ValueError) as exc:  # a BagError is a ValueError too
         log.error("%s", exc)
         return 2
     except ExportError as exc:

@@ -63,7 +63,8 @@ def ros_distro() -> str | None:
     return os.environ.get("ROS_DISTRO") or pip_distro()
 
 
-def _share(package: str) -> Path | None:
+def share_directory(package: str) -> Path | None:
+    """share/<package> in the ament index, or None."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
@@ -130,7 +131,7 @@ def check_ros() -> list[Check]:
 
 
 def _package_xml_version(package: str) -> str | None:
-    share = _share(package)
+    share = share_directory(package)
     if share is None or not (share / "package.xml").is_file():
         return None
     text = (share / "package.xml").read_text()
@@ -149,7 +150,7 @@ def check_messages(distro: str | None) -> Check:
             f"do not import: {exc}",
             "build them: scripts/setup.sh (pip) or colcon build in a sourced workspace",
         )
-    share = _share("gem_ros")
+    share = share_directory("gem_ros")
     built = (share / "ros_distro").read_text().strip() if share else ""
     if share is None:
         return Check(
