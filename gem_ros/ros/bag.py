@@ -204,10 +204,12 @@ def _take_previous(out: Path, resume: bool) -> Optional[Path]:
     if not resume:
         raise BagError(f'{out} exists: --resume continues it, or choose another -o')
     aside = out.with_name(f'{out.name}.resuming')
-    if aside.exists():  # a resume that was itself interrupted: that copy is the older one
-        shutil.rmtree(out)
-    else:
-        out.rename(aside)
+    if aside.exists():  # a resume that was itself interrupted: keep the newer if it closed
+        if not (out / 'metadata.yaml').is_file():
+            shutil.rmtree(out)
+            return aside
+        shutil.rmtree(aside)
+    out.rename(aside)
     return aside
 
 

@@ -1,0 +1,237 @@
+"""`gem-ros bag` as users run it (a subprocess): every frame of a recorded bag through the
+node's engine, the output bag and its JSON lines, the node's own results frame for frame,
+interruption (SIGTERM, SIGKILL) and --resume, a truncated recording, and bad inputs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CompressedImage, Image
+
+from gem_ros.msg import GemResult
+
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, source_env
+
+pytestmark = pytest.mark.timeout(300)
+TINY_FLAGS = [
+    '--model',
+    'test/fixtures/gem-tiny-test.json',
+    '--pretrained',
+    'test/fixtures/gem-tiny-test.pt',
+    '--device',
+    'cpu',
+    '--presence',
+    'off',
+    '--input-size',
+    '96',
+]
+STORAGE = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+
+
+def frames(count: int, seed: int = 0, size=(96, 128)):
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = rng.integers(0, 60, (*size, 3), dtype=np.uint8)
+        image[20 + i % 30 : 50 + i % 30, 30:80] = (220, 30, 30)  # a moving red block
+        yield i, image
+
+
+def image_message(i: int, image: np.ndarray, compressed: bool = False):
+    if compressed:
+        msg = CompressedImage(
+            format='jpeg', data=cv2.imencode('.jpg', image[:, :, ::-1])[1].tobytes()
+        )
+    else:
+        h, w = image.shape[:2]
+        msg = Image(height=h, width=w, encoding='rgb8', step=w * 3, data=image.tobytes())
+    msg.header.frame_id = f'camera_{i % 3}'
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + i, 500
+    return msg
+
+
+def write_bag(path: Path, count: int, storage='mcap', topics=('/cam/image',), compressed=False):
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    msgtype = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
+    with Writer(path, version=8, storage_plugin=STORAGE[storage]) as writer:
+        connections = [writer.add_connection(t, msgtype, typestore=typestore) for t in topics]
+        for i, image in frames(count):
+            raw = serialize_message(image_message(i, image, compressed))
+            for connection in connections:
+                writer.write(connection, (2000 + i) * 10**9, raw)
+    return path
+
+
+def gem_bag(*args, check=None, wait=True):
+    command = [sys.executable, '-m', 'gem_ros.cli', 'bag', *map(str, args), *TINY_FLAGS]
+    if not wait:
+        return subprocess.Popen(
+            command, env=source_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    run = subprocess.run(command, env=source_env(), capture_output=True, text=True, timeout=240)
+    if check is not None:
+        assert run.returncode == check, run.stdout + run.stderr
+    return run
+
+
+def read_output(path: Path) -> dict:
+    """topic -> [(recording time, message)] of an output bag."""
+    from vision_msgs.msg import Detection2DArray
+
+    types = {'/gem/results': GemResult, '/gem/overlay': Image, '/gem/detections': Detection2DArray}
+    out = {}
+    with Reader(path) as reader:
+        for connection, timestamp, raw in reader.messages():
+            msg = deserialize_message(bytes(raw), types[connection.topic])
+            out.setdefault(connection.topic, []).append((timestamp, msg))
+    return out
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / 'results.jsonl').read_text().splitlines()]
+
+
+def test_every_frame_with_the_inputs_times_and_headers(tmp_path):
+    source = write_bag(tmp_path / 'in', 6)
+    gem_bag(source, '-q', 'red; blue', '-o', tmp_path / 'out', '--overlay', check=0)
+    out = read_output(tmp_path / 'out')
+    assert set(out) == {'/gem/results', '/gem/detections', '/gem/overlay'}
+    for topic, messages in out.items():
+        assert [t for t, _ in messages] == [(2000 + i) * 10**9 for i in range(6)], topic
+        for i, (_, msg) in enumerate(messages):
+            assert msg.header.frame_id == f'camera_{i % 3}', topic
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1000 + i, 500), topic
+    for _, result in out['/gem/results']:
+        assert [r.query for r in result.results] == ['red', 'blue']
+        assert (result.results[0].mask.width, result.results[0].mask.height) == (128, 96)
+    lines = jsonl(tmp_path / 'out')
+    assert [line['frame'] for line in lines] == list(range(6))
+    assert lines[0]['queries'][0]['query'] == 'red' and lines[0]['width'] == 128
+    # What `gem-ros locate` writes per image, field for field.
+    assert set(lines[0]['queries'][0]) == {
+        'query',
+        'found',
+        'confidence',
+        'score',
+        'peak',
+        'peaks',
+        'bbox',
+        'area',
+    }
+    first = out['/gem/results'][0][1].results[0]
+    assert lines[0]['queries'][0]['peak'] == [first.peak_x, first.peak_y]
+
+
+def test_sqlite_compressed_every_nth(tmp_path):
+    source = write_bag(tmp_path / 'in', 7, storage='sqlite3', compressed=True)
+    gem_bag(
+        source, '-q', 'red', '-o', tmp_path / 'out', '--every', '3', '--storage', 'sqlite3', check=0
+    )
+    out = read_output(tmp_path / 'out')
+    assert [t for t, _ in out['/gem/results']] == [(2000 + i) * 10**9 for i in (0, 3, 6)]
+    assert [line['frame'] for line in jsonl(tmp_path / 'out')] == [0, 3, 6]
+    assert next((tmp_path / 'out').glob('*.db3')).is_file()
+
+
+def test_the_same_results_as_the_node_frame_for_frame(tmp_path):
+    source = write_bag(tmp_path / 'in', 5)
+    gem_bag(source, '-q', 'red; blue', '-o', tmp_path / 'out', check=0)
+    from_bag = [m for _, m in read_output(tmp_path / 'out')['/gem/results']]
+    client = RosClient()
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'queries:=[red, blue]', 'input_size:=96')
+    try:
+        node.wait_for_log('loaded model')
+        client.wait_matched()
+        for (i, image), bagged in zip(frames(5), from_bag):
+            live = client.publish_and_wait(image_message(i, image))
+            assert live.header == bagged.header
+            for a, b in zip(live.results, bagged.results):
+                assert (a.query, a.peak_x, a.peak_y, a.area, a.found) == (
+                    b.query,
+                    b.peak_x,
+                    b.peak_y,
+                    b.area,
+                    b.found,
+                )
+                assert a.score == b.score and a.confidence == b.confidence
+                assert a.bbox == b.bbox and bytes(a.mask.data) == bytes(b.mask.data)
+    finally:
+        node.stop()
+        client.close()
+
+
+def _interrupted(tmp_path, signum) -> Path:
+    """Start a long run, stop it with `signum` once 10 frames are done; the output folder."""
+    source = write_bag(tmp_path / 'in', 150)
+    out = tmp_path / 'out'
+    run = gem_bag(source, '-q', 'red', '-o', out, '--input-size', '192', wait=False)
+    deadline = time.monotonic() + 120
+    while not (out / 'results.jsonl').is_file() or len(jsonl(out)) < 10:
+        assert run.poll() is None, run.stdout.read()
+        assert time.monotonic() < deadline, 'no 10 frames within 120 s'
+        time.sleep(0.02)
+    run.send_signal(signum)
+    code = run.wait(60)
+    log = run.stdout.read()
+    if signum == signal.SIGTERM:
+        assert code == 130, log
+        assert 'interrupted: --resume continues it' in log, log
+    return source, out, log
+
+
+def _resume_completes(source, out):
+    run = gem_bag(source, '-q', 'red', '-o', out, '--input-size', '192', '--resume', check=0)
+    results = read_output(out)['/gem/results']
+    assert [t for t, _ in results] == [(2000 + i) * 10**9 for i in range(150)]
+    assert [line['frame'] for line in jsonl(out)] == list(range(150))
+    assert not out.with_name('out.resuming').exists()
+    return run
+
+
+def test_sigterm_leaves_every_finished_frame_then_resume(tmp_path):
+    source, out, _ = _interrupted(tmp_path, signal.SIGTERM)
+    done = jsonl(out)
+    results = read_output(out)['/gem/results']  # readable as it is
+    assert 10 <= len(results) == len(done) < 150
+    assert [t for t, _ in results] == [line['log_time_ns'] for line in done]
+    run = _resume_completes(source, out)
+    assert f'resuming: {len(done)} frames kept' in run.stderr
+
+
+def test_sigkill_then_resume_computes_the_lost_frames_again(tmp_path):
+    source, out, _ = _interrupted(tmp_path, signal.SIGKILL)
+    run = _resume_completes(source, out)
+    assert 'the previous output cannot be read' in run.stderr, run.stderr
+
+
+def test_a_truncated_recording_is_read_to_where_it_ends(tmp_path):
+    source = write_bag(tmp_path / 'in', 60)
+    mcap = next(source.glob('*.mcap'))
+    with open(mcap, 'r+b') as f:
+        f.truncate(mcap.stat().st_size * 2 // 3)  # the recorder died: no summary, a cut chunk
+    run = gem_bag(source, '-q', 'red', '-o', tmp_path / 'out', check=3)
+    lines = jsonl(tmp_path / 'out')
+    assert 0 < len(lines) < 60
+    assert f'the input bag ends at frame {len(lines)}' in run.stderr, run.stderr
+    assert len(read_output(tmp_path / 'out')['/gem/results']) == len(lines)
+
+
+def test_bad_inputs_are_refused_with_the_reason(tmp_path):
+    run = gem_bag(tmp_path / 'nothing', '-q', 'red', '-o', tmp_path / 'out', check=2)
+    assert 'no bag at' in run.stderr
+    two = write_bag(tmp_path / 'two', 1, topics=('/a/image', '/b/image'))
+    run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', check=2)
+    assert 'pass --topic, one of its image topics: /a/image, /b/image' in run.stderr
+    run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/c', check=2)
+    assert "has no image topic '/c'" in run.stderr
+    gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=0)
+    run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=2)
+    assert 'exists: --resume continues it' in run.stderr
