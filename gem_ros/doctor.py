@@ -188,7 +188,7 @@ def check_optional_ros() -> list[Check]:
         else:
             fix = (
                 f"apt install ros-$ROS_DISTRO-{apt}; in a PyPI venv scripts/setup.sh installs "
-                "it from a launch bundle (README.md)"
+                "it from a launch bundle (README.md, Set up)"
             )
             checks.append(Check(name, status, f"not installed ({without})", fix))
     return checks
@@ -252,7 +252,7 @@ def _cpu_model() -> str:
 def _torch_fix() -> str:
     if platform.machine() == "aarch64":
         return (
-            "on a Jetson install NVIDIA's JetPack torch wheel (README.md, 'Jetson'), then make "
+            "on a Jetson install NVIDIA's JetPack torch wheel (docs/deployment.md, Jetson), then make "
             "the venv with --system-site-packages so it is kept"
         )
     return "pip install torch (or run scripts/setup.sh)"

@@ -21,7 +21,7 @@ case "$distro" in
     jazzy | kilted) ;;
     humble)
         echo "setup: Humble has no PyPI wheels: build gem_ros with colcon in a sourced Humble" \
-             "workspace (README.md, 'Distros and platforms')" >&2
+             "workspace (docs/deployment.md, 'A robot with ROS installed')" >&2
         exit 2 ;;
     *) echo "setup: GEM_ROS_DISTRO must be jazzy or kilted, not '$distro'" >&2; exit 2 ;;
 esac

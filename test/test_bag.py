@@ -3,6 +3,7 @@ node's engine, the output bag and its JSON lines, the node's own results frame f
 interruption (SIGTERM, SIGKILL) and --resume, a truncated recording, and bad inputs."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -58,12 +59,14 @@ def image_message(i: int, image: np.ndarray, compressed: bool = False):
     return msg
 
 
-def write_bag(path: Path, count: int, storage='mcap', topics=('/cam/image',), compressed=False):
+def write_bag(
+    path: Path, count: int, storage="mcap", topics=("/cam/image",), compressed=False, size=(96, 128)
+):
     typestore = get_typestore(Stores.ROS2_JAZZY)
     msgtype = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
     with Writer(path, version=8, storage_plugin=STORAGE[storage]) as writer:
         connections = [writer.add_connection(t, msgtype, typestore=typestore) for t in topics]
-        for i, image in frames(count):
+        for i, image in frames(count, size=size):
             raw = serialize_message(image_message(i, image, compressed))
             for connection in connections:
                 writer.write(connection, (2000 + i) * 10**9, raw)
@@ -235,3 +238,30 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=0)
     run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=2)
     assert 'exists: --resume continues it' in run.stderr
+
+
+def test_the_docs_example_runs_offline(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / 'docs' / 'bag.md').read_text()
+    block = re.search(r'<!-- bag-example[^>]*-->\s*```bash\n(.*?)```', text, re.S).group(1)
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / '.venv').symlink_to(Path(sys.prefix))
+    (tmp_path / 'gem_ros').symlink_to(repo / 'gem_ros')
+    env = dict(source_env(), HF_HUB_OFFLINE='1', PYTHONPATH=str(tmp_path))
+    run = subprocess.run(
+        ['bash', '-e', '-c', block],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = jsonl(tmp_path / 'demo' / 'labelled')
+    assert len(lines) == 8
+    found = [{q['query']: q['found'] for q in line['queries']} for line in lines]
+    assert any(f['red'] for f in found) and not all(f['blue'] for f in found)
+    assert set(read_output(tmp_path / 'demo' / 'labelled')) == {
+        '/gem/results',
+        '/gem/detections',
+        '/gem/overlay',
+    }

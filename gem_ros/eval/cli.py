@@ -131,6 +131,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         _protocol_arguments(p, kind)
     w = kinds.add_parser("write-scenes", help="write procedural scenes as a directory data set")
     w.add_argument("out", type=Path, help="output folder")
+    w.add_argument(
+        "--bag",
+        type=Path,
+        help="also write them as a recorded camera, a rosbag2 bag (MCAP; /camera/image_raw at "
+        "10 Hz) in this folder, for gem-ros bag (needs rosbags)",
+    )
     _scene_arguments(w)
 
 
@@ -243,6 +249,9 @@ def run_eval(args: argparse.Namespace) -> int:
         scenes = _scenes(args, args.count)
         n = datasets.write_directory(scenes, args.out)
         print(f"wrote {n} scenes to {args.out} (evaluate with: gem-ros eval directory {args.out})")
+        if args.bag is not None:
+            n = datasets.write_bag(_scenes(args, args.count), args.bag)
+            print(f"wrote {n} scenes as a bag to {args.bag} (label it with: gem-ros bag {args.bag})")
         return 0
     import torch
 

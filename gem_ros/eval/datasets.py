@@ -396,3 +396,38 @@ def write_directory(dataset, out: Path) -> int:
         Image.fromarray(sample.labels.astype(np.uint8)).save(out / "labels" / f"{sample.name}.png")
         count += 1
     return count
+
+
+def write_bag(dataset, path: Path, topic: str = "/camera/image_raw", rate_hz: float = 10.0) -> int:
+    """The images of a data set as a recorded camera: a rosbag2 bag (MCAP) of rgb8
+    sensor_msgs/Image on `topic` at `rate_hz`, frame id camera_optical_frame (for `gem-ros
+    bag`). Serialised by rosbags, so no ROS installation is needed. Returns the frame count."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    Image_, Header, Time = (
+        store.types["sensor_msgs/msg/Image"],
+        store.types["std_msgs/msg/Header"],
+        store.types["builtin_interfaces/msg/Time"],
+    )
+    count = 0
+    with Writer(Path(path), version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store)
+        for sample in dataset:
+            image = np.ascontiguousarray(sample.image, dtype=np.uint8)
+            nanoseconds = int(count * 1e9 / rate_hz)
+            stamp = Time(sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9)
+            msg = Image_(
+                header=Header(stamp=stamp, frame_id="camera_optical_frame"),
+                height=image.shape[0],
+                width=image.shape[1],
+                encoding="rgb8",
+                is_bigendian=0,
+                step=image.shape[1] * 3,
+                data=image.reshape(-1),
+            )
+            raw = store.serialize_cdr(msg, "sensor_msgs/msg/Image")
+            writer.write(connection, nanoseconds, raw)
+            count += 1
+    return count
