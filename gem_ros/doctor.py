@@ -252,8 +252,8 @@ def _cpu_model() -> str:
 def _torch_fix() -> str:
     if platform.machine() == "aarch64":
         return (
-            "on a Jetson install NVIDIA's JetPack torch wheel (docs/deployment.md, Jetson), then make "
-            "the venv with --system-site-packages so it is kept"
+            "on a Jetson install NVIDIA's JetPack torch wheel (docs/deployment.md, Jetson), "
+            "then make the venv with --system-site-packages so it is kept"
         )
     return "pip install torch (or run scripts/setup.sh)"
 

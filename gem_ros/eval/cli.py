@@ -251,7 +251,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"wrote {n} scenes to {args.out} (evaluate with: gem-ros eval directory {args.out})")
         if args.bag is not None:
             n = datasets.write_bag(_scenes(args, args.count), args.bag)
-            print(f"wrote {n} scenes as a bag to {args.bag} (label it with: gem-ros bag {args.bag})")
+            print(f"wrote {n} scenes as a bag to {args.bag} (label it: gem-ros bag {args.bag})")
         return 0
     import torch
 
