@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 # The patch tokens a model gives (gem_ros/gem/vision.py has each one's formula): GEM, plain
-# CLIP, and three training-free successors that change CLIP's last block only.
-METHODS = ("gem", "clip", "naclip", "sclip", "clearclip")
+# CLIP, three training-free successors that change CLIP's last block only, and SC-CLIP
+# (gem_ros/gem/scclip.py: outlier repair and multi-level aggregation over the blocks too).
+METHODS = ("gem", "clip", "naclip", "sclip", "clearclip", "scclip")
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 # What runs the visual side (gem_ros/gem/backends.py); text encoding is always PyTorch.
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -66,7 +67,8 @@ class ModelSettings:
         "'gem': GEM's self-self attention path; 'clip': plain CLIP patch tokens (the "
         "baseline); 'naclip', 'sclip', 'clearclip': those methods' last block (NACLIP: k-k "
         "attention with a Gaussian neighbourhood; SCLIP: q-q plus k-k attention; ClearCLIP: "
-        "q-q attention without residual and MLP)",
+        "q-q attention without residual and MLP); 'scclip': SC-CLIP (outlier patches "
+        "repaired, features aggregated by similarity, multi-level)",
         choices=METHODS,
     )
     gem_depth: int = _setting(
@@ -84,6 +86,25 @@ class ModelSettings:
         5.0,
         "NACLIP only: standard deviation of its Gaussian neighbourhood bias, in patches",
         range=(0.1, 100.0),
+    )
+    scclip_blocks: str = _setting(
+        "auto",
+        "SC-CLIP only: block indices 'pre,post,start,end' (similarity blocks, multi-level "
+        "range); 'auto' = the authors' 8,3,3,10 for 12 blocks, scaled by blocks/12 otherwise",
+    )
+    scclip_res_cls: float = _setting(
+        0.3, "SC-CLIP only: weight of the class token added back", range=(0.0, 10.0)
+    )
+    scclip_threshold: float = _setting(
+        0.4,
+        "SC-CLIP only: patch similarities under this are dropped from the aggregation",
+        range=(-1.0, 1.0),
+    )
+    scclip_lof_neighbors: int = _setting(
+        30, "SC-CLIP only: neighbours of its outlier detection (LOF)", range=(1, 1000)
+    )
+    scclip_lof_contamination: float = _setting(
+        0.05, "SC-CLIP only: share of patches taken as outliers", range=(0.001, 0.5)
     )
     device: str = _setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     precision: str = _setting(
@@ -201,6 +222,12 @@ def check_setting(name: str, value) -> Optional[str]:
         return f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}"
     if name == "device" and not _DEVICE.fullmatch(str(value).strip().lower()):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == "scclip_blocks" and str(value).strip().lower() != "auto":
+        parts = str(value).replace(" ", "").split(",")
+        if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
+            return (
+                f"scclip_blocks must be 'auto' or four integers 'pre,post,start,end', got {value!r}"
+            )
     if name == "prompt_template":
         for template in (value,) if isinstance(value, str) else value:
             if template.count("{}") != 1:

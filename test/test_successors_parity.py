@@ -1,10 +1,11 @@
-"""NACLIP, SCLIP and ClearCLIP against golden outputs of their authors' own code.
+"""NACLIP, SCLIP, ClearCLIP and SC-CLIP against golden outputs of their authors' own code.
 
 The fixtures (test/fixtures/successors/, copied from ../shared/reference-successors; their
 README gives each method's formula with references into the authors' code) hold, per case,
 the input, the text embeddings, the method's patch tokens and patch logits of the tiny
 random-weight CLIP of test/fixtures, at 224x224 and at 224x320 (positional-embedding
-resampling).
+resampling); SC-CLIP's on a 12-block variant (successors/gem-tiny-12.*: its code names blocks
+by index) at 224x224 and 288x288.
 """
 
 import json
@@ -18,7 +19,13 @@ import gem_ros.gem as gem
 from gem_ros.gem.backends import ONNXRUNTIME_MISSING, onnxruntime_available
 
 FIXTURES = Path(__file__).parent / "fixtures"
-METHODS = ("naclip", "sclip", "clearclip")
+METHODS = ("naclip", "sclip", "clearclip", "scclip")
+# The model each method's goldens were made with.
+MODELS = {m: (FIXTURES / "gem-tiny-test.json", FIXTURES / "gem-tiny-test.pt") for m in METHODS}
+MODELS["scclip"] = (
+    FIXTURES / "successors" / "gem-tiny-12.json",
+    FIXTURES / "successors" / "gem-tiny-12.pt",
+)
 CASES = [
     (method, case)
     for method in METHODS
@@ -35,8 +42,8 @@ def models(request):
         pytest.skip(ONNXRUNTIME_MISSING)
     return {
         method: gem.load_model(
-            str(FIXTURES / "gem-tiny-test.json"),
-            str(FIXTURES / "gem-tiny-test.pt"),
+            str(MODELS[method][0]),
+            str(MODELS[method][1]),
             method=method,
             device="cpu",
             backend=request.param,
@@ -71,7 +78,11 @@ def test_methods_differ_from_each_other_and_from_clip(models):
     clip = gem.load_model(
         str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt"), method="clip"
     )
-    outputs = {m: models[m].patch_logits(pixels, ["cat"]) for m in METHODS}
+    scclip8 = gem.load_model(  # SC-CLIP on the same 8-block model, its blocks scaled
+        str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt"), method="scclip"
+    )
+    outputs = {m: models[m].patch_logits(pixels, ["cat"]) for m in METHODS if m != "scclip"}
+    outputs["scclip"] = scclip8.patch_logits(pixels, ["cat"])
     outputs["clip"] = clip.patch_logits(pixels, ["cat"])
     names = list(outputs)
     for i, a in enumerate(names):

@@ -27,6 +27,7 @@ from ..settings import DEFAULT_BACKGROUND_PROMPTS, MAX_INPUT_PIXELS, ModelSettin
 from . import postprocess, presence
 from .backends import TorchBackend
 from .postprocess import Detection
+from .scclip import ScclipConfig
 from .text import (
     QueryError,
     TextEmbeddingCache,
@@ -75,6 +76,7 @@ class GemModel:
             settings.ss_attn_iter,
             settings.ss_attn_temp or None,
             settings.naclip_std,
+            ScclipConfig.from_settings(settings),
         )
         self.patch_size = self.encoder.patch_size
         self.templates = check_templates(settings.templates)

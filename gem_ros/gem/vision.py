@@ -19,6 +19,9 @@ y = ln_1(x), q, k, v = the per-head split of in_proj(y), O = out_proj, softmax o
 Their positional embeddings are resampled as their authors do (bicubic by scale factor
 (grid + 0.1) / g, no antialias), not as GEM's (bicubic to the size, antialiased).
 
+method "scclip" (SC-CLIP; gem_ros/gem/scclip.py has its forward): blocks 1..L-1 unchanged,
+their outputs then repaired, aggregated and run through the last block's attention.
+
 With `image=True` the encoder also returns CLIP's image embedding (the class token of the
 original path after ln_post and proj, as `encode_image`), which the presence decision reads:
 for GEM only the class token's row of the last block's attention and MLP is run for it.
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import METHODS
+from .scclip import ScclipConfig, scclip_tokens
 from .ss_attention import adaptive_inverse_temperature, self_self_attention
 
 try:  # the same resampling the GEM authors copied from timm; timm comes with open_clip.
@@ -43,6 +47,8 @@ except ImportError:  # pragma: no cover - timm is optional for open_clip
 
 POS_CACHE_GRIDS = 8  # resampled positional embeddings (and NACLIP biases) kept per input grid
 SUCCESSORS = ("naclip", "sclip", "clearclip")  # methods that replace the last block only
+# Methods whose authors resample positional embeddings by scale factor (theirs, not timm's).
+SCALE_RESAMPLED = SUCCESSORS + ("scclip",)
 
 
 def _resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -105,6 +111,7 @@ class PatchTokenEncoder(nn.Module):
         ss_attn_iter: int = 1,
         ss_attn_temp: float | None = None,
         naclip_std: float = 5.0,
+        scclip: Optional[ScclipConfig] = None,
     ):
         super().__init__()
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -139,6 +146,10 @@ class PatchTokenEncoder(nn.Module):
         self.ss_attn_iter = ss_attn_iter
         self.ss_attn_temp = ss_attn_temp
         self.naclip_std = naclip_std
+        # Resolved for this depth only when used: other methods ignore its settings.
+        self.scclip = (
+            (scclip or ScclipConfig()).for_depth(len(blocks)) if method == "scclip" else None
+        )
         self.patch_size = int(visual.conv1.kernel_size[0])
         # [1 + h*w, C] per input grid, least recently used first; bounded, as frame sizes
         # (and so grids) are whatever the cameras send.
@@ -154,7 +165,7 @@ class PatchTokenEncoder(nn.Module):
             pos = self.visual.positional_embedding.detach()
             if pos.shape[0] == grid[0] * grid[1] + 1:
                 return pos
-            if self.method in SUCCESSORS:
+            if self.method in SCALE_RESAMPLED:
                 return _resample_pos_embed_by_scale(pos.float(), grid)
             return _resample_pos_embed(pos.float(), grid)
 
@@ -181,9 +192,18 @@ class PatchTokenEncoder(nn.Module):
         blocks = self.visual.transformer.resblocks
         n_special = {"gem": self.depth - 1, "clip": 0}.get(self.method, 1)
         n_plain = len(blocks) - n_special
+        features = []  # SC-CLIP reads every block's output
         for block in blocks[:n_plain]:
             x = _plain_block(block, x)  # [B, N, C] with N = 1 + h*w tokens
-        if self.method in SUCCESSORS:
+            if self.method == "scclip":
+                features.append(x)
+        if self.method == "scclip":
+            tokens = scclip_tokens(features, blocks[-1], grid, self.scclip, _qkv)
+            cls = None
+            if image:  # the original last block's class token, for the image embedding
+                qkv = _qkv(blocks[-1].attn, blocks[-1].ln_1(x))
+                cls = _block_tail(blocks[-1], x[:, :1], qkv[0][:, :, :1], qkv)
+        elif self.method in SUCCESSORS:
             tokens, cls = self._last_block(blocks[-1], x, grid, image)
             tokens = tokens[:, 1:]
         elif n_special == 0:
