@@ -94,10 +94,22 @@ def _run(model_name: str, size: int, device: str, methods: list[str], rounds: in
             model.features(pixels, image=True)  # warm-up; exports onnxruntime's graph
             text[label] = model.encode_text(["a red mug"])
         plain.encode_image(pixels)
-    times = {label: [] for label in ["open_clip fp32", *models]}
+    # open_clip's own forward in the low precision too: the yardstick of "GEM keeps its
+    # speed-up" (GEM low / plain low against GEM fp32 / plain fp32).
+    low = torch.float16 if device == "cuda" else torch.bfloat16
+    low_name = "fp16" if device == "cuda" else "bf16"
+
+    def plain_low():
+        with torch.autocast(device, dtype=low):
+            plain.encode_image(pixels)
+
+    with torch.inference_mode():
+        plain_low()
+    times = {label: [] for label in ["open_clip fp32", f"open_clip {low_name}", *models]}
     with torch.inference_mode():
         for _ in range(rounds):
             times["open_clip fp32"].append(timed(lambda: plain.encode_image(pixels)))
+            times[f"open_clip {low_name}"].append(timed(plain_low))
             for label, model in models.items():
                 times[label].append(timed(lambda m=model: m.features(pixels, image=True)))
         reference = {}
@@ -115,10 +127,21 @@ def _run(model_name: str, size: int, device: str, methods: list[str], rounds: in
     )
     print("| path | ms | x open_clip fp32 | frames/s | max diff |\n|---|---|---|---|---|")
     print(f"| open_clip encode_image fp32 | {base * 1e3:.1f} | 1.00 | {1 / base:.1f} | |")
+    t_low = statistics.median(times[f"open_clip {low_name}"])
+    print(
+        f"| open_clip encode_image {low_name} | {t_low * 1e3:.1f} | {t_low / base:.2f} | "
+        f"{1 / t_low:.1f} | |"
+    )
     for label in models:
         samples, diff = times[label]
         t = statistics.median(samples)
         print(f"| {label} | {t * 1e3:.1f} | {t / base:.2f} | {1 / t:.1f} | {diff:.1e} |")
+    for method in methods:  # each method against open_clip in the same precision
+        for name, yardstick in (("fp32", base), (low_name, t_low)):
+            label = f"{method} torch {name}"
+            if label in times:
+                ratio = statistics.median(times[label][0]) / yardstick
+                print(f"{label}: {ratio:.2f}x open_clip encode_image {name}")
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def baseline():
-        with model._autocast():
+        with model.autocast():
             plain.encode_image(pixels)
 
     tokenizer = open_clip.get_tokenizer(args.model)
@@ -87,12 +87,12 @@ def main() -> None:
 
     @torch.inference_mode()
     def text_baseline():
-        with model._autocast():
+        with model.autocast():
             plain.encode_text(tokenizer(prompts).to(model.device))
 
     def text_ours():  # a query change: a cache that holds none of them yet
         fresh = TextEmbeddingCache(model.clip.encode_text, tokenizer, 77, model.device)
-        with torch.inference_mode(), model._autocast():
+        with torch.inference_mode(), model.autocast():
             fresh(text_queries, model.templates)
 
     runs = {"open_clip encode_image": baseline}
