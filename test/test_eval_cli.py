@@ -213,10 +213,12 @@ def test_method_all_gives_one_row_per_method_with_its_own_settings():
     from gem_ros.settings import METHODS
 
     argv = ["eval", "scenes", "--method", "all", "--naclip-std", "3", "--gem-depth", "7", "4"]
+    argv += ["--scclip-blocks", "3,1,1,4"]
     rows = settings(build_parser().parse_args(argv))
     assert [s.method for _, s in rows] == ["gem", "gem", *METHODS[1:]]
-    assert [name for name, _ in rows][2:] == ["clip", "naclip std 3", "sclip", "clearclip"]
-    assert all(s.naclip_std == 3.0 for _, s in rows)
+    names = [name for name, _ in rows][2:]
+    assert names == ["clip", "naclip std 3", "sclip", "clearclip", "scclip"]
+    assert all(s.naclip_std == 3.0 and s.scclip_blocks == "3,1,1,4" for _, s in rows)
 
 
 def test_presence_protocol_on_scenes_with_the_shipped_model(tmp_path, capsys):

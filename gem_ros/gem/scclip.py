@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 AUTHORS_BLOCKS = (8, 3, 3, 10)  # pre_adjust, post_adjust, multi_start, multi_end of 12 blocks
 AUTHORS_DEPTH = 12
-LOF_BLOCK_BYTES = 32 << 20  # the largest difference tensor LOF builds at once
+LOF_BLOCK_BYTES = 32 << 20  # the largest difference tensor LOF builds at once, per image
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,11 @@ def resolve_blocks(text: str, n_blocks: int) -> tuple[int, int, int, int]:
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
     """[B, N, C] -> [B, N, N]: torch.norm(x_i - x_j) ** 2, as lof_pytorch computes it, a block
-    of rows at a time (at most LOF_BLOCK_BYTES of differences)."""
-    batch, n, c = x.shape
-    rows = max(1, LOF_BLOCK_BYTES // max(1, batch * n * c * x.element_size()))
+    of rows at a time (at most LOF_BLOCK_BYTES of differences per image). The block size is a
+    plain number of the patch count and width, never of the batch: an exported graph keeps
+    its blocks whatever batch it is given."""
+    n, c = int(x.shape[1]), int(x.shape[2])
+    rows = max(1, LOF_BLOCK_BYTES // (n * c * x.element_size()))
     if rows >= n:
         return torch.norm(x[:, :, None] - x[:, None], dim=3, p=2) ** 2
     parts = [
@@ -112,7 +114,7 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
 
 def lof_outliers(x: torch.Tensor, neighbors: int, contamination: float) -> torch.Tensor:
     """[B, N, C] patches -> [B, N] bool, the Local Outlier Factor outliers of each image."""
-    n = x.shape[1]
+    n = int(x.shape[1])
     if n <= neighbors:
         raise ValueError(
             f"scclip's outlier detection compares each patch with its {neighbors} nearest "
@@ -125,7 +127,9 @@ def lof_outliers(x: torch.Tensor, neighbors: int, contamination: float) -> torch
     k_distances = knn_distances[..., -1:].expand_as(knn_distances)
     reach = torch.max(knn_distances, k_distances)  # the patch's own k-distance, as theirs
     lrd = neighbors / torch.nan_to_num(reach.mean(dim=-1), nan=1e-6)  # [B, N]
-    neighbour_lrd = torch.gather(lrd, 1, knn_indices.flatten(1)).view_as(knn_indices)
+    # LRD[knn_indices] per image; gathered along the last axis of an [B, N, N] view (a
+    # flattened index would carry the traced batch size into an exported graph).
+    neighbour_lrd = torch.gather(lrd.unsqueeze(1).expand(-1, n, -1), 2, knn_indices)
     lof = (neighbour_lrd / lrd.unsqueeze(-1)).mean(dim=-1)  # [B, N]
     return lof > _quantile(lof.float(), 1.0 - contamination).unsqueeze(-1)
 
