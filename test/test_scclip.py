@@ -113,7 +113,7 @@ def test_too_few_patches_say_what_to_do():
 def test_node_peak_memory_at_the_default_budget(tmp_path):
     """ViT-B-16 at the default budget (2 x 448 x 448 input pixels: 1568 patches for a 2:1
     frame): the authors' LOF alone would build a 1568 x 1568 x 768 float tensor (7.6 GB); the
-    blocked one keeps the node's peak well under 1.5 GB over idle."""
+    blocked one keeps the node's peak under 1 GB over idle (measured: 430 to 540 MiB)."""
     client = RosClient()
     node = NodeProcess(
         tmp_path / 'node.log',
@@ -138,7 +138,7 @@ def test_node_peak_memory_at_the_default_budget(tmp_path):
         peak = read_kib(node.proc.pid, 'VmHWM') / 1024
         print(f'scclip ViT-B-16 1568 patches: idle {idle:.0f} MiB, peak {peak:.0f} MiB')
         assert result.results[0].query == 'cat'
-        assert peak - idle < 1536, (idle, peak)
+        assert peak - idle < 1024, (idle, peak)
     finally:
         node.stop()
         client.close()

@@ -105,11 +105,21 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
     rows = max(1, LOF_BLOCK_BYTES // (n * c * x.element_size()))
     if rows >= n:
         return torch.norm(x[:, :, None] - x[:, None], dim=3, p=2) ** 2
-    parts = [
-        torch.norm(x[:, i : i + rows, None] - x[:, None], dim=3, p=2) ** 2
-        for i in range(0, n, rows)
-    ]
-    return torch.cat(parts, dim=1)
+    if torch.jit.is_tracing():  # an exported graph: no buffer to reuse
+        parts = [
+            torch.norm(x[:, i : i + rows, None] - x[:, None], dim=3, p=2) ** 2
+            for i in range(0, n, rows)
+        ]
+        return torch.cat(parts, dim=1)
+    # One buffer for every block's differences: a fresh one per block made the heap grow by
+    # gigabytes (glibc kept the freed blocks resident: measured 3 to 6 GB at 1568 patches).
+    out = x.new_empty(x.shape[0], n, n)
+    buffer = x.new_empty(x.shape[0], rows, n, c)
+    for i in range(0, n, rows):
+        block = buffer[:, : min(rows, n - i)]
+        torch.sub(x[:, i : i + rows, None], x[:, None], out=block)
+        out[:, i : i + rows] = torch.norm(block, dim=3, p=2) ** 2
+    return out
 
 
 def lof_outliers(x: torch.Tensor, neighbors: int, contamination: float) -> torch.Tensor:
