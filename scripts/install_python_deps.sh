@@ -21,4 +21,5 @@ for package in torch torchvision; do
         echo "install_python_deps: keeping $package $version"
     fi
 done
-"$python" -m pip install -c "$constraints" "$@" "open_clip_torch>=3.3,<4"
+# rosbags and mcap: `gem-ros bag` (reading and writing bag files without rosbag2's Python).
+"$python" -m pip install -c "$constraints" "$@" "open_clip_torch>=3.3,<4" rosbags mcap
