@@ -3,7 +3,6 @@ node's engine, the output bag and its JSON lines, the node's own results frame f
 interruption (SIGTERM, SIGKILL) and --resume, a truncated recording, and bad inputs."""
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from gem_ros.msg import GemResult
 
+from doc_examples import run_example
 from ros_helpers import TINY_MODEL, NodeProcess, RosClient, source_env
 
 pytestmark = pytest.mark.timeout(300)
@@ -241,21 +241,7 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
 
 
 def test_the_docs_example_runs_offline(tmp_path):
-    text = (Path(__file__).resolve().parents[1] / 'docs' / 'bag.md').read_text()
-    block = re.search(r'<!-- bag-example[^>]*-->\s*```bash\n(.*?)```', text, re.S).group(1)
-    repo = Path(__file__).resolve().parents[1]
-    (tmp_path / '.venv').symlink_to(Path(sys.prefix))
-    (tmp_path / 'gem_ros').symlink_to(repo / 'gem_ros')
-    env = dict(source_env(), HF_HUB_OFFLINE='1', PYTHONPATH=str(tmp_path))
-    run = subprocess.run(
-        ['bash', '-e', '-c', block],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    run_example('docs/bag.md', 'bag-example', tmp_path, source_env())
     lines = jsonl(tmp_path / 'demo' / 'labelled')
     assert len(lines) == 8
     found = [{q['query']: q['found'] for q in line['queries']} for line in lines]
