@@ -128,3 +128,40 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
         executor.shutdown(timeout_sec=0)
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_spin_ends_when_the_context_is_shut_down_between_its_check_and_the_wait():
+    """CI (Jazzy, SIGTERM): the signal thread shut the context down just after the loop saw
+    it up; spin_once then made its timeout timer on a dead context, RCLError came out of
+    main and the node exited 1 after a clean stop. A context that shuts itself down right
+    after answering ok() puts the signal exactly in that window, every time."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from gem_ros.ros.node import spin_until_shutdown
+
+    class ShutDownAfterCheck(rclpy.Context):
+        armed = False
+
+        def ok(self):
+            up = super().ok()
+            if up and self.armed:
+                self.armed = False
+                with self.handle:
+                    self.handle.shutdown()  # what the signal thread does, in the window
+            return up
+
+    context = ShutDownAfterCheck()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node('spin_window_test', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        context.armed = True
+        spin_until_shutdown(executor)  # must return, not raise
+        assert not context.ok()
+    finally:
+        executor.shutdown(timeout_sec=0)
+        node.destroy_node()
+        context.try_shutdown()
