@@ -199,7 +199,7 @@ def test_a_node_on_the_fallbacks_takes_queries_from_both_kinds_of_publisher(humb
         ),
     )
     deadline = time.monotonic() + 30
-    while latched.get_subscription_count() < 2:  # both of the node's subscriptions
+    while latched.get_subscription_count() < 3:  # all three of the node's subscriptions
         assert time.monotonic() < deadline, 'latched queries publisher not matched'
         time.sleep(0.05)
     for text in ('red mug', 'person'):

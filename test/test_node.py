@@ -221,6 +221,32 @@ def test_topic_replaces_queries(client, latched):
     check_result(client.publish_and_wait(msg), msg, expected)
 
 
+def test_a_one_shot_publisher_is_heard(gem_node, client):
+    """A publisher that sends one query as soon as it sees the node (a script, `ros2 topic pub
+    --once`): with the tests' LARGE_DATA transport such a sample came before the node had
+    matched the publisher, and the best-effort subscription, the only volatile one then, lost
+    36 of 40 (CI: a flaky echo). The reliable subscription gets it once the node matches."""
+    import rclpy
+
+    for attempt in range(5):
+        context = rclpy.Context()
+        rclpy.init(args=[], context=context)
+        node = rclpy.create_node('one_shot_queries', context=context)
+        try:
+            publisher = node.create_publisher(String, 'queries', 10)  # reliable, volatile
+            deadline = time.monotonic() + 30
+            while publisher.get_subscription_count() == 0:
+                assert time.monotonic() < deadline, 'the node was not discovered'
+                time.sleep(0.01)
+            text = f'one shot {attempt}'
+            publisher.publish(String(data=text))  # once, at once; kept alive until heard
+            client.wait_for(lambda t=text: client.active[-1] == t, f'the echo of {text!r}')
+        finally:
+            node.destroy_node()
+            context.try_shutdown()
+    assert gem_node.log().count('active queries: [one shot 4]') == 1
+
+
 @pytest.mark.parametrize(
     'value,expected',
     [('a; b, a', 'a; b'), (['x', ' y ', ''], 'x; y')],

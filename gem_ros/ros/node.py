@@ -74,7 +74,14 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 # A transient-local subscription does not match volatile publishers (the default of most
-# tools), so `queries` is also heard through a best-effort volatile one, which matches all.
+# tools), so `queries` is also heard through two volatile ones. The reliable one gets a
+# reliable publisher's sample even when it went out before this side had matched that
+# publisher: over Fast DDS's LARGE_DATA a one-shot publisher that publishes as soon as it
+# sees the node lost 36 of 40 samples to a best-effort subscription, none to a reliable one.
+# The best-effort one hears best-effort publishers, which match nothing else.
+RELIABLE_QOS = QoSProfile(
+    depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
+)
 ANY_PUBLISHER_QOS = QoSProfile(
     depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
 )
@@ -178,12 +185,13 @@ class GemNode(CompatNode):
         )
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
-        # Volatile publishers do not match the latched subscription but reach the other one:
-        # no warning about that.
-        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
-        subscribe_with_stamp(
-            self, String, 'queries', self._on_queries_msg, LATCHED_QOS, event_callbacks=quiet
-        )
+        # Every publisher reaches the best-effort subscription, whichever of the others it
+        # does not match: no warning about those. A sample heard twice or thrice is applied once.
+        for qos in (LATCHED_QOS, RELIABLE_QOS):
+            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
+            subscribe_with_stamp(
+                self, String, 'queries', self._on_queries_msg, qos, event_callbacks=quiet
+            )
         subscribe_with_stamp(self, String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
         if self.get_parameter('use_depth').value:  # 3D points of the peaks, as rviz markers
             self._markers = QueryMarkers()
@@ -379,7 +387,7 @@ class GemNode(CompatNode):
         return self._engine.check_queries(queries)
 
     def _on_queries_msg(self, msg: String, source_stamp) -> None:
-        # A reliable publisher reaches both subscriptions: apply each sample once.
+        # A publisher reaches up to three subscriptions: apply each sample once.
         if self._query_samples.repeat(msg.data, source_stamp):
             return
         queries = gem.parse_queries(msg.data)
