@@ -122,12 +122,38 @@ def check_ros() -> list[Check]:
     checks.append(check_messages(distro))
     rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")
     checks.append(Check("rmw", OK, rmw))
+    if rmw.startswith("rmw_fastrtps"):
+        checks.append(check_fastdds())
     problem = transport_problem()
     if problem:
         checks.append(Check(VARIABLE, WARN, problem, FIX))
     elif rmw.startswith("rmw_fastrtps"):
         checks.append(Check(VARIABLE, OK, os.environ[VARIABLE]))
     return checks
+
+
+def check_fastdds() -> Check:
+    """Fast DDS's version, and whether it has the teardown deadlock of Fast-DDS#6066."""
+    from gem_ros.ros.teardown import UPSTREAM_FIX, fastdds_version, has_teardown_deadlock
+
+    version = fastdds_version()
+    deadlock = has_teardown_deadlock(version)
+    if deadlock:
+        return Check(
+            "fast dds",
+            WARN,
+            f"{version}: has a TCP teardown deadlock ({UPSTREAM_FIX}); gem_node and gem-ros "
+            "bound their teardown and exit anyway, other nodes on it may hang when they stop",
+            "a Fast DDS with the fix, when your distro ships one (docs/deployment.md)",
+        )
+    if deadlock is None:
+        return Check(
+            "fast dds",
+            OK,
+            f"{version or 'unknown version'} (whether it has {UPSTREAM_FIX} fixed is in its "
+            "release notes; gem_ros bounds its teardown either way)",
+        )
+    return Check("fast dds", OK, f"{version} ({UPSTREAM_FIX} fixed)")
 
 
 def _package_xml_version(package: str) -> str | None:

@@ -29,7 +29,10 @@ TINY_MODEL = (
 )
 
 # Set before any rclpy.init, in this process and (inherited) in the node's.
-os.environ['ROS_DOMAIN_ID'] = str(10 + os.getpid() % 200)  # no crosstalk between sessions
+# No crosstalk between sessions; a helper process of this session (a benchmark's client)
+# inherits the session's domain.
+os.environ.setdefault('GEM_ROS_TEST_DOMAIN_ID', str(10 + os.getpid() % 200))
+os.environ['ROS_DOMAIN_ID'] = os.environ['GEM_ROS_TEST_DOMAIN_ID']
 os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # Fast DDS's default transports lose most 640x480 frames; so does Jazzy's plain LARGE_DATA
 # (gem_ros/ros/transports.py). (Measured: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes
@@ -182,8 +185,7 @@ class RosClient:
         from gem_ros.srv import SetQueries
 
         self.node_name = node_name
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)
+        self.context = shared_context()
         self.node = rclpy.create_node('gem_test_client', context=self.context)
         latched = QoSProfile(
             depth=1,
@@ -300,6 +302,13 @@ class RosClient:
             except AssertionError:
                 if time.monotonic() + 0.1 >= deadline:
                     raise
+                # Shown with a failed test's output: why this frame went out again.
+                print(
+                    f'publish_and_wait: no result for frame {msg.header.stamp.sec} within '
+                    f'{resend_s:g} s (best-effort image lost in transport, or the node busy); '
+                    'sending it again',
+                    flush=True,
+                )
 
     def call(self, client, request, timeout: float = 30.0):
         done = threading.Event()
@@ -337,22 +346,47 @@ class RosClient:
         """The managed node's state label after `transition` ('configure', 'activate',
         'deactivate', 'cleanup', 'shutdown'; '' only reads it), through lifecycle_msgs'
         ~/change_state and ~/get_state. AssertionError if the transition fails."""
-        from lifecycle_msgs.srv import ChangeState, GetState
+        from lifecycle_msgs.srv import GetState
+
+        self._lifecycle_clients()
+        if transition:
+            response = self.change_state(label=transition, timeout=timeout)
+            assert response.success, f'transition {transition} failed'
+        return self.call(self._get_state, GetState.Request()).current_state.label
+
+    def _lifecycle_clients(self):
+        from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 
         if not hasattr(self, '_change_state'):
             n = self.node
             self._change_state = n.create_client(ChangeState, f'/{self.node_name}/change_state')
             self._get_state = n.create_client(GetState, f'/{self.node_name}/get_state')
+            self._get_transitions = n.create_client(
+                GetAvailableTransitions, f'/{self.node_name}/get_available_transitions'
+            )
         # A request sent before discovery matched the service is lost: wait for it (a node
         # of an earlier test may have gone, this one may be new).
-        for service in (self._change_state, self._get_state):
+        for service in (self._change_state, self._get_state, self._get_transitions):
             assert service.wait_for_service(30.0), f'no {service.srv_name} service'
-        if transition:
-            request = ChangeState.Request()
-            request.transition.label = transition
-            response = self.call(self._change_state, request, timeout)
-            assert response.success, f'transition {transition} failed'
-        return self.call(self._get_state, GetState.Request()).current_state.label
+
+    def change_state(self, id: int = 0, label: str = '', timeout: float = 120.0):
+        """The raw ~/change_state response to a transition given by id and/or label, as a
+        lifecycle manager sends it (nav2's sends ids)."""
+        from lifecycle_msgs.srv import ChangeState
+
+        self._lifecycle_clients()
+        request = ChangeState.Request()
+        request.transition.id = id
+        request.transition.label = label
+        return self.call(self._change_state, request, timeout)
+
+    def available_transitions(self) -> dict:
+        """{id: label} of the transitions the managed node offers from its state."""
+        from lifecycle_msgs.srv import GetAvailableTransitions
+
+        self._lifecycle_clients()
+        answer = self.call(self._get_transitions, GetAvailableTransitions.Request())
+        return {t.transition.id: t.transition.label for t in answer.available_transitions}
 
     def diagnostics(self):
         """Start keeping /diagnostics statuses (list of DiagnosticStatus, newest last)."""
@@ -369,10 +403,61 @@ class RosClient:
         return self.statuses
 
     def close(self):
+        """Stop spinning and destroy the client's node: its endpoints go, the shared
+        participant stays (see shared_context)."""
         self.executor.shutdown(timeout_sec=5.0)
         self._spinner.join(timeout=5.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        close_ros('RosClient.close', None, self.node)
+
+
+# --- DDS participants of the test process -------------------------------------------------
+# Fast DDS 2.14.5 (Jazzy) can deadlock while it destroys a participant (gem_ros/ros/
+# teardown.py), holding the GIL: nothing in the process runs again. A participant is
+# destroyed with the last node of its context, so the clients share one context whose
+# keeper node lives until the session ends: a client's close destroys endpoints only. Tests
+# that need a fresh participant of their own close it with close_ros, under the node's
+# bound; at the end of the session the shared one goes the same way (conftest.py).
+_shared = []  # [(context, keeper node)] once made
+
+
+def shared_context():
+    """The test process's one rclpy context, with a keeper node that holds its participant."""
+    import rclpy
+
+    if not _shared:
+        context = rclpy.Context()
+        rclpy.init(args=[], context=context)
+        _shared.append((context, rclpy.create_node('gem_test_keeper', context=context)))
+    return _shared[0][0]
+
+
+def close_ros(what: str, context, *nodes, status: int = 1, then: str = ''):
+    """Destroy `nodes`, then shut `context` down (None: leave it), under the node's bound
+    (TEARDOWN_BOUND_S). A hang prints every thread's stack and a line naming `what`, the step
+    and the Fast DDS version, and ends the test run with `status`: a hang in C cannot be
+    interrupted, and a run that never ends is worse than one that fails saying why."""
+    from gem_ros.ros.teardown import finish_middleware
+
+    steps = [(f'{what}: destroy_node({n.get_name()})', n.destroy_node) for n in nodes]
+    if context is not None:
+        steps.append((f'{what}: context shutdown', context.try_shutdown))
+    finish_middleware(
+        steps, 'gem_ros tests', status, then=then or f'ending the test run (status {status})'
+    )
+
+
+def close_shared_context(status: int) -> None:
+    """At the end of the session, when the results are known: a hang here ends the run with
+    the session's own status."""
+    while _shared:
+        context, keeper = _shared.pop()
+        close_ros(
+            "the tests' shared participant",
+            context,
+            keeper,
+            status=status,
+            then=f'ending pytest with its own status ({status}): every test has reported',
+        )
 
 
 _frame_counter = itertools.count(1)

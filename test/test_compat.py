@@ -20,22 +20,28 @@ from std_msgs.msg import String
 
 from gem_ros.ros import compat
 
-from ros_helpers import REPO, TINY_MODEL, NodeProcess, RosClient, image_msg, random_rgb
+from ros_helpers import (
+    REPO,
+    TINY_MODEL,
+    NodeProcess,
+    RosClient,
+    image_msg,
+    random_rgb,
+    shared_context,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def ros_context():
-    context = rclpy.Context()
-    rclpy.init(args=[], context=context)
+    context = shared_context()  # a participant destroyed mid-run can hang (ros_helpers)
     executor = SingleThreadedExecutor(context=context)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     yield context, executor
     executor.shutdown(timeout_sec=5)
     spinner.join(5)
-    context.try_shutdown()
 
 
 class HumbleStyleNode(compat.HumblePostSetParameters, Node):

@@ -29,6 +29,7 @@ from depth_scene import (
     expected,
     wall_and_box,
 )
+from ros_helpers import close_ros, shared_context
 
 pytestmark = pytest.mark.timeout(60)
 _namespaces = (f'/depth_test_{i}' for i in itertools.count())
@@ -38,8 +39,7 @@ class Rig:
     """A host node owning a DepthInput, and a camera node publishing depth + camera_info."""
 
     def __init__(self, **parameters):
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)
+        self.context = shared_context()  # a participant destroyed mid-run can hang
         namespace = next(_namespaces)
         self.host = rclpy.create_node(
             'host',
@@ -94,9 +94,7 @@ class Rig:
 
     def close(self):
         self.executor.shutdown()
-        self.host.destroy_node()
-        self.camera.destroy_node()
-        self.context.try_shutdown()
+        close_ros('depth Rig', None, self.host, self.camera)
 
 
 @pytest.fixture

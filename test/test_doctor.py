@@ -52,6 +52,14 @@ def test_this_venv_can_run_the_node():
         f"{FIXTURES / 'gem-tiny-test.pt'}: {FIXTURES / 'gem-tiny-test.pt'}",
     )
     assert lines['FASTDDS_BUILTIN_TRANSPORTS'] == (OK, 'LARGE_DATA?sockets_size=8MB')
+    # Jazzy's wheels: Fast DDS 2.14.5, with the teardown deadlock; Kilted's: 3.2.3, which
+    # this code cannot judge.
+    status, detail = lines['fast dds']
+    if distro == 'jazzy':
+        assert status == WARN and detail.startswith('2.14.5: has a TCP teardown deadlock')
+        assert 'eProsima/Fast-DDS#6066' in detail, detail
+    else:
+        assert status == OK and 'eProsima/Fast-DDS#6066' in detail, detail
     assert out.stdout.rstrip().endswith('gem_ros can run here')
 
 

@@ -14,7 +14,15 @@ from std_msgs.msg import String
 
 from gem_ros.srv import SetQueries
 
-from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
+from ros_helpers import (
+    TINY_MODEL,
+    NodeProcess,
+    RosClient,
+    close_ros,
+    header,
+    image_msg,
+    random_rgb,
+)
 
 pytestmark = pytest.mark.timeout(120)
 TINY_WEIGHTS = dict(p.split(':=') for p in TINY_MODEL[:2])  # model and pretrained
@@ -241,9 +249,8 @@ def test_a_one_shot_publisher_is_heard(gem_node, client):
             text = f'one shot {attempt}'
             publisher.publish(String(data=text))  # once, at once; kept alive until heard
             client.wait_for(lambda t=text: client.active[-1] == t, f'the echo of {text!r}')
-        finally:
-            node.destroy_node()
-            context.try_shutdown()
+        finally:  # a participant of its own, as a script has: bounded teardown
+            close_ros('one-shot publisher', context, node)
     assert gem_node.log().count('active queries: [one shot 4]') == 1
 
 

@@ -5,6 +5,8 @@ import time
 
 from gem_ros.threads import LatestSlot, ThrottledLog
 
+from ros_helpers import close_ros
+
 
 def test_slot_hands_over_only_the_newest_item_and_counts_the_rest():
     slot = LatestSlot()
@@ -100,7 +102,7 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from gem_ros.ros.node import SHUTDOWN_POLL_S, spin_until_shutdown
+    from gem_ros.ros.guards import SHUTDOWN_POLL_S, spin_until_shutdown
 
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -111,7 +113,7 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
     returned = []  # stays empty if spin_until_shutdown raises
 
     def spin():
-        spin_until_shutdown(executor)
+        spin_until_shutdown(executor, ThrottledLog(ListLogger(), 5.0))
         returned.append(True)
 
     spinner = threading.Thread(target=spin, daemon=True)
@@ -126,8 +128,7 @@ def test_spin_ends_when_the_context_is_shut_down_behind_its_back():
         assert returned, 'spin_until_shutdown raised instead of returning'
     finally:
         executor.shutdown(timeout_sec=0)
-        node.destroy_node()
-        context.try_shutdown()
+        close_ros('spin test', context, node)
 
 
 def test_spin_ends_when_the_context_is_shut_down_between_its_check_and_the_wait():
@@ -139,7 +140,7 @@ def test_spin_ends_when_the_context_is_shut_down_between_its_check_and_the_wait(
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from gem_ros.ros.node import spin_until_shutdown
+    from gem_ros.ros.guards import spin_until_shutdown
 
     class ShutDownAfterCheck(rclpy.Context):
         armed = False
@@ -159,9 +160,60 @@ def test_spin_ends_when_the_context_is_shut_down_between_its_check_and_the_wait(
     executor.add_node(node)
     try:
         context.armed = True
-        spin_until_shutdown(executor)  # must return, not raise
+        spin_until_shutdown(executor, ThrottledLog(ListLogger(), 5.0))  # returns, no raise
         assert not context.ok()
     finally:
         executor.shutdown(timeout_sec=0)
-        node.destroy_node()
-        context.try_shutdown()
+        close_ros('spin test', context, node)
+
+
+def test_one_callbacks_error_is_logged_and_the_node_goes_on_serving():
+    """rclpy re-raises a callback's exception from spin_once (Jazzy: RCLError out of the
+    lifecycle's change_state callback ended the node). The loop logs where it came from and
+    keeps running callbacks; only the context's shutdown ends it."""
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from gem_ros.ros.guards import spin_until_shutdown
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node('spin_error_test', context=context)
+    calls = []
+    served = threading.Event()
+
+    def callback():
+        calls.append(len(calls))
+        if len(calls) <= 2:
+            raise RCLError('planted: transition is not registered')
+        if len(calls) == 3:
+            raise ValueError('planted: a bug in a callback')
+        served.set()
+
+    node.create_timer(0.01, callback)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    logger = ListLogger()
+    ended = []
+    spinner = threading.Thread(
+        target=lambda: ended.append(spin_until_shutdown(executor, ThrottledLog(logger, 60.0))),
+        daemon=True,
+    )
+    spinner.start()
+    try:
+        assert served.wait(30.0), f'the loop stopped serving after {len(calls)} calls'
+        assert spinner.is_alive() and not ended, 'the loop ended while the context was up'
+        errors = [text for level, text in logger.lines if level == 'error']
+        # One line per kind: the second RCLError is held back by the throttle.
+        assert len(errors) == 2, logger.lines
+        assert 'RCLError: planted' in errors[0] and 'in callback' in errors[0], errors
+        assert 'ValueError: planted' in errors[1], errors
+        with context.handle:
+            context.handle.shutdown()
+        spinner.join(30.0)
+        assert not spinner.is_alive() and ended == [None], 'the shutdown did not end the loop'
+    finally:
+        executor.shutdown(timeout_sec=0)
+        close_ros('spin test', context, node)

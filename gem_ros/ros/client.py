@@ -41,11 +41,18 @@ def add_arguments(sub) -> None:
     w.set_defaults(func=run_where)
 
 
-def call(service_type, name: str, request, wait: float, answer_within: float):
-    """One service call from a throw-away rclpy node; the response, or RuntimeError."""
+def call(service_type, name: str, request, wait: float, answer_within: float, report, tool: str):
+    """One service call from a throw-away rclpy node: `report(response)` prints the answer
+    and gives the exit status; a RuntimeError (no service, no answer) is printed and is
+    status 1. The answer is printed before the middleware's teardown, which is bounded
+    (gem_ros/ros/teardown.py): a hang there cannot keep a script waiting. The status."""
     import rclpy
 
+    from gem_ros.ros.teardown import finish_middleware
+
     rclpy.init(args=[])
+    node = None
+    status = 1
     try:
         node = rclpy.create_node("gem_ros_cli")
         client = node.create_client(service_type, name)
@@ -55,44 +62,54 @@ def call(service_type, name: str, request, wait: float, answer_within: float):
         rclpy.spin_until_future_complete(node, future, timeout_sec=answer_within)
         if not future.done():
             raise RuntimeError(f"{name} did not answer within {answer_within:g} s")
-        return future.result()
+        status = report(future.result())
+    except RuntimeError as exc:
+        print(f"{tool}: {exc}", file=sys.stderr)
     finally:
-        rclpy.try_shutdown()
+        steps = [("destroy_node", node.destroy_node)] if node is not None else []
+        finish_middleware([*steps, ("rclpy.try_shutdown", rclpy.try_shutdown)], tool, status)
+    return status
 
 
 def run_queries(args: argparse.Namespace) -> int:
     from gem_ros.gem.text import parse_queries
     from gem_ros.srv import SetQueries
 
+    def report(response) -> int:
+        print(response.message)
+        return 0 if response.success else 1
+
     request = SetQueries.Request(queries=parse_queries(args.text))
-    try:
-        response = call(SetQueries, f"{args.node}/set_queries", request, args.wait, 10.0)
-    except RuntimeError as exc:
-        print(f"gem-ros queries: {exc}", file=sys.stderr)
-        return 1
-    print(response.message)
-    return 0 if response.success else 1
+    return call(
+        SetQueries, f"{args.node}/set_queries", request, args.wait, 10.0, report, "gem-ros queries"
+    )
 
 
 def run_where(args: argparse.Namespace) -> int:
     from gem_ros.srv import Locate
 
+    def report(r) -> int:
+        answer = {
+            "query": args.query,
+            "found": r.found,
+            "confidence": round(r.confidence, 4),
+            "score": round(r.score, 4),
+            "peak": [r.peak_x, r.peak_y],
+            "frame_id": r.header.frame_id,
+            "stamp": r.header.stamp.sec + r.header.stamp.nanosec * 1e-9,
+            "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.has_point else None,
+            "message": r.message,
+        }
+        print(json.dumps(answer))
+        return 0
+
     request = Locate.Request(query=args.query, timeout=args.timeout)
-    try:
-        r = call(Locate, f"{args.node}/locate", request, args.wait, args.timeout + 10.0)
-    except RuntimeError as exc:
-        print(f"gem-ros where: {exc}", file=sys.stderr)
-        return 1
-    answer = {
-        "query": args.query,
-        "found": r.found,
-        "confidence": round(r.confidence, 4),
-        "score": round(r.score, 4),
-        "peak": [r.peak_x, r.peak_y],
-        "frame_id": r.header.frame_id,
-        "stamp": r.header.stamp.sec + r.header.stamp.nanosec * 1e-9,
-        "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.has_point else None,
-        "message": r.message,
-    }
-    print(json.dumps(answer))
-    return 0
+    return call(
+        Locate,
+        f"{args.node}/locate",
+        request,
+        args.wait,
+        args.timeout + 10.0,
+        report,
+        "gem-ros where",
+    )

@@ -17,14 +17,28 @@ node configures and activates itself once spinning, for systems without a lifecy
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
 from gem_ros.ros.node import GemNode
+from gem_ros.threads import ThrottledLog
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+REFUSED_LOG_PERIOD_S = 5.0  # refused transitions: a confused manager may send many
+
+
+def describe_transitions(available) -> str:
+    """'configure (1), shutdown (5)' from rclpy's available_transitions tuples."""
+    return ', '.join(f'{t[1]} ({t[0]})' for t in available) or 'none'
 
 
 class ManagedGemNode(LifecycleNodeMixin, GemNode):
     def __init__(self):
         GemNode.__init__(self, managed=True)  # parameters, queries, services; no model yet
         LifecycleNodeMixin.__init__(self)
+        # rclpy resolves a label against the current state's transitions and refuses an
+        # unknown one, but passes an id straight to rcl, which raises RCLError inside the
+        # service callback for one that does not exist from this state: the request got no
+        # answer and the error ended the node's spin. Lifecycle managers (nav2's) send ids.
+        self._rclpy_change_state = self._service_change_state.callback
+        self._service_change_state.callback = self._on_change_state
+        self._refused = ThrottledLog(self.get_logger(), REFUSED_LOG_PERIOD_S)
         self._autostart_timer = None
         if self.get_parameter('autostart').value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -35,6 +49,34 @@ class ManagedGemNode(LifecycleNodeMixin, GemNode):
 
     def lifecycle_state(self) -> str:
         return self._state_machine.current_state[1]
+
+    def _on_change_state(self, request, response):
+        """~/change_state: every request is answered. One whose transition does not exist
+        from the current state (by label if it has one, as rclpy resolves it, else by id)
+        gets success false and a throttled log line; the others go to rclpy unchanged."""
+        wanted = request.transition
+        available = self._state_machine.available_transitions
+        if wanted.label:
+            known = any(t[1] == wanted.label for t in available)
+            asked = f'transition {wanted.label!r}'
+        else:
+            known = any(t[0] == wanted.id for t in available)
+            asked = f'transition id {wanted.id}'
+        if not known:
+            self._refused(  # one line per refusal and state per period: a loop cannot flood
+                'warning',
+                f'change_state {asked} {self.lifecycle_state()}',
+                f'change_state refused: no {asked} from state {self.lifecycle_state()!r} '
+                f'(available: {describe_transitions(available)})',
+            )
+            response.success = False
+            return response
+        try:
+            return self._rclpy_change_state(request, response)
+        except Exception as exc:  # noqa: BLE001 - answer, and keep the node serving
+            self._refused('error', 'change_state_failed', f'change_state {asked} failed: {exc}')
+            response.success = False
+            return response
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)

@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -52,9 +52,11 @@ from gem_ros.ros.compat import (
     subscribe_with_stamp,
 )
 from gem_ros.ros.depth_input import DepthInput, DepthSettings
+from gem_ros.ros.guards import answered, describe, spin_until_shutdown
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from gem_ros.ros.markers import QueryMarkers
 from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETERS, check_value
+from gem_ros.ros.teardown import finish_middleware
 from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
 from gem_ros.srv import Locate, SetQueries
 from gem_ros.threads import ThrottledLog, cut
@@ -96,7 +98,6 @@ STATS_PERIOD_S = 30.0
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
 MAX_LOCATE_TIMEOUT_S = 60.0
-SHUTDOWN_POLL_S = 0.2  # the executor looks at least this often whether ROS was shut down
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
@@ -127,12 +128,12 @@ class GemNode(CompatNode):
         self._syncing_queries = False
         # Registered before declaring, so start-up values are checked too.
         self._declaring = True
-        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_on_set_parameters_callback(self._guarded_check_parameters)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._declaring = False
         self._check_startup()  # what one parameter alone cannot tell: raises ValueError
-        self.add_post_set_parameters_callback(self._parameters_changed)
+        self.add_post_set_parameters_callback(self._guarded_parameters_changed)
 
         self._executor_jobs: deque = deque()
         self._jobs_guard = self.create_guard_condition(self._run_executor_jobs)
@@ -172,14 +173,17 @@ class GemNode(CompatNode):
         self._overlay_pub = self.create_publisher(Image, '~/overlay', 1)
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(
-            SetQueries, '~/set_queries', self._on_set_queries, qos_profile=SERVICE_QOS
+            SetQueries,
+            '~/set_queries',
+            answered(self._on_set_queries, self._log, '~/set_queries'),
+            qos_profile=SERVICE_QOS,
         )
         # Its own reentrant group: a call awaiting its frame must not hold the default group,
         # which the images, timers and the guard condition that answer it belong to.
         self.create_service(
             Locate,
             '~/locate',
-            self._on_locate,
+            answered(self._on_locate, self._log, '~/locate'),
             qos_profile=SERVICE_QOS,
             callback_group=ReentrantCallbackGroup(),
         )
@@ -259,6 +263,23 @@ class GemNode(CompatNode):
         }
         values.update((p.name, p.value) for p in params)
         return values
+
+    # rclpy's parameter services call these; an exception out of them would leave the
+    # caller unanswered and end the spin (guards.py), so each answers or logs instead.
+    def _guarded_check_parameters(self, params) -> SetParametersResult:
+        try:
+            return self._check_parameters(params)
+        except Exception as exc:  # noqa: BLE001 - refuse the change, keep serving
+            if self._declaring:
+                raise  # start-up: main says which parameter is bad
+            self._log('error', 'parameter check', f'parameter check failed: {describe(exc)}')
+            return SetParametersResult(successful=False, reason=f'internal error: {exc}')
+
+    def _guarded_parameters_changed(self, params) -> None:
+        try:
+            self._parameters_changed(params)
+        except Exception as exc:  # noqa: BLE001 - the change is made; say what failed
+            self._log('error', 'parameter change', f'applying parameters failed: {describe(exc)}')
 
     def _check_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -721,25 +742,6 @@ class GemNode(CompatNode):
         return self._engine.close(hurry)
 
 
-def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
-    """Run callbacks until the context is shut down. rclpy's signal thread triggers the
-    executor's guard condition *before* it shuts the context down, and the shutdown itself
-    wakes nobody: an executor that wakes in between sees the context still up and sleeps
-    until the next timer (30 s, the stats timer; seen in CI). Waking every SHUTDOWN_POLL_S
-    bounds that. A shutdown that lands between the loop's check and spin_once's wait makes
-    the wait fail (RCLError: its timeout timer is made on a dead context; seen in CI): that
-    is the normal end too."""
-    while executor.context.ok():
-        try:
-            executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
-        except ExternalShutdownException:
-            return  # shut down while waiting: the normal end
-        except RCLError:
-            if executor.context.ok():
-                raise  # a real failure, not the shutdown
-            return
-
-
 def stop_with_launch() -> bool:
     """Under `ros2 launch` (gem.launch.py names its pid in GEM_ROS_LAUNCH_PID), have the
     kernel send this process SIGINT, a clean stop, when launch dies, even by SIGKILL, so a
@@ -816,7 +818,7 @@ def main(args=None, node_class=GemNode) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        spin_until_shutdown(executor)
+        spin_until_shutdown(executor, node._log)
     except KeyboardInterrupt:
         pass
     finally:
@@ -832,11 +834,11 @@ def main(args=None, node_class=GemNode) -> int:
             f'threads stopped in {time.monotonic() - started:.2f} s'
             + ('' if finished else ' (a load or frame in flight left unfinished)')
         )
-        try:
-            node.destroy_node()
-        except Exception:  # noqa: BLE001 - already torn down by the shutdown
-            pass
-        rclpy.try_shutdown()
+        # Bounded: Fast DDS 2.14.5 can deadlock here (teardown.py); the stop is done.
+        finish_middleware(
+            [('destroy_node', node.destroy_node), ('rclpy.try_shutdown', rclpy.try_shutdown)],
+            who=node_class.__name__,
+        )
         log.info(f'stopped in {time.monotonic() - started:.2f} s')
         # Python's finalisation puts SIG_DFL back for handled signals: a late second signal
         # would then kill the process with -2 instead of letting it exit 0.

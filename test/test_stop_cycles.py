@@ -1,0 +1,30 @@
+"""The short run of benchmarks/stop_cycles.py: 20 start/serve/stop cycles of gem_node and a
+client process over Fast DDS (SIGINT and SIGTERM alternating, the client stopped before and
+after the node). Every process must exit by itself, with status 0: a hang in the
+middleware's teardown is bounded (gem_ros/ros/teardown.py) and still exits 0."""
+
+import sys
+
+import pytest
+
+from ros_helpers import REPO
+
+sys.path.insert(0, str(REPO / 'benchmarks'))
+
+import stop_cycles  # noqa: E402
+
+# Generous: a stop takes 1-2 s here; the teardown's own bound is 5 s. It guards "exits".
+BOUND_S = 30.0
+CYCLES = 20
+
+
+@pytest.mark.timeout(CYCLES * 90)
+def test_every_stop_ends_with_an_exit(tmp_path):
+    lines = []
+    results = stop_cycles.run_cycles(CYCLES, BOUND_S, tmp_path, report=lines.append)
+    print(stop_cycles.summary(results, BOUND_S))
+    for r in results:
+        node_log, client_log = r['logs']
+        what = f"{r['signal']}, client {'first' if r['client_first'] else 'last'}"
+        assert r['node_code'] == 0, f'gem_node ({what}): {r["node_code"]}\n{node_log}'
+        assert r['client_code'] == 0, f'client ({what}): {r["client_code"]}\n{client_log}'
