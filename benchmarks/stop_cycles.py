@@ -16,7 +16,6 @@ counted apart: it exited, with its normal status, about TEARDOWN_BOUND_S late.
 """
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'test')]
 
-from ros_helpers import TINY_MODEL, NodeProcess, source_env  # noqa: E402
+from ros_helpers import RECOMMENDED_TRANSPORTS, TINY_MODEL, NodeProcess, source_env  # noqa: E402
 
 HUNG = 'the middleware teardown hung'
 
@@ -56,7 +55,7 @@ class Client:
             stdin=subprocess.PIPE,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=source_env(),
+            env={**source_env(), 'FASTDDS_BUILTIN_TRANSPORTS': RECOMMENDED_TRANSPORTS},
             cwd=REPO,
         )
 
@@ -88,7 +87,12 @@ def wait_exit(proc, started: float, bound: float) -> tuple[float, int | None]:
 
 def cycle(index: int, log_dir: Path, bound: float) -> dict:
     """One start/serve/stop cycle: exit seconds, codes and teardown hangs of both sides."""
-    node = NodeProcess(log_dir / f'node{index}.log', *TINY_MODEL, 'queries:=[red]')
+    node = NodeProcess(
+        log_dir / f'node{index}.log',
+        *TINY_MODEL,
+        'queries:=[red]',
+        env={'FASTDDS_BUILTIN_TRANSPORTS': RECOMMENDED_TRANSPORTS},
+    )
     client = Client(log_dir / f'client{index}.log')
     signum = signal.SIGINT if index % 2 == 0 else signal.SIGTERM
     client_first = index % 4 < 2
@@ -163,8 +167,7 @@ def main() -> int:
     from gem_ros.ros.teardown import fastdds_version
 
     print(
-        f"Fast DDS {fastdds_version()}, transports {os.environ['FASTDDS_BUILTIN_TRANSPORTS']}, "
-        f'{args.cycles} cycles',
+        f'Fast DDS {fastdds_version()}, transports {RECOMMENDED_TRANSPORTS}, {args.cycles} cycles',
         flush=True,
     )
     with tempfile.TemporaryDirectory() as log_dir:

@@ -112,6 +112,8 @@ class Engine:
         self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
         self.last_load_error: Optional[tuple[ModelSettings, str]] = None
         self._busy = False  # the worker is processing a frame
+        self.in_flight = None  # the frame the worker is processing, if any
+        self.last_finished = None  # the last frame the worker finished (published or not)
         self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
         self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
         if threads:
@@ -225,10 +227,13 @@ class Engine:
                     continue
                 last_start = time.monotonic()
                 self._busy = True
+                self.in_flight = frame
                 self._process(frame)
             except Exception as exc:  # the worker keeps serving whatever one frame does
                 self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
             finally:
+                if self.in_flight is not None:
+                    self.last_finished, self.in_flight = self.in_flight, None
                 self._busy = False
 
     def _rate_allows(self, last_start: float) -> bool:

@@ -36,8 +36,15 @@ os.environ['ROS_DOMAIN_ID'] = os.environ['GEM_ROS_TEST_DOMAIN_ID']
 os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # Fast DDS's default transports lose most 640x480 frames; so does Jazzy's plain LARGE_DATA
 # (gem_ros/ros/transports.py). (Measured: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes
-# this; best-effort 640x480 frames get lost.)
-os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA?sockets_size=8MB'
+# this; best-effort 640x480 frames get lost.) The suite runs on shared memory and UDP with 8
+# MB buffers (99 of 99 640x480 frames at 10 Hz, Jazzy and Kilted), not on LARGE_DATA, whose
+# TCP channels between one long-lived participant and a stream of short-lived nodes on
+# reused ports are where Fast DDS 2.14.5 deadlocked in teardown and failed to discover a
+# node within 90 s (both seen in one full run, 2026-12-03). What users run, LARGE_DATA, is
+# what test_stop_cycles.py (and benchmarks/stop_cycles.py) start, serve and stop.
+TEST_TRANSPORTS = 'DEFAULT?sockets_size=8MB'
+RECOMMENDED_TRANSPORTS = 'LARGE_DATA?sockets_size=8MB'  # gem_ros/ros/transports.py
+os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = TEST_TRANSPORTS
 # The node and launch processes must stop on SIGINT as from a terminal; a non-interactive
 # shell starts background jobs with SIGINT ignored, which children would inherit.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
@@ -389,17 +396,20 @@ class RosClient:
         return {t.transition.id: t.transition.label for t in answer.available_transitions}
 
     def diagnostics(self):
-        """Start keeping /diagnostics statuses (list of DiagnosticStatus, newest last)."""
+        """Start keeping /diagnostics statuses (list of DiagnosticStatus, newest last; their
+        arrival times, time.monotonic(), in diagnostics_times)."""
         from diagnostic_msgs.msg import DiagnosticArray
 
         if not hasattr(self, 'statuses'):
-            self.statuses = []
-            self.node.create_subscription(
-                DiagnosticArray,
-                '/diagnostics',
-                self._keep(self.statuses, lambda m: m.status[0]),
-                50,
-            )
+            self.statuses, self.diagnostics_times = [], []
+
+            def keep(msg):
+                with self._cond:
+                    self.statuses.append(msg.status[0])
+                    self.diagnostics_times.append(time.monotonic())
+                    self._cond.notify_all()
+
+            self.node.create_subscription(DiagnosticArray, '/diagnostics', keep, 50)
         return self.statuses
 
     def close(self):
@@ -458,6 +468,46 @@ def close_shared_context(status: int) -> None:
             status=status,
             then=f'ending pytest with its own status ({status}): every test has reported',
         )
+
+
+# --- what a stop did, from the node's log and /diagnostics -------------------------------
+def in_order(log: str, *lines: str) -> None:
+    """Each line is in the log, after the one before it."""
+    at = 0
+    for line in lines:
+        found = log.find(line, at)
+        assert found >= 0, f'no {line!r} after offset {at}:\n{log[-3000:]}'
+        at = found + len(line)
+
+
+def a_status_later(client) -> None:
+    """Wait for the next /diagnostics status: the frames offered so far are in its count."""
+    count = len(client.diagnostics())
+    client.wait_for(lambda: len(client.statuses) > count, 'a /diagnostics status')
+
+
+def wait_until_offered(client, before: float, timeout: float = 60.0) -> None:
+    """Until /diagnostics shows a frame offered after `before`: a status after it with a
+    non-zero input rate (frames offered before were counted by an earlier status,
+    a_status_later). The idle worker takes an offered frame at once."""
+    statuses = client.diagnostics()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with client._cond:
+            rates = [
+                float(dict((v.key, v.value) for v in st.values)['input rate (Hz)'])
+                for st, t in zip(statuses, client.diagnostics_times)
+                if t > before
+            ]
+        if any(rate > 0 for rate in rates):
+            return
+        time.sleep(0.05)
+    with client._cond:
+        seen = [
+            (round(t - before, 2), dict((v.key, v.value) for v in st.values)['input rate (Hz)'])
+            for st, t in zip(statuses, client.diagnostics_times)
+        ]
+    raise AssertionError(f'no frame offered within {timeout} s; (s after, input rate): {seen}')
 
 
 _frame_counter = itertools.count(1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gem_ros.gem as gem
-from gem_ros.overlay import draw_overlay
+from gem_ros.overlay import draw_overlay, query_colours
 
 from tiny_model import CONFIG, WEIGHTS, hub_reachable
 from tiny_model import two_colour_image as _two_colour_image
@@ -22,10 +22,30 @@ def test_overlay_marks_masks_and_peaks(model):
     dets = model.locate(img, ["red", "blue"], presence_rule="off")
     out = draw_overlay(img, dets)
     assert out.shape == img.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, img) and np.array_equal(img, _two_colour_image(480, 640))
-    small = draw_overlay(img[:224, :224], [])  # small frames are drawn enlarged, 224 -> 672
+    assert np.array_equal(img, _two_colour_image(480, 640))  # drawn on a copy
+    for colour in query_colours(["red", "blue"]):  # both queries' colours are drawn
+        assert (out == colour).all(axis=-1).any(), colour
+    # One query (the tiny model's masks of two overlap): its mask is tinted with its colour
+    # (alpha 0.45), but where the legend, label and marker are drawn over it.
+    (det,) = model.locate(img, ["red"], presence_rule="off")
+    one = draw_overlay(img, [det])
+    colour = np.array(query_colours(["red"])[0], np.float32)
+    tint = (img[det.mask].astype(np.float32) * (1 - 0.45) + colour * 0.45).astype(np.uint8)
+    tinted = (one[det.mask] == tint).all(axis=-1).mean()
+    assert tinted > 0.9, tinted
+    assert (one[~det.mask] == img[~det.mask]).all(axis=-1).mean() > 0.9  # the rest is as it was
+    near = one[det.peak_y - 3 : det.peak_y + 4, det.peak_x - 3 : det.peak_x + 4]
+    assert (near == colour.astype(np.uint8)).all(axis=-1).sum() >= 5  # the cross at the peak
+    # Small frames are drawn enlarged (224 -> 672): the marker sits at the scaled peak.
+    crop = img[:224, :224]
+    (det,) = model.locate(crop, ["red"], presence_rule="off")
+    small = draw_overlay(crop, [det])
     assert small.shape == (672, 672, 3)
-    assert np.array_equal(small[::3, ::3], img[:224, :224])  # nothing to draw: just larger
+    y, x = det.peak_y * 3 + 1, det.peak_x * 3 + 1
+    near = small[y - 3 : y + 4, x - 3 : x + 4]
+    assert (near == query_colours(["red"])[0]).all(axis=-1).sum() >= 5
+    plain = draw_overlay(crop, [])
+    assert np.array_equal(plain[::3, ::3], crop)  # nothing to draw: just larger
 
 
 def test_overlay_colours_follow_colour_words_and_stay_apart():

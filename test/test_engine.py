@@ -39,7 +39,7 @@ class Lines:
 class Rig:
     def __init__(self, load=gem.load_model):
         self.logger = Lines()
-        self.published, self.failed = [], []
+        self.published, self.failed, self.settings_used = [], [], []
         self.cond = threading.Condition()
         self.engine = Engine(
             ThrottledLog(self.logger, 0.0),
@@ -49,8 +49,11 @@ class Rig:
             load=load,
         )
 
-    @staticmethod
-    def convert(frame, max_pixels):
+    during_conversion = None  # called inside the conversion of each frame, if set
+
+    def convert(self, frame, max_pixels):
+        if self.during_conversion is not None:
+            self.during_conversion()
         if isinstance(frame, str):
             raise ValueError(f"unreadable frame {frame}")
         return frame
@@ -58,6 +61,7 @@ class Rig:
     def publish(self, frame, rgb, detections, seconds, settings):
         with self.cond:
             self.published.append((frame, detections))
+            self.settings_used.append(settings)
             self.cond.notify_all()
 
     def wait(self, predicate, what, timeout=30.0):
@@ -159,16 +163,29 @@ def test_rate_limit_follows_a_settings_change_at_once(rig):
 
 
 def test_frame_settings_are_used_as_one_snapshot(rig):
+    """Settings changed while a frame is being converted apply from the next frame: the frame
+    in flight is finished with the settings it started with, all of them."""
     rig.engine.set_queries(["red"])
     rig.loaded()
-    areas = []
-    for threshold in (0.9, 0.1):
-        frame = FrameSettings(mask_threshold=threshold, presence="off")  # masks, not presence
-        rig.engine.update_settings(RunSettings(frame=frame))
+    strict = RunSettings(frame=FrameSettings(mask_threshold=0.9, presence="off"))
+    loose = RunSettings(frame=FrameSettings(mask_threshold=0.1, presence="off"))
+    areas = {}
+    for name, settings in (("strict", strict), ("loose", loose)):
+        rig.engine.update_settings(settings)
         rig.engine.offer(two_colour_image())
         rig.wait(lambda n=len(areas): len(rig.published) == n + 1, "a result")
-        areas.append(rig.published[-1][1][0].area)
-    assert areas[0] < areas[1]
+        areas[name] = rig.published[-1][1][0].area
+    assert areas["strict"] < areas["loose"], areas  # the two thresholds tell apart
+    rig.engine.update_settings(strict)
+    rig.during_conversion = lambda: rig.engine.update_settings(loose)  # mid-frame
+    rig.engine.offer(two_colour_image())
+    rig.wait(lambda: len(rig.published) == 3, "the frame changed mid-way")
+    rig.during_conversion = None
+    assert rig.settings_used[-1] is strict
+    assert rig.published[-1][1][0].area == areas["strict"]
+    rig.engine.offer(two_colour_image())  # the next frame has the new settings
+    rig.wait(lambda: len(rig.published) == 4, "the next frame")
+    assert rig.settings_used[-1] is loose and rig.published[-1][1][0].area == areas["loose"]
 
 
 def test_aspect_ratio_over_the_budget_is_refused_and_logged(rig):

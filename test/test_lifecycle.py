@@ -23,13 +23,22 @@ def client():
     client.close()
 
 
-def _no_result_for(client, msg, seconds=2.0) -> bool:
-    client.image_pub.publish(msg)
-    try:
-        client.result_for(msg.header, seconds)
-    except AssertionError:
-        return True
-    return False
+def wait_image_subscription(client, wanted: bool, timeout: float = 30.0) -> None:
+    """Until the graph shows /gem subscribed to /image (wanted) or not: an inactive node
+    takes no frames at all, which a window without results could not tell from a lost one."""
+    deadline = time.monotonic() + timeout
+    subscribed = None
+    while time.monotonic() < deadline:
+        try:
+            topics = {t for t, _ in client.node.get_subscriber_names_and_types_by_node('gem', '/')}
+        except Exception:  # noqa: BLE001 - not in the graph yet (NodeNameNonExistentError)
+            topics = None
+        if topics is not None:
+            subscribed = '/image' in topics
+            if subscribed == wanted:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f'/gem subscribed to /image: {subscribed}, wanted {wanted}')
 
 
 def test_managed_node_states(client, tmp_path):
@@ -50,18 +59,18 @@ def test_managed_node_states(client, tmp_path):
         assert client.lifecycle('configure') == 'inactive'
         assert 'loaded model' in node.log()
         msg = image_msg(RGB, 'rgb8')
-        assert _no_result_for(client, msg), 'an inactive node published a result'
+        wait_image_subscription(client, False)
         reply = client.call(locate, Locate.Request(query='red', timeout=10.0), 5.0)
         assert 'the node is inactive' in reply.message, reply.message
 
         assert client.lifecycle('activate') == 'active'
+        wait_image_subscription(client, True)
         client.wait_matched()
         msg.header = header()
         assert client.publish_and_wait(msg).results[0].query == 'red'
 
         assert client.lifecycle('deactivate') == 'inactive'
-        msg.header = header()
-        assert _no_result_for(client, msg), 'a deactivated node published a result'
+        wait_image_subscription(client, False)
         assert client.lifecycle('activate') == 'active'  # the model was kept: no reload
         assert node.log().count('loaded model') == 1
         client.wait_matched()

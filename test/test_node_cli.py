@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ros_helpers import REPO, TINY_MODEL, NodeProcess, source_env
+from ros_helpers import REPO, TINY_MODEL, NodeProcess, RosClient, image_msg, random_rgb, source_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,9 +69,15 @@ def test_without_vision_msgs_the_node_says_so_and_runs(tmp_path, monkeypatch):
     hidden.mkdir(parents=True)
     (hidden / '__init__.py').write_text('raise ImportError("hidden by the test")\n')
     monkeypatch.setenv('PYTHONPATH', str(tmp_path / 'hide'))
-    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL)
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, 'queries:=[red]', 'input_size:=96')
+    client = RosClient()
     try:
         node.wait_for_log('vision_msgs is not installed: ~/detections')
         node.wait_for_log('loaded model')
+        client.wait_matched()
+        result = client.publish_and_wait(image_msg(random_rgb(48, 64), 'rgb8'))
+        assert [r.query for r in result.results] == ['red']
+        assert not client.node.count_publishers('/gem/detections')  # and no detections
     finally:
+        client.close()
         node.stop()

@@ -48,7 +48,10 @@ def client():
     # Keep every request: a burst of 20 would overwrite each other in a depth-10 history.
     ros.locate = ros.node.create_client(Locate, '/gem/locate', qos_profile=KEEP_ALL)
     ros.detections, ros.heatmaps = [], []
-    ros.node.create_subscription(Detection2DArray, '/gem/detections', ros._keep(ros.detections), 50)
+    if Detection2DArray is not None:  # vision_msgs is optional (the launch bundle)
+        ros.node.create_subscription(
+            Detection2DArray, '/gem/detections', ros._keep(ros.detections), 50
+        )
     ros.node.create_subscription(Heatmaps, '/gem/heatmaps', ros._keep(ros.heatmaps), 50)
     yield ros
     ros.close()

@@ -738,8 +738,32 @@ class GemNode(CompatNode):
         )
 
     def close(self, hurry: threading.Event = None) -> bool:
-        """Stop the engine's threads; whether they all ended (see Engine.close)."""
-        return self._engine.close(hurry)
+        """Stop the engine's threads, saying which frame was in flight and whether it was
+        finished (its results are not published once a signal has shut ROS down); whether
+        every thread ended (see Engine.close)."""
+        log = rclpy.logging.get_logger('gem')
+        frame = self._engine.in_flight
+        log.info(
+            'stopping: '
+            + (f'finishing the frame in flight ({describe_frame(frame)})' if frame else 'idle')
+        )
+        finished = self._engine.close(hurry)
+        if frame is not None:
+            done = self._engine.last_finished is frame
+            published = ' and published' if self.context.ok() else ''
+            log.info(
+                f'the frame in flight ({describe_frame(frame)}) '
+                + (f'was finished{published}' if done else 'was left unfinished')
+            )
+        return finished
+
+
+def describe_frame(frame) -> str:
+    """'stamp 12.000000500, frame_id 'camera'' of a frame the node offered: (msg, to_rgb)."""
+    header = getattr(frame[0] if isinstance(frame, tuple) else frame, 'header', None)
+    if header is None:
+        return 'a frame'
+    return f'stamp {header.stamp.sec}.{header.stamp.nanosec:09d}, frame_id {header.frame_id!r}'
 
 
 def stop_with_launch() -> bool:
@@ -828,7 +852,6 @@ def main(args=None, node_class=GemNode) -> int:
             signal.signal(signum, _on_second_signal(hurry))
         started = time.monotonic()
         log = rclpy.logging.get_logger('gem')
-        log.info('stopping: finishing the frame in flight, if any')
         finished = node.close(hurry)
         log.info(
             f'threads stopped in {time.monotonic() - started:.2f} s'

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gem_ros.deadline import Deadline
 
-TEARDOWN_BOUND_S = 5.0  # measured teardowns take 10-30 ms; a hang never ends
+TEARDOWN_BOUND_S = 3.0  # teardowns take 10-30 ms; a hang never ends; launch escalates at 5 s
 UPSTREAM_FIX = 'eProsima/Fast-DDS#6066'
 _LIBRARY = re.compile(r'lib(fastrtps|fastdds)\.so\.(\d+\.\d+\.\d+)')
 
