@@ -55,7 +55,7 @@ class Client:
             stdin=subprocess.PIPE,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**source_env(), 'FASTDDS_BUILTIN_TRANSPORTS': RECOMMENDED_TRANSPORTS},
+            env={**source_env(), 'GEM_ROS_TEST_TRANSPORTS': RECOMMENDED_TRANSPORTS},
             cwd=REPO,
         )
 

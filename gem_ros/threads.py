@@ -59,9 +59,10 @@ class ThrottledLog:
     - Never raises: a failing logger (e.g. during shutdown) loses the line, not the thread.
     """
 
-    def __init__(self, logger, period_s: float):
+    def __init__(self, logger, period_s: float, clock=time.monotonic):
         self._logger = logger
         self._period_s = period_s
+        self._clock = clock  # seconds; tests pass their own
         self._lock = threading.Lock()
         self._last: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], int] = {}
@@ -71,7 +72,7 @@ class ThrottledLog:
         returns whether it was logged."""
         period = self._period_s if period_s is None else period_s
         key = (level, kind)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if now - self._last.get(key, -period) < period:
                 self._held[key] = self._held.get(key, 0) + 1

@@ -44,7 +44,10 @@ os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # what test_stop_cycles.py (and benchmarks/stop_cycles.py) start, serve and stop.
 TEST_TRANSPORTS = 'DEFAULT?sockets_size=8MB'
 RECOMMENDED_TRANSPORTS = 'LARGE_DATA?sockets_size=8MB'  # gem_ros/ros/transports.py
-os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = TEST_TRANSPORTS
+# A helper process that must speak LARGE_DATA (a stop-cycle client) says so in this one.
+os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = os.environ.get(
+    'GEM_ROS_TEST_TRANSPORTS', TEST_TRANSPORTS
+)
 # The node and launch processes must stop on SIGINT as from a terminal; a non-interactive
 # shell starts background jobs with SIGINT ignored, which children would inherit.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

@@ -12,7 +12,7 @@ import torch
 import gem_ros.gem as gem
 from gem_ros.gem import postprocess
 
-from tiny_model import CONFIG, WEIGHTS, hub_reachable
+from tiny_model import CONFIG, WEIGHTS
 from tiny_model import two_colour_image as _two_colour_image
 
 
@@ -33,8 +33,8 @@ def test_unknown_tag_lists_known_tags():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(hub_reachable(), reason="needs a machine without access to the model hub")
-def test_missing_weights_offline_fail_with_model_tag_and_local_file_hint(tmp_path):
+def test_missing_weights_offline_fail_with_model_tag_and_local_file_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline wherever it runs, hub or not
     with pytest.raises(gem.ModelLoadError) as err:
         gem.load_model("ViT-B-32", "openai", cache_dir=str(tmp_path))
     msg = str(err.value)
@@ -328,7 +328,12 @@ def test_precision_auto_picks_by_device_and_cpu(device, flag, expected):
 
     precision, why = resolve_precision("auto", torch.device(device), bf16_flag=flag)
     assert precision == expected and why.startswith(f"precision auto: {expected}")
-    assert resolve_precision("fp16", torch.device("cpu"))[0] == "fp32"
+
+
+def test_an_explicit_precision_is_kept_where_the_cpu_can_run_it():
+    from gem_ros.gem.loading import resolve_precision
+
+    assert resolve_precision("fp16", torch.device("cpu"))[0] == "fp32"  # no fp16 on CPUs
     assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "")
 
 

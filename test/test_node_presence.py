@@ -94,12 +94,10 @@ def by_query(result):
 
 
 def test_locate_without_frames_times_out_with_the_reason(node, client):
-    started = time.monotonic()
     answer = client.call(client.locate, Locate.Request(query='red', timeout=0.5))
     assert not answer.found and not answer.has_point
     assert 'no frame processed within 0.5 s' in answer.message
     assert 'no images received on /image' in answer.message
-    assert time.monotonic() - started < 10
 
 
 def test_absent_query_is_not_found_has_no_mask_point_or_marker(node, client):

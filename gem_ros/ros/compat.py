@@ -92,13 +92,14 @@ class SampleFilter:
     topic) from a new one. With source timestamps a sample is (stamp, data); without them
     (Humble) the same data again within `window_s` counts as the same sample."""
 
-    def __init__(self, keep: int = 16, window_s: float = 1.0):
+    def __init__(self, keep: int = 16, window_s: float = 1.0, clock=time.monotonic):
         self._seen: deque = deque(maxlen=keep)
         self._window_s = window_s
+        self._clock = clock  # seconds; tests pass their own
 
     def repeat(self, data, stamp_ns) -> bool:
         """Whether this sample was seen already; remembers it otherwise."""
-        now = time.monotonic()
+        now = self._clock()
         for seen_stamp, seen_data, seen_at in self._seen:
             if seen_data != data:
                 continue
