@@ -223,3 +223,13 @@ def test_one_callbacks_error_is_logged_and_the_node_goes_on_serving():
     finally:
         executor.shutdown(timeout_sec=0)
         close_ros('spin test', context, node)
+
+
+def test_locate_timeout_rules_of_the_service_definition():
+    """Locate.srv: 'Seconds to wait for that frame; 0 (or not finite) = 5, at most 60.'"""
+    from gem_ros.ros.node import locate_timeout
+
+    assert locate_timeout(0.0) == 5.0 and locate_timeout(-3.0) == 5.0
+    assert locate_timeout(float('nan')) == 5.0 and locate_timeout(float('inf')) == 5.0
+    assert locate_timeout(0.5) == 0.5 and locate_timeout(60.0) == 60.0
+    assert locate_timeout(1000.0) == 60.0

@@ -107,3 +107,31 @@ def test_presence_metric_counts_precision_recall_and_pointing():
     assert (s["precision"], s["recall"], s["F1"]) == (0.5, 0.5, 0.5)
     assert s["pointing_accuracy"] == 0.5 and (s["present"], s["absent"]) == (2, 2)
     assert s["AUROC"] == 0.75
+
+
+def test_presence_threshold_decides_found_from_the_same_confidence(scene_model):
+    """presence_threshold (node parameter, --presence-threshold, locate's argument): found
+    exactly when the confidence reaches it; the confidence itself does not move."""
+    scene = scene_gen.generate_scene(np.random.default_rng(7))
+    queries = list(scene_gen.COLOURS)
+    base = {d.query: d.confidence for d in scene_model.locate(scene.image, queries)}
+    ranked = sorted(base.values())
+    for threshold in (ranked[1] + 1e-4, ranked[-1] + 1e-4, 0.0):
+        dets = scene_model.locate(scene.image, queries, presence_threshold=threshold)
+        for d in dets:
+            assert d.found == (base[d.query] >= threshold), (d.query, base[d.query], threshold)
+            assert d.confidence == pytest.approx(base[d.query], abs=1e-6)
+    assert not any(
+        d.found for d in scene_model.locate(scene.image, queries, presence_threshold=1.01)
+    )
+
+
+def test_background_prompts_are_the_rivals_of_a_query(scene_model):
+    """background_prompts (node parameter, flag, argument): a query's confidence is judged
+    against them, so naming the query's own colour as background drives it down."""
+    scene = scene_gen.generate_scene(np.random.default_rng(7))
+    present = sorted(o.colour for o in scene.objects)[0]
+    usual = scene_model.locate(scene.image, [present])[0]
+    rivalled = scene_model.locate(scene.image, [present], background_prompts=f"{present} thing")[0]
+    assert usual.found, usual.confidence
+    assert rivalled.confidence < usual.confidence, (usual.confidence, rivalled.confidence)

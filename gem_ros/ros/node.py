@@ -101,6 +101,14 @@ MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
+def locate_timeout(requested: float) -> float:
+    """~/locate's wait for a frame: 0, negative or not finite means LOCATE_TIMEOUT_S (5 s),
+    and at most MAX_LOCATE_TIMEOUT_S (60 s): a caller cannot hold a request for ever."""
+    if not math.isfinite(requested) or requested <= 0:
+        return LOCATE_TIMEOUT_S
+    return min(requested, MAX_LOCATE_TIMEOUT_S)
+
+
 def queries_from_parameter(value) -> list[str]:
     """The queries parameter's value (a string split on ',' and ';', or a string array) as a
     query list; QueryError for a non-empty string that holds no query (e.g. ';;;'), which
@@ -492,10 +500,7 @@ class GemNode(CompatNode):
     # --- ~/locate -------------------------------------------------------------------------
     async def _on_locate(self, request, response):
         """Executor thread; awaits (never blocks) until a frame answers or the timeout."""
-        timeout = request.timeout
-        if not math.isfinite(timeout) or timeout <= 0:
-            timeout = LOCATE_TIMEOUT_S
-        timeout = min(timeout, MAX_LOCATE_TIMEOUT_S)
+        timeout = locate_timeout(request.timeout)
         if not self.taking_frames:
             response.message = (
                 f'the node is {self.lifecycle_state()}: it processes no frames until it is '
