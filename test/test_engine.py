@@ -241,3 +241,43 @@ def test_questions_wait_without_active_queries_and_can_be_withdrawn(rig):
     assert answers == ["red"] and not rig.engine.withdraw(kept)
     with pytest.raises(gem.QueryError):
         rig.engine.ask("  ", lambda *a: None)
+
+
+def test_while_a_new_model_loads_the_old_one_serves_frames_and_new_queries():
+    """A model swap never leaves the camera unanswered: a frame offered, and queries changed,
+    while the new model is still loading are answered by the old model; once the new one is
+    in, frames get its answers, which differ (method clip instead of gem)."""
+    release = threading.Event()
+
+    def load(settings):
+        if settings.method == "clip":
+            release.wait(60)  # held until the test has served a frame meanwhile
+        return gem.load_model(settings)
+
+    rig = Rig(load=load)
+    try:
+        rig.engine.set_queries(["red"])
+        rig.loaded()
+        image = two_colour_image()
+        rig.engine.offer(image)
+        rig.wait(lambda: len(rig.published) == 1, "a frame on the first model")
+        old_score = rig.published[-1][1][0].score
+        clip = ModelSettings(model=CONFIG, pretrained=WEIGHTS, device="cpu", method="clip")
+        rig.engine.request_model(clip)
+        rig.wait(lambda: "loading model" in rig.logger.text().split("loaded model")[-1], "load")
+        rig.engine.set_queries(["blue"])
+        rig.engine.offer(image)
+        rig.wait(lambda: len(rig.published) == 2, "a frame during the load")
+        during = rig.published[-1][1][0]
+        assert during.query == "blue" and rig.engine.loaded == TINY  # the old model answered
+        assert not release.is_set()
+        release.set()
+        rig.wait(lambda: rig.engine.loaded == clip, "the new model")
+        rig.engine.set_queries(["red"])
+        rig.engine.offer(image)
+        rig.wait(lambda: len(rig.published) == 3, "a frame on the new model")
+        new_score = rig.published[-1][1][0].score
+        assert abs(new_score - old_score) > 1e-3, (old_score, new_score)
+    finally:
+        release.set()
+        assert rig.engine.close()

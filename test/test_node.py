@@ -428,19 +428,27 @@ def test_model_reload_swaps_in_the_new_model_while_serving(gem_node, client):
 
 
 def test_queries_are_served_while_a_model_loads(gem_node, client):
+    """The wiring: a query change during a model load is answered at once, and the node
+    serves the new queries. Which model answers a frame during a load, and that the old one
+    does, is the engine's (test_engine.py, with a load held until a frame was served: a
+    ViT-B-16 load here takes 1 s, too short to aim a frame at)."""
     set_queries(client, 'red')
     mark = len(gem_node.log())
     try:
-        # Building ViT-B-16 takes seconds here; a query change takes milliseconds.
         assert client.set_parameters(model='ViT-B-16', pretrained='none').successful
         gem_node.wait_for_log("loading model 'ViT-B-16'", after=mark)
-        set_queries(client, 'green')
-        assert "loaded model 'ViT-B-16'" not in gem_node.log()[mark:]
+        set_queries(client, 'green')  # asserts the answer and the echo
     finally:
-        # Back to the model in use before ViT-B-16 is ready: that load is not used.
         assert client.set_parameters(**TINY_WEIGHTS).successful
-        gem_node.wait_for_log("not using the model 'ViT-B-16'", after=mark, timeout=110)
-    assert "loaded model 'ViT-B-16'" not in gem_node.log()[mark:]
+        # Superseded before it finished, or finished and then replaced: the tiny model.
+        back = (
+            "not using the model 'ViT-B-16'",
+            'gem-tiny-test.pt, method gem, device cpu, precision fp32) on cpu',
+        )
+        deadline = time.monotonic() + 110
+        while not any(line in gem_node.log()[mark:] for line in back):
+            assert time.monotonic() < deadline, gem_node.log()[mark:][-3000:]
+            time.sleep(0.05)
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['green'])
 
