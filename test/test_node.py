@@ -18,10 +18,12 @@ from ros_helpers import (
     TINY_MODEL,
     NodeProcess,
     RosClient,
+    a_status_later,
     close_ros,
     header,
     image_msg,
     random_rgb,
+    wait_until_offered,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -195,13 +197,15 @@ def test_service_replaces_dedupes_and_clears_queries(gem_node, client):
 
     set_queries(client)  # an empty list clears
     client.wait_for(lambda: client.active[-1] == '', 'the echo of no queries')
+    a_status_later(client)  # /diagnostics counts the frames the node is offered
     # Without queries a frame is dropped before conversion: a broken one logs no error.
     good = image_msg(RGB, 'rgb8', frame_id='no-queries')
     broken = image_msg(RGB, 'rgb8', frame_id='no-queries')
     broken.data = broken.data[:-1]
+    sent = time.monotonic()
     for msg in (good, broken, good):
         client.image_pub.publish(msg)
-    time.sleep(0.5)  # not a check: lets the frames arrive before the queries do
+    wait_until_offered(client, sent)  # they reached the node before the queries do
     set_queries(client, 'cat')
     msg = image_msg(RGB, 'rgb8')
     check_result(client.publish_and_wait(msg), msg, ['cat'])

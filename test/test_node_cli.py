@@ -81,3 +81,33 @@ def test_without_vision_msgs_the_node_says_so_and_runs(tmp_path, monkeypatch):
     finally:
         client.close()
         node.stop()
+
+
+@pytest.mark.parametrize(
+    'image_qos,expected', [('sensor_data', 'BEST_EFFORT'), ('reliable', 'RELIABLE')]
+)
+def test_image_qos_at_start_up_is_the_image_subscriptions_reliability(
+    tmp_path, image_qos, expected
+):
+    """docs/node.md: image_qos (read-only) picks the camera subscription's QoS at start-up."""
+    import time
+
+    node = NodeProcess(tmp_path / 'node.log', *TINY_MODEL, f'image_qos:={image_qos}')
+    client = RosClient()
+    try:
+        node.wait_for_log('loaded model')
+        deadline = time.monotonic() + 30
+        while True:
+            infos = [
+                i
+                for i in client.node.get_subscriptions_info_by_topic('/image')
+                if i.node_name == 'gem'
+            ]
+            if infos or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(infos) == 1, infos
+        assert infos[0].qos_profile.reliability.name == expected
+    finally:
+        client.close()
+        node.stop()
