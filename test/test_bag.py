@@ -258,3 +258,46 @@ def test_the_docs_example_runs_offline(tmp_path):
     found = [{q['query']: q['found'] for q in line['queries']} for line in lines]
     assert any(f['red'] for f in found) and not all(f['blue'] for f in found)
     assert set(read_output(tmp_path / 'demo' / 'labelled')) == OUTPUT_TOPICS
+
+
+def test_node_name_mask_format_and_a_bad_frame_recorded_as_an_error(tmp_path):
+    """--node-name names the output topics, --mask-format none leaves masks empty, and a
+    frame that cannot be read gets an `error` line in results.jsonl (the others go on)."""
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    source = tmp_path / 'in'
+    with Writer(source, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(
+            '/cam/image', 'sensor_msgs/msg/Image', typestore=typestore
+        )
+        for i, image in frames(3):
+            msg = image_message(i, image)
+            if i == 1:
+                msg.data = msg.data[:-7]  # 7 bytes short of height x step
+            writer.write(connection, (2000 + i) * 10**9, serialize_message(msg))
+    gem_bag(
+        source,
+        '-q',
+        'red',
+        '-o',
+        tmp_path / 'out',
+        '--node-name',
+        'front_gem',
+        '--mask-format',
+        'none',
+    )
+    lines = jsonl(tmp_path / 'out')
+    assert [line['frame'] for line in lines] == [0, 1, 2]
+    assert 'error' in lines[1] and 'queries' not in lines[1], lines[1]
+    assert 'bad frame' in lines[1]['error'], lines[1]
+    assert all('error' not in lines[i] and lines[i]['queries'] for i in (0, 2)), lines
+    with Reader(tmp_path / 'out') as reader:
+        topics = {c.topic for c in reader.connections}
+        results = [
+            deserialize_message(bytes(raw), GemResult)
+            for c, _, raw in reader.messages()
+            if c.topic == '/front_gem/results'
+        ]
+    assert '/front_gem/results' in topics and not any(t.startswith('/gem/') for t in topics)
+    assert len(results) == 2  # the bad frame has none
+    mask = results[0].results[0].mask
+    assert (mask.width, mask.height, len(mask.data)) == (0, 0, 0)  # 'none': header only
