@@ -301,3 +301,12 @@ def test_node_name_mask_format_and_a_bad_frame_recorded_as_an_error(tmp_path):
     assert len(results) == 2  # the bad frame has none
     mask = results[0].results[0].mask
     assert (mask.width, mask.height, len(mask.data)) == (0, 0, 0)  # 'none': header only
+
+
+def test_a_damaged_sqlite3_bag_is_refused_with_exit_2(tmp_path):
+    source = write_bag(tmp_path / 'in', 4, storage='sqlite3')
+    db = next(source.glob('*.db3'))
+    db.write_bytes(b'this is no sqlite database' * 100)
+    run = gem_bag(source, '-q', 'red', '-o', tmp_path / 'out')
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert 'Traceback' not in run.stderr and str(source) in run.stderr, run.stderr
