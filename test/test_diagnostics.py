@@ -173,3 +173,28 @@ def test_heatmap_image(client, tmp_path):
         assert np.array_equal(plain[40:, :], RGB[40:, :])
     finally:
         node.stop()
+
+
+def test_a_managed_node_idle_is_ok_and_says_its_state(client, tmp_path):
+    """docs/node.md: unconfigured and inactive are OK ('<state>: not processing frames'), not
+    the WARN of a silent camera: a lifecycle manager keeps it idle on purpose."""
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        *TINY_MODEL,
+        'autostart:=false',
+        'diagnostics_frame_timeout_s:=0.5',
+        managed=True,
+    )
+    try:
+        node.wait_for_log('waiting for a lifecycle manager')
+        for state, transition in (('unconfigured', ''), ('inactive', 'configure')):
+            assert client.lifecycle(transition) == state
+            after = len(client.diagnostics())
+            client.wait_for(lambda a=after: len(client.statuses) > a + 2, 'three statuses')
+            for status in client.statuses[after + 1 :]:  # periods wholly in this state
+                assert status.level == DiagnosticStatus.OK, (state, status.message)
+                assert status.message == f'{state}: not processing frames', status.message
+                values = {kv.key: kv.value for kv in status.values}
+                assert values['lifecycle state'] == state, values
+    finally:
+        node.stop()

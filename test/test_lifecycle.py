@@ -10,7 +10,16 @@ from lifecycle_msgs.srv import ChangeState
 from gem_ros.srv import Locate, SetQueries
 
 from hostile_inputs import read_kib
-from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
+from ros_helpers import (
+    TINY_MODEL,
+    NodeProcess,
+    RosClient,
+    a_status_later,
+    header,
+    image_msg,
+    random_rgb,
+    wait_until_offered,
+)
 
 pytestmark = pytest.mark.timeout(300)
 RGB = random_rgb(96, 128, seed=3)
@@ -168,5 +177,46 @@ def test_transitions_that_do_not_exist_from_a_state_are_refused(client, tmp_path
         request.transition.label = 'activate'  # unconfigured: activate is not a transition
         assert not client.call(client._change_state, request).success
         assert client.lifecycle() == 'unconfigured'
+    finally:
+        node.stop()
+
+
+def test_a_frame_in_flight_at_deactivate_is_not_published(client, tmp_path):
+    """docs/node.md: deactivate stops frames, and the frame in flight is not published. The
+    worker finishes it before the next frame, so had it been published, its result would
+    come before the next frame's: order, not a window of silence."""
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        'model:=ViT-B-16',
+        'pretrained:=none',
+        'device:=cpu',
+        'queries:=[red]',
+        'publish_overlay:=false',
+        'autostart:=false',
+        managed=True,
+    )
+    try:
+        node.wait_for_log('waiting for a lifecycle manager')
+        assert client.lifecycle('configure', timeout=300) == 'inactive'
+        assert client.lifecycle('activate') == 'active'
+        client.wait_matched()
+        client.diagnostics()
+        # No resend (resend_s 60): a second copy would keep the worker busy, and the frame
+        # below would wait in the slot and be replaced there, not be in flight.
+        first = client.publish_and_wait(
+            image_msg(random_rgb(480, 640), 'rgb8'), timeout=120, resend_s=60
+        )
+        assert first.inference_seconds > 0.5, 'too quick to be caught in flight'
+        in_flight = image_msg(random_rgb(480, 640), 'rgb8')
+        a_status_later(client)
+        sent = time.monotonic()
+        client.image_pub.publish(in_flight)
+        wait_until_offered(client, sent)
+        assert client.lifecycle('deactivate') == 'inactive'
+        assert client.lifecycle('activate') == 'active'
+        client.wait_matched()
+        after = image_msg(random_rgb(480, 640), 'rgb8')
+        client.publish_and_wait(after, timeout=120, resend_s=60)
+        assert not [r for r in client.results if r.header == in_flight.header]
     finally:
         node.stop()

@@ -129,6 +129,7 @@ class GemNode(CompatNode):
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
         self._model_wanted = False  # a model is loaded or being loaded (configured)
         self._frame_subscriptions: list = []  # while taking frames (active)
+        self._activation = 0  # counts _start_frames and _stop_frames: which frames are current
         self._depth = None
         if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
             self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
@@ -230,6 +231,7 @@ class GemNode(CompatNode):
         """Subscribe the camera (and depth) topics: frames are processed and published."""
         if self._frame_subscriptions:
             return
+        self._activation += 1
         self._last_frame_time = None
         self._diagnosed = (self._frames_in, *self._diagnosed[1:3], time.monotonic())
         self._frames_started = time.monotonic()
@@ -248,6 +250,7 @@ class GemNode(CompatNode):
     def _stop_frames(self) -> None:
         """Unsubscribe the camera topics; a frame in flight is not published."""
         subs, self._frame_subscriptions = self._frame_subscriptions, []
+        self._activation += 1
         for sub in subs:
             self.destroy_subscription(sub)
         if self._depth is not None:
@@ -585,7 +588,8 @@ class GemNode(CompatNode):
             or self._heatmaps_pub.get_subscription_count() > 0
             or self._heatmap_image_pub.get_subscription_count() > 0
         )
-        skipped = self._engine.offer((msg, to_rgb))  # nothing asked: not even converted
+        # The frame carries the activation it came in: published only while that one lasts.
+        skipped = self._engine.offer((msg, to_rgb, self._activation))
         if skipped:
             self._log(
                 'info',
@@ -602,7 +606,7 @@ class GemNode(CompatNode):
     @staticmethod
     def _convert(frame, max_pixels: int):
         """The engine's converter (worker thread): a frame message to RGB, errors named."""
-        msg, to_rgb = frame
+        msg, to_rgb, _ = frame
         try:
             return to_rgb(msg, max_pixels)
         except ValueError as exc:
@@ -612,8 +616,8 @@ class GemNode(CompatNode):
     def _publish_detections(self, frame, rgb, detections, seconds, settings) -> None:
         """The engine's output (worker thread): result, markers and overlay messages."""
         depth = self._depth
-        if not self.taking_frames:
-            return  # deactivated while this frame ran
+        if not self.taking_frames or frame[2] != self._activation:
+            return  # deactivated while this frame ran (and maybe activated again since)
         header = frame[0].header
         height, width = rgb.shape[:2]
         points = (
