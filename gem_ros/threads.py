@@ -45,6 +45,23 @@ class LatestSlot:
             self._cond.notify_all()
 
 
+class RateGate:
+    """At most `rate_hz` passes a second (0: every one): the node's optional outputs
+    (overlay, heatmaps) are drawn only as often as their max rate says."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock  # seconds; tests pass their own
+        self._last = None
+
+    def due(self, rate_hz: float) -> bool:
+        """Whether to pass now; a pass is remembered."""
+        now = self._clock()
+        if rate_hz > 0 and self._last is not None and now - self._last < 1.0 / rate_hz:
+            return False
+        self._last = now
+        return True
+
+
 def cut(text: str, limit: int = MAX_LOG_CHARS) -> str:
     return text if len(text) <= limit else f'{text[:limit]}... ({len(text) - limit} more chars)'
 

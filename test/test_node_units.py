@@ -233,3 +233,20 @@ def test_locate_timeout_rules_of_the_service_definition():
     assert locate_timeout(float('nan')) == 5.0 and locate_timeout(float('inf')) == 5.0
     assert locate_timeout(0.5) == 0.5 and locate_timeout(60.0) == 60.0
     assert locate_timeout(1000.0) == 60.0
+
+
+def test_rate_gate_passes_at_most_the_max_rate_and_zero_means_every_time():
+    """overlay_max_rate_hz and heatmaps_max_rate_hz: the node's gates for its optional
+    outputs, on an injected clock."""
+    from gem_ros.threads import RateGate
+
+    now = [10.0]
+    gate = RateGate(clock=lambda: now[0])
+    assert gate.due(2.0)  # the first frame passes
+    now[0] += 0.49
+    assert not gate.due(2.0)  # within 1/2 s of the last pass
+    now[0] += 0.02
+    assert gate.due(2.0)
+    assert gate.due(0.0) and gate.due(0.0)  # 0: no limit
+    now[0] += 0.15
+    assert not gate.due(5.0) and gate.due(10.0)  # a rate change applies at once

@@ -59,7 +59,7 @@ from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETER
 from gem_ros.ros.teardown import finish_middleware
 from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
 from gem_ros.srv import Locate, SetQueries
-from gem_ros.threads import ThrottledLog, cut
+from gem_ros.threads import RateGate, ThrottledLog, cut
 
 IMAGE_QOS = {
     'sensor_data': QoSProfile(
@@ -156,7 +156,7 @@ class GemNode(CompatNode):
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
-        self._last_overlay = 0.0
+        self._overlay_gate = RateGate()
         self._query_samples = SampleFilter()
         self._last_frame_time = None  # monotonic time of the last frame offered
         self._frames_in = 0  # frames offered, for /diagnostics
@@ -165,9 +165,9 @@ class GemNode(CompatNode):
 
         self._results_pub = self.create_publisher(GemResult, '~/results', 5)
         self._heatmaps_pub = self.create_publisher(Heatmaps, '~/heatmaps', 5)
-        self._last_heatmaps = 0.0
+        self._heatmaps_gate = RateGate()
         self._heatmap_image_pub = self.create_publisher(Image, '~/heatmap_image', 1)
-        self._last_heatmap_image = 0.0
+        self._heatmap_image_gate = RateGate()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if messages.Detection2DArray is not None:
             self._detections_pub = self.create_publisher(
@@ -656,30 +656,18 @@ class GemNode(CompatNode):
     def _heatmaps_due(self) -> bool:
         if self._heatmaps_pub.get_subscription_count() == 0:
             return False
-        now, rate = time.monotonic(), self._heatmaps_max_rate
-        if rate > 0 and now - self._last_heatmaps < 1.0 / rate:
-            return False
-        self._last_heatmaps = now
-        return True
+        return self._heatmaps_gate.due(self._heatmaps_max_rate)
 
     def _heatmap_image_due(self) -> bool:
         if self._heatmap_image_pub.get_subscription_count() == 0:
             return False  # colour-mapping costs time; nobody would see it
-        now, rate = time.monotonic(), self._heatmaps_max_rate
-        if rate > 0 and now - self._last_heatmap_image < 1.0 / rate:
-            return False
-        self._last_heatmap_image = now
-        return True
+        return self._heatmap_image_gate.due(self._heatmaps_max_rate)
 
     def _overlay_due(self) -> bool:
         publish, max_rate = self._overlay_settings
         if not publish or self._overlay_pub.get_subscription_count() == 0:
             return False  # drawing costs time; nobody would see it
-        now = time.monotonic()
-        if max_rate > 0 and now - self._last_overlay < 1.0 / max_rate:
-            return False
-        self._last_overlay = now
-        return True
+        return self._overlay_gate.due(max_rate)
 
     # --- plumbing -------------------------------------------------------------------------
     def _publish(self, publisher, msg) -> None:
