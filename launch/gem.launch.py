@@ -104,6 +104,9 @@ def _gem_node(context):
         remappings=remappings,
         # GEM_ROS_LAUNCH_PID: the node stops (SIGINT) when this launch process dies, however.
         additional_env={'PYTHONUNBUFFERED': '1', 'GEM_ROS_LAUNCH_PID': str(os.getpid())},
+        # After ctrl-c the node finishes its frame in flight (seconds on a CPU) and tears the
+        # middleware down (bounded, 3 s); launch's own 5 s before SIGTERM would cut that short.
+        sigterm_timeout=LaunchConfiguration('stop_timeout'),
     )
     actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
     if typed('rviz', LaunchConfiguration('rviz').perform(context), bool):
@@ -142,6 +145,12 @@ def generate_launch_description():
                 'rviz',
                 default_value='false',
                 description='true: start rviz2 with config/gem.rviz, if installed',
+            ),
+            DeclareLaunchArgument(
+                'stop_timeout',
+                default_value='30',
+                description='seconds launch waits after ctrl-c for the node (its frame in flight '
+                'and its bounded teardown) before it sends SIGTERM',
             ),
             *(
                 DeclareLaunchArgument(

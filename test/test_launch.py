@@ -37,6 +37,7 @@ def test_every_node_parameter_is_a_launch_argument(launch_module, monkeypatch):
         'params_file',
         'lifecycle',
         'rviz',
+        'stop_timeout',
         'image_topic',
         'depth_topic',
         'camera_info_topic',
