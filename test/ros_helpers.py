@@ -513,6 +513,28 @@ def wait_until_offered(client, before: float, timeout: float = 60.0) -> None:
     raise AssertionError(f'no frame offered within {timeout} s; (s after, input rate): {seen}')
 
 
+def send_a_frame_in_flight(client, shape=(480, 640)):
+    """Publish a frame and return it once it is running in the node (a slow model: ViT-B-16
+    on the CPU). A first frame, served without a resend (a second copy would keep the worker
+    busy, and the frame would wait in the slot and be replaced there, not be in flight),
+    shows the model is slow enough; the second is seen offered in /diagnostics."""
+    client.diagnostics()
+    first = client.publish_and_wait(image_msg(random_rgb(*shape), 'rgb8'), timeout=120, resend_s=60)
+    assert first.inference_seconds > 0.5, 'the frame is too quick to be caught in flight'
+    msg = image_msg(random_rgb(*shape), 'rgb8')
+    a_status_later(client)
+    sent = time.monotonic()
+    client.image_pub.publish(msg)
+    wait_until_offered(client, sent)
+    return msg
+
+
+def frame_words(msg) -> str:
+    """How the node's log names a frame: stamp and frame_id."""
+    stamp = msg.header.stamp
+    return f'stamp {stamp.sec}.{stamp.nanosec:09d}, frame_id {msg.header.frame_id!r}'
+
+
 _frame_counter = itertools.count(1)
 
 

@@ -22,12 +22,10 @@ from ros_helpers import (
     REPO,
     LaunchProcess,
     RosClient,
-    a_status_later,
-    image_msg,
+    frame_words,
     in_order,
-    random_rgb,
+    send_a_frame_in_flight,
     source_env,
-    wait_until_offered,
 )
 
 pytestmark = [
@@ -253,20 +251,11 @@ def test_sigint_mid_frame_stops_the_launch_after_that_frame(tmp_path, client):
     try:
         launch.wait_for_log('loaded model', timeout=120)
         client.wait_matched()
-        client.diagnostics()
-        first = client.publish_and_wait(
-            image_msg(random_rgb(480, 640), 'rgb8'), timeout=120, resend_s=60
-        )
-        assert first.inference_seconds > 0.5, 'the frame is too quick to be caught in flight'
-        msg = image_msg(random_rgb(480, 640), 'rgb8')
-        a_status_later(client)
-        sent = time.monotonic()
-        client.image_pub.publish(msg)
-        wait_until_offered(client, sent)
+        msg = send_a_frame_in_flight(client)
         stop_cleanly(launch)
     finally:
         launch.stop()
-    frame = f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, frame_id 'camera'"
+    frame = frame_words(msg)
     in_order(
         launch.log(),
         f'stopping: finishing the frame in flight ({frame})',

@@ -14,11 +14,10 @@ from ros_helpers import (
     TINY_MODEL,
     NodeProcess,
     RosClient,
-    a_status_later,
     header,
     image_msg,
     random_rgb,
-    wait_until_offered,
+    send_a_frame_in_flight,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -200,18 +199,7 @@ def test_a_frame_in_flight_at_deactivate_is_not_published(client, tmp_path):
         assert client.lifecycle('configure', timeout=300) == 'inactive'
         assert client.lifecycle('activate') == 'active'
         client.wait_matched()
-        client.diagnostics()
-        # No resend (resend_s 60): a second copy would keep the worker busy, and the frame
-        # below would wait in the slot and be replaced there, not be in flight.
-        first = client.publish_and_wait(
-            image_msg(random_rgb(480, 640), 'rgb8'), timeout=120, resend_s=60
-        )
-        assert first.inference_seconds > 0.5, 'too quick to be caught in flight'
-        in_flight = image_msg(random_rgb(480, 640), 'rgb8')
-        a_status_later(client)
-        sent = time.monotonic()
-        client.image_pub.publish(in_flight)
-        wait_until_offered(client, sent)
+        in_flight = send_a_frame_in_flight(client)
         assert client.lifecycle('deactivate') == 'inactive'
         assert client.lifecycle('activate') == 'active'
         client.wait_matched()

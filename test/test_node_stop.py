@@ -6,7 +6,6 @@ only bound here is EXIT_BOUND_S, which guards "it exits" (a hang would otherwise
 test until its timeout)."""
 
 import signal
-import time
 
 import pytest
 
@@ -14,11 +13,9 @@ from ros_helpers import (
     TINY_MODEL,
     NodeProcess,
     RosClient,
-    a_status_later,
-    image_msg,
+    frame_words,
     in_order,
-    random_rgb,
-    wait_until_offered,
+    send_a_frame_in_flight,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -61,21 +58,12 @@ def test_node_stops_after_the_frame_in_flight(tmp_path, client, signals):
     try:
         node.wait_for_log('loaded model', timeout=120)
         client.wait_matched()
-        client.diagnostics()
-        first = client.publish_and_wait(
-            image_msg(random_rgb(480, 640), 'rgb8'), timeout=120, resend_s=60
-        )
-        assert first.inference_seconds > 0.5, 'the frame is too quick to be caught in flight'
-        msg = image_msg(random_rgb(480, 640), 'rgb8')
-        a_status_later(client)
-        sent = time.monotonic()
-        client.image_pub.publish(msg)
-        wait_until_offered(client, sent)
+        msg = send_a_frame_in_flight(client)
         code, _ = node.interrupt(*signals, timeout=EXIT_BOUND_S)
     finally:
         node.stop()
     check_clean(node, code)
-    frame = f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, frame_id 'camera'"
+    frame = frame_words(msg)
     if len(signals) == 1:
         ending = (f'the frame in flight ({frame}) was finished', 'threads stopped in')
     else:  # a second signal while stopping: the frame is not waited for
