@@ -40,6 +40,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 import gem_ros.gem as gem
+from gem_ros.deadline import Deadline
 from gem_ros.engine import Engine, RunSettings, error_kind
 from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_heatmaps, draw_overlay
@@ -96,6 +97,7 @@ QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, s
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 STATS_PERIOD_S = 30.0
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
+EXIT_BOUND_S = 10.0  # interpreter exit after a clean stop; it takes well under 1 s
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
 MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
@@ -870,6 +872,9 @@ def main(args=None, node_class=GemNode) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    # What is left (interpreter exit, the rcl context's finalisation) gets a bound too: main
+    # owns its process (rclpy.init, signal handlers), so it may end it.
+    Deadline(EXIT_BOUND_S, f'[{node_class.__name__}] interpreter exit hung; leaving', 0)
     return 0
 
 
