@@ -161,13 +161,25 @@ def test_cli_locate_reports_presence_with_the_scene_model(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_cli_names_its_own_flag_for_missing_weights(tmp_path, capfd, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline wherever it runs, hub or not
-    from gem_ros.cli import main
+def test_cli_names_its_own_flag_for_missing_weights(tmp_path):
+    """As a user runs it (a process of its own: in-process, another test may already have
+    pointed the CLI's log handler at its own stderr), offline wherever it runs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
     (tmp_path / "x.png").write_bytes(b"")
     argv = ["locate", str(tmp_path / "x.png"), "-q", "a", "--model", "ViT-B-32"]
-    assert main(argv + ["--pretrained", "openai"]) == 2
-    err = capfd.readouterr().err  # main's own log handler writes to stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "gem_ros.cli", *argv, "--pretrained", "openai"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=Path(__file__).resolve().parents[1],  # this checkout's gem_ros
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    err = run.stderr
     assert "--pretrained /path/to/" in err and "load_model(" not in err, err
     assert "'ViT-B-32'" in err and "'openai'" in err and "offline" in err, err
