@@ -13,7 +13,17 @@ from sensor_msgs.msg import Image
 
 from gem_ros.srv import SetQueries
 
-from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb
+from ros_helpers import (
+    TINY_MODEL,
+    NodeProcess,
+    RosClient,
+    a_status_later,
+    header,
+    image_msg,
+    random_rgb,
+    send_a_frame_in_flight,
+    wait_until_offered,
+)
 
 pytestmark = pytest.mark.timeout(240)
 RGB = random_rgb(96, 128, seed=5)
@@ -119,6 +129,49 @@ def test_each_level_happens(client, tmp_path):
     finally:
         if camera is not None:
             camera.stop()
+        node.stop()
+
+
+def test_frames_replaced_while_one_is_in_flight_are_counted_and_logged(client, tmp_path):
+    """Two frames sent while one runs (ViT-B-16 on the CPU) wait in the one-frame slot: the
+    first is replaced by the second, which is served after the frame in flight. /diagnostics'
+    'dropped frames' counts it, and so does the node's periodic log line."""
+    from gem_ros.ros.node import STATS_PERIOD_S
+
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        'model:=ViT-B-16',
+        'pretrained:=none',
+        'device:=cpu',
+        'queries:=[red]',
+        'publish_overlay:=false',
+    )
+    try:
+        node.wait_for_log('loaded model', timeout=120)
+        client.wait_matched()
+        statuses = client.diagnostics()
+        send_a_frame_in_flight(client)
+        mark = len(statuses)
+        replaced, served = (image_msg(random_rgb(480, 640, seed=s), 'rgb8') for s in (1, 2))
+        # One at a time: sent together, the second would replace the first in the DDS
+        # reader's queue, before the node sees either.
+        a_status_later(client)
+        sent = time.monotonic()
+        client.image_pub.publish(replaced)
+        wait_until_offered(client, sent)
+        client.image_pub.publish(served)
+        client.result_for(served.header, timeout=120)  # after the frame in flight
+        with pytest.raises(AssertionError):  # never processed
+            client.result_for(replaced.header, timeout=0.5)
+        line = node.wait_for_log('older frames dropped', timeout=STATS_PERIOD_S + 15)
+        assert 'frames processed, 1 older frames dropped' in line, line
+        a_status_later(client)
+        dropped = sum(
+            int(dict((kv.key, kv.value) for kv in s.values)['dropped frames'])
+            for s in statuses[mark:]
+        )
+        assert dropped == 1, [s.message for s in statuses[mark:]]
+    finally:
         node.stop()
 
 

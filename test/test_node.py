@@ -188,6 +188,24 @@ def test_overlay_is_rgb8_with_the_frame_header(client):
     assert len(overlay.data) == 56 * 12 * 40 * 12 * 3
 
 
+def test_publish_overlay_false_gives_no_overlay(client):
+    """With publish_overlay false a frame gets its result and no overlay. The overlay of the
+    next frame, once it is true again, comes after where the first one's would have been
+    (one publisher, in order), so its arrival shows none was sent."""
+    set_queries(client, 'red')
+    without, again = (image_msg(random_rgb(40, 56, seed=s), 'rgb8') for s in (4, 5))
+    assert client.set_parameters(publish_overlay=False).successful
+    try:
+        client.publish_and_wait(without)
+    finally:
+        assert client.set_parameters(publish_overlay=True).successful
+    client.publish_and_wait(again)
+    client.wait_for(
+        lambda: any(o.header == again.header for o in client.overlays), 'the overlay of the frame'
+    )
+    assert not [o for o in client.overlays if o.header == without.header]
+
+
 def test_service_replaces_dedupes_and_clears_queries(gem_node, client):
     response = set_queries(client, 'cat', ' dog ', 'cat', '')
     assert response.message == 'active queries: [cat; dog]'

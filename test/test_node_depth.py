@@ -112,22 +112,23 @@ def send_until_logged(client, node, text, depth_m, encoding, timeout=15.0, **kwa
     raise AssertionError(f'node did not log {text!r}:\n{node.log()[mark:][-3000:]}')
 
 
-def check_points(result, colour_depth):
+def check_points(result, colour_depth, scale=1):
     """Each point is the back-projection of its reported peak pixel, at the depth of the
-    surface there (either surface where the window straddles the box's edge)."""
+    surface there (either surface where the window straddles the box's edge), times `scale`
+    (the depth read with another unit)."""
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     uniform = 0
     for r in result.results:
         assert r.has_point, r.query
         u, v, p = r.peak_x, r.peak_y, r.point
-        assert min(abs(p.z - BOX_Z), abs(p.z - WALL_Z)) < TOLERANCE
+        assert min(abs(p.z - scale * BOX_Z), abs(p.z - scale * WALL_Z)) < scale * TOLERANCE, p
         assert abs(p.x - (u - cx) * p.z / fx) < TOLERANCE
         assert abs(p.y - (v - cy) * p.z / fy) < TOLERANCE
         reach = 2 * DEPTH_WINDOW + 1  # colour pixels, for depth down to half the size
         around = colour_depth[max(v - reach, 0) : v + reach + 1, max(u - reach, 0) : u + reach + 1]
         if np.ptp(around) == 0:
             uniform += 1
-            assert abs(p.z - colour_depth[v, u]) < TOLERANCE
+            assert abs(p.z - scale * colour_depth[v, u]) < scale * TOLERANCE
     return uniform
 
 
@@ -227,3 +228,29 @@ def markers_of(client, header):
         )
 
     return client.wait_for(find, 'the markers of the frame')
+
+
+def test_depth_min_rejects_nearer_readings(client, node):
+    """depth_min above every reading (box 1.2 m, wall 2 m): no points, and the reason names
+    the range; back at its default, points again."""
+    set_queries(client, 'red', 'blue')
+    depth, _ = wall_and_box()
+    assert client.set_parameters(depth_min=2.5).successful
+    try:
+        log = send_until_logged(client, node, 'out of range [2.5, 10] m', depth, '16UC1')
+        assert '[ERROR]' not in log and 'frame failed' not in log
+    finally:
+        assert client.set_parameters(depth_min=0.1).successful
+    check_points(send_valid(client, depth, '16UC1'), depth)
+
+
+def test_depth_scale_overrides_the_encodings_unit(client, node):
+    """16UC1 read as 2 mm per unit instead of 1: every point twice as far, on the same ray."""
+    set_queries(client, 'red', 'blue')
+    depth, _ = wall_and_box()
+    assert client.set_parameters(depth_scale=0.002).successful
+    try:
+        result = send_valid(client, depth, '16UC1')
+    finally:
+        assert client.set_parameters(depth_scale=0.0).successful
+    check_points(result, depth, scale=2)

@@ -98,6 +98,7 @@ def test_settings_change_the_result():
         dict(scclip_res_cls=0.0),
         dict(scclip_threshold=0.0),
         dict(scclip_lof_neighbors=10),
+        dict(scclip_lof_contamination=0.3),
         dict(scclip_blocks='4,1,1,6'),
     ):
         assert (_model(**change).patch_logits(pixels, ['cat']) - base).abs().max() > 1e-4, change
