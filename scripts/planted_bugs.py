@@ -1,0 +1,181 @@
+"""Plant each known bug in the source, run the tests meant to catch it, and put the source
+back: a test that passes with its bug planted proves nothing (issue 25's rule, "every
+changed test was seen to fail against a planted bug").
+
+    python scripts/planted_bugs.py            # every bug; a table at the end
+    python scripts/planted_bugs.py depth_min  # the bugs whose name contains 'depth_min'
+
+Run in the test venv, with the environment scripts/test.sh sets up. Exit 1 when a test
+passed with its bug planted, or a bug no longer applies (its line is gone from the source:
+update the bug here). The source is restored even on ctrl-c."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name: (file, the text as it is, the bug, the tests that must fail)
+BUGS = {
+    'refusal reason reworded (item 5)': (
+        'gem_ros/settings.py',
+        'return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"',
+        'return f"bad device {value!r}"',
+        ['test/test_node.py::test_invalid_parameter_values_are_refused'],
+    ),
+    'Humble fallback: a look-alike class (item 6)': (
+        'gem_ros/ros/compat.py',
+        '        from rclpy.qos_event import SubscriptionEventCallbacks\n',
+        '        class SubscriptionEventCallbacks:  # noqa\n'
+        '            def __init__(self, **kwargs):\n'
+        '                pass\n',
+        ['test/test_compat.py::test_the_event_handler_fallback_imports_the_same_class'],
+    ),
+    'inactive node subscribes the camera (item 9)': (
+        'gem_ros/ros/managed.py',
+        "        self.get_logger().info('configured: model loaded; activate to process frames')",
+        '        self._start_frames()\n'
+        "        self.get_logger().info('configured: model loaded; activate to process frames')",
+        ['test/test_lifecycle.py::test_managed_node_states'],
+    ),
+    'frames fail without vision_msgs (item 11)': (
+        'gem_ros/ros/node.py',
+        '        result = messages.gem_result(\n',
+        '        messages.detection_array(header, detections, points)  # needs vision_msgs\n'
+        '        result = messages.gem_result(\n',
+        ['test/test_node_cli.py::test_without_vision_msgs_the_node_says_so_and_runs'],
+    ),
+    'depth_min ignored': (
+        'gem_ros/ros/depth_input.py',
+        '            settings.depth_min,\n',
+        '            0.1,\n',
+        ['test/test_node_depth.py::test_depth_min_rejects_nearer_readings'],
+    ),
+    'depth_scale ignored': (
+        'gem_ros/ros/depth_input.py',
+        'depth_msg.encoding, scale or None',
+        'depth_msg.encoding, None',
+        ['test/test_node_depth.py::test_depth_scale_overrides_the_encodings_unit'],
+    ),
+    'scclip_lof_contamination ignored': (
+        'gem_ros/gem/scclip.py',
+        '            settings.scclip_lof_contamination,\n',
+        '            0.05,\n',
+        ['test/test_scclip.py::test_settings_change_the_result'],
+    ),
+    'replaced frames not counted': (
+        'gem_ros/engine.py',
+        '        return self._frames.replaced',
+        '        return 0',
+        [
+            'test/test_diagnostics.py::'
+            'test_frames_replaced_while_one_is_in_flight_are_counted_and_logged'
+        ],
+    ),
+    'publish_overlay ignored': (
+        'gem_ros/ros/node.py',
+        '        if not publish or self._overlay_pub.get_subscription_count() == 0:',
+        '        if self._overlay_pub.get_subscription_count() == 0:',
+        ['test/test_node.py::test_publish_overlay_false_gives_no_overlay'],
+    ),
+    # Issue 26: the graph backends' construction.
+    'L2 norms left to fp16': (
+        'gem_ros/gem/graph_precision.py',
+        '        "ReduceL2",\n',
+        '',
+        [
+            'test/test_graph_backends.py::test_the_fp16_graph_runs_norms_in_fp32_and_products_in_fp16'
+        ],
+    ),
+    'similarity matrices left to fp16': (
+        'gem_ros/gem/graph_precision.py',
+        '    if node.op_type != "MatMul":\n        return False',
+        '    if True:\n        return False',
+        [
+            'test/test_graph_backends.py::'
+            'test_an_outlier_channel_breaks_the_all_fp16_graph_but_not_the_mixed_one'
+        ],
+    ),
+    'graphs built on the first frame, not by the loader': (
+        'gem_ros/engine.py',
+        '        for shape in list(self._served_shapes):',
+        '        for shape in []:',
+        [
+            'test/test_graph_backends.py::test_frames_are_answered_while_a_switch_to_onnxruntime_exports'
+        ],
+    ),
+    'new sizes built on the worker': (
+        'gem_ros/engine.py',
+        '        backend.build_in_background = self._threads',
+        '        backend.build_in_background = False',
+        ['test/test_graph_backends.py::test_a_new_input_size_is_served_by_torch_while_it_builds'],
+    ),
+    'the text template in the graph key': (
+        'gem_ros/gem/backends.py',
+        '            "input": list(input_hw),',
+        '            "input": list(input_hw),\n            "text": settings.prompt_template,',
+        [
+            'test/test_graph_backends.py::test_graph_keys_hold_what_changes_the_graph_and_nothing_else'
+        ],
+    ),
+    'dynamo passed to every torch': (
+        'gem_ros/gem/export.py',
+        '    return {"dynamo": False} if "dynamo" in parameters else {}',
+        '    return {"dynamo": False}',
+        [
+            'test/test_graph_backends.py::test_the_exporter_keyword_is_passed_only_where_torch_has_it'
+        ],
+    ),
+    'NACLIP bias copied per frame': (
+        'gem_ros/gem/vision.py',
+        '            return _cached(self._bias_cache, (*grid, like.device, like.dtype), make)',
+        '            return make()',
+        ['test/test_graph_backends.py::test_naclip_bias_is_made_once_per_grid_device_and_dtype'],
+    ),
+    'the cache evicts the newest': (
+        'gem_ros/gem/backends.py',
+        '    for _, size, path in sorted(files, key=lambda f: f[0]):',
+        '    for _, size, path in sorted(files, key=lambda f: -f[0]):',
+        ['test/test_graph_backends.py::test_the_cache_evicts_the_least_recently_used_and_says_so'],
+    ),
+}
+
+
+def run(name, file, original, bug, tests) -> str:
+    path = REPO / file
+    source = path.read_text()
+    if source.count(original) != 1:
+        return f'does not apply: {original.strip()!r} is not once in {file}'
+    path.write_text(source.replace(original, bug))
+    try:
+        started = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider', *tests],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        path.write_text(source)
+    took = time.monotonic() - started
+    if out.returncode == 0:
+        return f'PASSED with the bug planted ({took:.0f} s): the test proves nothing'
+    failed = [line for line in out.stdout.splitlines() if line.startswith(('FAILED', 'ERROR'))]
+    return f'failed, as it should ({took:.0f} s): {"; ".join(failed)[:300]}'
+
+
+def main(argv) -> int:
+    chosen = {n: b for n, b in BUGS.items() if not argv or any(a in n for a in argv)}
+    verdicts = {}
+    for name, bug in chosen.items():
+        verdicts[name] = run(name, *bug)
+        print(f'{name}: {verdicts[name]}', flush=True)
+    print('\n| planted bug | tests | verdict |\n|---|---|---|')
+    for name, (_, _, _, tests) in chosen.items():
+        print(f'| {name} | {", ".join(t.split("::")[-1] for t in tests)} | {verdicts[name]} |')
+    return 0 if all(v.startswith('failed') for v in verdicts.values()) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
