@@ -36,7 +36,7 @@ import re
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -48,6 +48,7 @@ POLL_S = 0.5  # how often idle threads look at the stop flag
 MAX_ASKS = 64  # one-off questions waiting for a frame; more are refused at once
 STOP_WAIT_S = 0.5  # at stop, how long a model load (which cannot be interrupted) is waited for
 UNLOAD_WAIT_S = 30.0  # at unload, how long the frame in flight is waited for
+SHAPES_PREPARED = 2  # recent input shapes a new graph model is built for before it serves
 LATENCIES_KEPT = 1000  # inference times kept until read (diagnostics read them each second)
 
 
@@ -106,6 +107,10 @@ class Engine:
         self._stop = threading.Event()
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
         self._reduced_sizes: set = set()
+        # The model input shapes of recent frames, newest last: a new model's graphs are built
+        # for them before it serves (backends onnxruntime and tensorrt).
+        self._served_shapes: OrderedDict = OrderedDict()
+        self._threads = threads
         self.want_patch_logits = False  # set by the caller: someone reads the patch grids
         self.processed = 0
         self.last_result_time: Optional[float] = None  # time.monotonic() of the last result
@@ -273,6 +278,10 @@ class Engine:
             self._log('error', 'input budget', f'frame refused: {exc}')
             return f'frame refused: {exc}'
         self._report_reduced_input(model, (height, width), shape, frame_settings)
+        self._served_shapes[shape] = None
+        self._served_shapes.move_to_end(shape)
+        while len(self._served_shapes) > SHAPES_PREPARED:
+            self._served_shapes.popitem(last=False)
         asks, extra = self._take_asks(queries)
         try:
             started = time.perf_counter()
@@ -409,6 +418,7 @@ class Engine:
             with self._lock:
                 queries = self._queries
             model.prepare_queries(queries)  # the text tower here, not on the first frame
+            self._prepare_graphs(model, what)
         except Exception as exc:  # ModelLoadError, QueryError (e.g. a shorter context), ...
             text = exc.told(self._weights_hint) if isinstance(exc, gem.ModelLoadError) else exc
             self._log.now('error', f'could not load {what}: {text}')
@@ -434,6 +444,24 @@ class Engine:
             'info',
             f'loaded {what} on {model.device}{runs} in {time.monotonic() - started:.1f} s',
         )
+
+    def _prepare_graphs(self, model, what: str) -> None:
+        """A graph backend's export and engine build, here on the loader's thread for the
+        shapes the running model served (minutes on a Jetson), so that the running model
+        serves until the new one is ready. Shapes first seen later build in the background
+        on the live path, the torch path serving them meanwhile; offline (threads=False) they
+        build on the caller's thread, as nothing else waits."""
+        backend = model.backend
+        if not hasattr(backend, 'prepare'):
+            return
+        backend.build_in_background = self._threads
+        for shape in list(self._served_shapes):
+            self._log.now(
+                'info',
+                f'{what}: building its {backend.name} graph for {shape[0]}x{shape[1]} inputs '
+                '(the running model serves meanwhile)',
+            )
+            backend.prepare(shape)
 
     # --- stop -----------------------------------------------------------------------------
     def close(self, hurry: Optional[threading.Event] = None) -> bool:

@@ -76,3 +76,29 @@ def test_tensorrt_matches_torch(method, precision, tolerance, tmp_path):
     )
     assert (again.patch_logits(batch, queries) - b).abs().max() == 0
     assert list(tmp_path.glob('*.engine')) == engines  # built once, then read from the cache
+
+
+@pytest.mark.skipif(not HAS_TRT_GPU, reason=NO_TRT_GPU)
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize('method', ['gem', 'scclip'])
+def test_tensorrt_fp16_gives_torchs_embedding_and_presence_on_its_own_stream(method, tmp_path):
+    """Not peaks alone: the image embedding (presence reads it), found and confidence; and the
+    engine runs on a stream of its own, not the legacy default one."""
+    kw = dict(method=method, device='cuda')
+    reference = gem.load_model(str(CONFIG), str(WEIGHTS), **kw)
+    model = gem.load_model(
+        str(CONFIG),
+        str(WEIGHTS),
+        backend='tensorrt',
+        precision='fp16',
+        graph_cache_dir=tmp_path,
+        **kw,
+    )
+    size = (112, 112) if method == 'scclip' else (96, 128)
+    pixels = torch.randn(2, 3, *size, device='cuda')
+    _, a = reference.features(pixels, True)
+    _, b = model.features(pixels, True)
+    assert (a - b).abs().max() < 2e-2
+    assert model.backend._stream is not None and model.backend._stream.cuda_stream != 0
+    for x, y in zip(reference.locate(_image(), ['red']), model.locate(_image(), ['red'])):
+        assert x.found == y.found and x.confidence == pytest.approx(y.confidence, abs=2e-2)

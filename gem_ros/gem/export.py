@@ -7,12 +7,17 @@ L2-normalised image embedding, for presence). The positional embedding is resamp
 that input size, and stored in the graph as a constant; GEM's adaptive temperature stays a
 per-image computation of the graph. Opset 17 (TensorRT 10.3 of JetPack 6 parses up to 20).
 
+precision "fp16" writes the mixed graph TensorRT's fp16 engines are built from: products in
+fp16, norms and what follows them in fp32, with Cast nodes saying so
+(gem_ros/gem/graph_precision.py says why and which).
+
 A sidecar JSON next to the graph holds what is needed to use and reproduce it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import warnings
 from dataclasses import asdict
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 
 OPSET = 17
 INPUT, OUTPUTS = "pixels", ("tokens", "embedding")
+GRAPH_PRECISIONS = ("fp32", "fp16")
+VERSIONED = (("gem_ros", "gem_ros"), ("torch", "torch"), ("open_clip", "open_clip_torch"))
 
 
 class ExportError(RuntimeError):
@@ -51,7 +58,7 @@ def _fixed_grid(encoder, grid):
         encoder.fixed_grid = None
 
 
-def sidecar(model, input_hw: tuple[int, int]) -> dict:
+def sidecar(model, input_hw: tuple[int, int], precision: str = "fp32") -> dict:
     """Everything needed to use and reproduce the graph of `model` at `input_hw`."""
     p = model.patch_size
     return {
@@ -66,15 +73,14 @@ def sidecar(model, input_hw: tuple[int, int]) -> dict:
         "mean": [float(v) / 255 for v in model._mean.flatten().tolist()],
         "std": [float(v) / 255 for v in model._std.flatten().tolist()],
         "opset": OPSET,
-        "versions": {
-            name: _version(dist)
-            for name, dist in (
-                ("gem_ros", "gem_ros"),
-                ("torch", "torch"),
-                ("open_clip", "open_clip_torch"),
-            )
-        },
+        "precision": precision,
+        "versions": versions(),
     }
+
+
+def versions() -> dict:
+    """The versions of what writes the graph: a graph from other code is another graph."""
+    return {name: _version(dist) for name, dist in (*VERSIONED, ("onnx", "onnx"))}
 
 
 def _version(distribution: str) -> str:
@@ -84,14 +90,18 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def export_onnx(model, path: str | Path, input_hw: tuple[int, int]) -> dict:
+def export_onnx(
+    model, path: str | Path, input_hw: tuple[int, int], precision: str = "fp32"
+) -> dict:
     """Write `model`'s visual graph for inputs of `input_hw` (multiples of the patch size)
-    to `path` and its sidecar to `path` with `.json`; the sidecar. ExportError says what
-    failed."""
+    to `path` and its sidecar to `path` with `.json`; the sidecar. precision: "fp32", or
+    "fp16" for the mixed graph of fp16 engines. ExportError says what failed."""
     path = Path(path)
     p = model.patch_size
     height, width = (int(v) for v in input_hw)
     what = f"export of {model.name} (method {model.method}) at {width}x{height}"
+    if precision not in GRAPH_PRECISIONS:
+        raise ExportError(f"{what}: precision must be one of {GRAPH_PRECISIONS}, got {precision!r}")
     if height % p or width % p or height <= 0 or width <= 0:
         raise ExportError(f"{what}: height and width must be positive multiples of {p}")
     try:
@@ -114,16 +124,30 @@ def export_onnx(model, path: str | Path, input_hw: tuple[int, int]) -> dict:
                     graph,
                     (example,),
                     str(path),
-                    dynamo=False,
+                    **_torchscript_exporter(),
                     opset_version=OPSET,
                     input_names=[INPUT],
                     output_names=list(OUTPUTS),
                     dynamic_axes=dynamic,
                 )
+        if precision == "fp16":
+            import onnx
+
+            from .graph_precision import to_mixed_fp16
+
+            onnx.save(to_mixed_fp16(onnx.load(str(path))), str(path))
     except Exception as exc:
         raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    info = sidecar(model, (height, width))
+    info = sidecar(model, (height, width), precision)
     path.with_suffix(".json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def _torchscript_exporter(export=None) -> dict:
+    """`dynamo=False` (the TorchScript exporter this graph is written for) where
+    torch.onnx.export has that keyword; older torch (Jetson wheels lag PyPI's) has only that
+    exporter and no keyword."""
+    parameters = inspect.signature(export or torch.onnx.export).parameters
+    return {"dynamo": False} if "dynamo" in parameters else {}

@@ -100,6 +100,8 @@ def load_model(
     precision, why = resolve_precision(settings.precision, torch_device)
     if why:
         log.log(logging.WARNING if settings.precision == "fp16" else logging.INFO, "%s", why)
+    if torch_device.type == "cuda" and precision == "fp32":
+        fp32_means_fp32()
     try:
         clip = open_clip.create_model(
             name, pretrained=weights, device=torch_device, weights_only=True
@@ -132,6 +134,19 @@ def load_model(
             )
         model.backend = make_backend(settings.backend, model, cache_dir=graph_cache_dir)
     return model
+
+
+def fp32_means_fp32() -> None:
+    """torch's fp32 on CUDA, said explicitly: no TF32 in matrix products or convolutions
+    (cuDNN's default allows it for convolutions, so the patch embedding of an "fp32" model ran
+    in TF32 on Ampere and later, Orin too). Process-wide, as torch's flags are."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):  # torch 2.9 and newer
+        matmul.fp32_precision = "ieee"
+        cudnn.conv.fp32_precision = "ieee"
+    else:
+        matmul.allow_tf32 = False
+        cudnn.allow_tf32 = False
 
 
 # CPU flags of native bf16 arithmetic, best first: AMX tiles (Intel Sapphire Rapids and

@@ -29,6 +29,7 @@ for GEM only the class token's row of the last block's attention and MLP is run 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Optional
 
@@ -153,11 +154,23 @@ class PatchTokenEncoder(nn.Module):
         self.patch_size = int(visual.conv1.kernel_size[0])
         # [1 + h*w, C] per input grid, least recently used first; bounded, as frame sizes
         # (and so grids) are whatever the cameras send.
-        self._pos_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
-        self._bias_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
-        # Set while exporting a graph of one input size (gem_ros/gem/export.py): a traced
-        # shape is a tensor, the grid must be plain numbers.
-        self.fixed_grid: Optional[tuple[int, int]] = None
+        self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bias_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        # A graph of a new input size is exported on a thread of its own while frames run on
+        # the worker (gem_ros/gem/backends.py): the caches are shared under a lock, and the
+        # export's fixed grid is its own thread's.
+        self._cache_lock = threading.Lock()
+        self._export = threading.local()
+
+    @property
+    def fixed_grid(self) -> Optional[tuple[int, int]]:
+        """Set while this thread exports a graph of one input size (gem_ros/gem/export.py): a
+        traced shape is a tensor, the grid must be plain numbers."""
+        return getattr(self._export, "grid", None)
+
+    @fixed_grid.setter
+    def fixed_grid(self, grid: Optional[tuple[int, int]]) -> None:
+        self._export.grid = grid
 
     def _pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         # Resampled once per input grid: every frame of a camera has the same size.
@@ -169,11 +182,18 @@ class PatchTokenEncoder(nn.Module):
                 return _resample_pos_embed_by_scale(pos.float(), grid)
             return _resample_pos_embed(pos.float(), grid)
 
-        return _cached(self._pos_cache, grid, make).to(dtype)
+        with self._cache_lock:
+            return _cached(self._pos_cache, grid, make).to(dtype)
 
     def _neighbourhood_bias(self, grid, like: torch.Tensor) -> torch.Tensor:
-        bias = _cached(self._bias_cache, grid, lambda: neighbourhood_bias(grid, self.naclip_std))
-        return bias.to(like.device, like.dtype)
+        """NACLIP's Ω for this grid, made once per grid, device and dtype: built on the CPU
+        and copied to a GPU, it cost a host-to-device copy per frame."""
+
+        def make():
+            return neighbourhood_bias(grid, self.naclip_std).to(like.device, like.dtype)
+
+        with self._cache_lock:
+            return _cached(self._bias_cache, (*grid, like.device, like.dtype), make)
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         v = self.visual
@@ -265,7 +285,8 @@ class PatchTokenEncoder(nn.Module):
 
 
 def _cached(cache: OrderedDict, grid, make) -> torch.Tensor:
-    """cache[grid], made once; at most POS_CACHE_GRIDS grids kept, least recently used out."""
+    """cache[grid], made once; at most POS_CACHE_GRIDS grids kept, least recently used out.
+    The caller holds the encoder's cache lock."""
     if grid not in cache:
         cache[grid] = make()
         while len(cache) > POS_CACHE_GRIDS:

@@ -1,0 +1,215 @@
+"""An exported fp32 visual graph rewritten as a mixed fp16 graph, its precision explicit.
+
+Why: TensorRT's fp16 engines used to be built from the fp32 graph with the FP16 flag and
+per-layer fp32 pins. onnx-tensorrt imports ReduceL2 as x·x, a sum and a square root, and
+the pins missed the multiply: x² in fp16 is inf for |x| > 256, and CLIP's residual stream
+has outlier channels in the hundreds (SC-CLIP's LOF distances work on those raw features).
+Fused kernels have also been reported to ignore per-layer precision (NVIDIA/TensorRT#3889,
+#4505). A strongly typed network instead takes every tensor's type from the graph, so the
+graph says it, with Cast nodes:
+
+- fp16 by kind: MatMul, Gemm, Conv (the products: where the time goes, and what torch's
+  autocast runs in fp16).
+- fp32 by kind: every norm, reduction, square root and power (the L2 norms, LayerNorm,
+  GEM's adaptive temperature, SC-CLIP's distances and quantile), squares (x·x), and Gram
+  matrices (x @ xᵀ: SC-CLIP's similarities of unit vectors, thresholded against their mean,
+  where fp16's rounding turned whole rows negative, so -inf, so NaN).
+- Everything else follows its inputs: fp32 when any input comes from an fp32 tensor, else
+  fp16. So fp32 flows on from a norm (the normalised vectors self-self attention sharpens,
+  the temperature, the residual stream after the first LayerNorm) until the next product,
+  as in gem_ros/gem/ss_attention.py's low-precision path; attention's scale and softmax
+  between two products stay fp16, where TensorRT fuses them.
+
+Constants are neutral: each is cast (once, stored so) to what its consumer runs in. The
+graph's input and outputs stay float32.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+FP16_KINDS = frozenset({"MatMul", "Gemm", "Conv"})
+FP32_KINDS = frozenset(
+    {
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceSumSquare",
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "LayerNormalization",
+        "Sqrt",
+        "Pow",
+        "Reciprocal",
+        "TopK",
+    }
+)
+# Nodes whose float outputs are constants of the graph: cast to what their consumers run in.
+_CONSTANT_KINDS = frozenset({"Constant", "ConstantOfShape"})
+
+
+def to_mixed_fp16(model, fp32_kinds: frozenset = FP32_KINDS):
+    """`model` (an onnx ModelProto of float32 tensors, as torch exports it) with MatMul, Gemm
+    and Conv in fp16 and everything else as the module docstring says; a new ModelProto.
+    fp32_kinds: the op types computed in fp32 (an empty set gives the all-fp16 graph that
+    TensorRT's FP16 flag amounts to, for comparison)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    graph = inferred.graph
+    float_tensors = {
+        v.name
+        for v in [*graph.value_info, *graph.input, *graph.output]
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
+    initializers = {i.name: i for i in graph.initializer}
+    float_tensors |= {n for n, i in initializers.items() if i.data_type == TensorProto.FLOAT}
+    constants = set(n for n, i in initializers.items() if i.data_type == TensorProto.FLOAT)
+    for node in graph.node:
+        if node.op_type in _CONSTANT_KINDS:
+            constants.update(o for o in node.output if o in float_tensors)
+
+    producers = {o: node for node in graph.node for o in node.output}
+    precision: dict[str, int] = {v.name: TensorProto.FLOAT for v in graph.input}
+    new_nodes, new_initializers, casts = [], [], {}
+
+    def as_type(name: str, to: int) -> str:
+        """`name` as a tensor of type `to`: itself, or a Cast of it (made once)."""
+        if precision.get(name, to) == to and name not in constants:
+            return name
+        if name in constants and name in initializers and (name, to) not in casts:
+            array = numpy_helper.to_array(initializers[name])
+            cast = f"{name}__{'fp16' if to == TensorProto.FLOAT16 else 'fp32'}"
+            dtype = np.float16 if to == TensorProto.FLOAT16 else np.float32
+            new_initializers.append(numpy_helper.from_array(array.astype(dtype), cast))
+            casts[name, to] = cast
+        if (name, to) not in casts:
+            if name in constants and to == TensorProto.FLOAT:
+                return name  # constants are float32 as exported
+            cast = f"{name}__cast{to}"
+            new_nodes.append(helper.make_node("Cast", [name], [cast], to=to, name=cast))
+            casts[name, to] = cast
+        return casts[name, to]
+
+    for node in graph.node:
+        floats = [i for i in node.input if i and i in float_tensors]
+        if node.op_type in _CONSTANT_KINDS:
+            new_nodes.append(node)
+            continue
+        if node.op_type == "Cast":  # torch's own casts (to float32 in an fp32 trace)
+            new_nodes.append(node)
+            for o in node.output:
+                precision[o] = _attribute(node, "to")
+            continue
+        varying = [i for i in floats if i not in constants]
+        if node.op_type == "Shape" or floats and not varying:
+            # A shape, or arithmetic on constants (folded by any runtime): as exported, and
+            # its float outputs are constants too.
+            new_nodes.append(node)
+            constants.update(o for o in node.output if o in float_tensors)
+            continue
+        if not floats:
+            new_nodes.append(node)  # shapes and indices: no float in, none changed
+            for o in node.output:
+                if o in float_tensors:
+                    precision[o] = TensorProto.FLOAT
+            continue
+        if fp32_kinds and (_squares(node) or _gram(node, producers)):
+            to = TensorProto.FLOAT
+        elif node.op_type in FP16_KINDS:
+            to = TensorProto.FLOAT16
+        elif node.op_type in fp32_kinds:
+            to = TensorProto.FLOAT
+        else:
+            to = (
+                TensorProto.FLOAT
+                if any(precision.get(i) == TensorProto.FLOAT for i in varying)
+                else TensorProto.FLOAT16
+            )
+        inputs = [as_type(i, to) if i in float_tensors else i for i in node.input]
+        del node.input[:]
+        node.input.extend(inputs)
+        new_nodes.append(node)
+        for o in node.output:
+            if o in float_tensors:
+                precision[o] = to
+    # The outputs as exported: float32.
+    renamed = {}
+    for out in graph.output:
+        if precision.get(out.name) == TensorProto.FLOAT16:
+            low = f"{out.name}__fp16"
+            renamed[out.name] = low
+    for node in new_nodes:
+        for idx, o in enumerate(node.output):
+            if o in renamed:
+                node.output[idx] = renamed[o]
+        for idx, i in enumerate(node.input):
+            if i in renamed:
+                node.input[idx] = renamed[i]
+    for out, low in renamed.items():
+        new_nodes.append(helper.make_node("Cast", [low], [out], to=TensorProto.FLOAT, name=out))
+
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.node[:]
+    result.graph.node.extend(new_nodes)
+    result.graph.initializer.extend(new_initializers)
+    del result.graph.value_info[:]
+    _drop_unused_initializers(result.graph)
+    return shape_inference.infer_shapes(result, strict_mode=True)
+
+
+def _squares(node) -> bool:
+    """x * x: a square, computed in fp32 like the norms."""
+    return node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]
+
+
+def _gram(node, producers) -> bool:
+    """x @ xᵀ: the similarities (or distances) of a set of vectors with each other."""
+    if node.op_type != "MatMul":
+        return False
+    left, right = node.input[0], producers.get(node.input[1])
+    return right is not None and right.op_type == "Transpose" and right.input[0] == left
+
+
+def _attribute(node, name: str):
+    from onnx import helper
+
+    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {i for node in graph.node for i in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def node_precisions(model) -> dict[str, Counter]:
+    """Per op type, how many nodes take each tuple of float input types ('fp16'/'fp32'):
+    what a reader (or a test) checks to see where the graph computes in which precision."""
+    from onnx import TensorProto, shape_inference
+
+    names = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16"}
+    graph = shape_inference.infer_shapes(model).graph
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*graph.value_info, *graph.input, *graph.output]
+    }
+    types.update({i.name: i.data_type for i in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    out: dict[str, Counter] = {}
+    for node in graph.node:
+        kinds = tuple(names[types[i]] for i in node.input if i and types.get(i) in names)
+        if kinds:
+            out.setdefault(node.op_type, Counter())[kinds] += 1
+    return out
