@@ -51,33 +51,26 @@ def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def run(model_name: str, size: int, device: str, methods: list[str], rounds: int) -> None:
-    # Exported graphs are hundreds of MB: they live only as long as the run.
+def run(
+    model_name: str, size: int, device: str, methods: list[str], rounds: int, keep_cache=False
+) -> None:
+    """keep_cache: graphs and engines in the real cache (benchmarks/gpu.py: an engine build
+    takes minutes, once); otherwise a temporary folder, as exported graphs are hundreds of MB
+    and the CPU table is rerun at will."""
+    if keep_cache:
+        _run(model_name, size, device, methods, rounds, None)
+        return
     with tempfile.TemporaryDirectory(prefix="gem_ros_bench_graphs_") as cache:
         _run(model_name, size, device, methods, rounds, cache)
 
 
-def _run(model_name: str, size: int, device: str, methods: list[str], rounds: int, cache: str):
+def _run(model_name: str, size: int, device: str, methods: list[str], rounds: int, cache):
+    """One path loaded at a time (every path's model at once was 8 CLIPs plus engines: out of
+    memory on an 8 GB Orin), each timed in rounds interleaved with open_clip's plain forward,
+    the yardstick its ratio is taken against."""
     plain = open_clip.create_model(
         model_name, pretrained=None, device=device, force_image_size=size
     ).eval()
-
-    def load(**kw):
-        torch.manual_seed(0)  # the same random weights in every path
-        return gem.load_model(**kw)
-
-    models = {
-        label: load(
-            settings=model_name,
-            pretrained="none",
-            method=method,
-            backend=backend,
-            precision=precision,
-            device=device,
-            graph_cache_dir=cache,
-        )
-        for label, method, backend, precision in paths(device, methods)
-    }
     pixels = torch.randn(1, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -88,42 +81,57 @@ def _run(model_name: str, size: int, device: str, methods: list[str], rounds: in
         sync()
         return time.perf_counter() - t0
 
-    text = {}
-    with torch.inference_mode():
-        for label, model in models.items():
-            model.features(pixels, image=True)  # warm-up; exports onnxruntime's graph
-            text[label] = model.encode_text(["a red mug"])
-        plain.encode_image(pixels)
     # open_clip's own forward in the low precision too: the yardstick of "GEM keeps its
     # speed-up" (GEM low / plain low against GEM fp32 / plain fp32).
     low = torch.float16 if device == "cuda" else torch.bfloat16
     low_name = "fp16" if device == "cuda" else "bf16"
+
+    def plain_fp32():
+        plain.encode_image(pixels)
 
     def plain_low():
         with torch.autocast(device, dtype=low):
             plain.encode_image(pixels)
 
     with torch.inference_mode():
+        plain_fp32()
         plain_low()
-    times = {label: [] for label in ["open_clip fp32", f"open_clip {low_name}", *models]}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            times["open_clip fp32"].append(timed(lambda: plain.encode_image(pixels)))
-            times[f"open_clip {low_name}"].append(timed(plain_low))
-            for label, model in models.items():
-                times[label].append(timed(lambda m=model: m.features(pixels, image=True)))
-        reference = {}
-        for label, model in models.items():
+    times = {"open_clip fp32": [], f"open_clip {low_name}": []}
+    ratios, diffs, reference = {}, {}, {}
+    for label, method, backend, precision in paths(device, methods):
+        torch.manual_seed(0)  # the same random weights in every path
+        model = gem.load_model(
+            settings=model_name,
+            pretrained="none",
+            method=method,
+            backend=backend,
+            precision=precision,
+            device=device,
+            graph_cache_dir=cache,
+        )
+        with torch.inference_mode():
+            model.features(pixels, image=True)  # warm-up; graph backends build here
+            samples, yardstick = [], []
+            for _ in range(rounds):
+                yardstick.append(timed(plain_fp32))
+                times["open_clip fp32"].append(yardstick[-1])
+                times[f"open_clip {low_name}"].append(timed(plain_low))
+                samples.append(timed(lambda m=model: m.features(pixels, image=True)))
             logits = model.patch_logits(pixels, ["a red mug"])
-            method = label.split()[0]
-            reference.setdefault(method, logits)  # the first path of a method: torch fp32
-            times[label] = (times[label], (logits - reference[method]).abs().max().item())
+        reference.setdefault(method, logits)  # the first path of a method: torch fp32
+        diffs[label] = (logits - reference[method]).abs().max().item()
+        times[label] = samples
+        ratios[label] = statistics.median(s / y for s, y in zip(samples, yardstick))
+        del model, logits
+        if device == "cuda":
+            torch.cuda.empty_cache()
     base = statistics.median(times["open_clip fp32"])
     where = torch.cuda.get_device_name() if device == "cuda" else f"{_cpu()}"
     amx = cpu_bf16() or "no native bf16"
     print(
         f"\n{model_name} at {size}x{size}, {device} ({where}; {amx}; "
-        f"{torch.get_num_threads()} threads), median of {rounds} rounds"
+        f"{torch.get_num_threads()} threads), median of {rounds} rounds per path, each "
+        "round against open_clip fp32 run just before it"
     )
     print("| path | ms | x open_clip fp32 | frames/s | max diff |\n|---|---|---|---|---|")
     print(f"| open_clip encode_image fp32 | {base * 1e3:.1f} | 1.00 | {1 / base:.1f} | |")
@@ -132,15 +140,14 @@ def _run(model_name: str, size: int, device: str, methods: list[str], rounds: in
         f"| open_clip encode_image {low_name} | {t_low * 1e3:.1f} | {t_low / base:.2f} | "
         f"{1 / t_low:.1f} | |"
     )
-    for label in models:
-        samples, diff = times[label]
-        t = statistics.median(samples)
-        print(f"| {label} | {t * 1e3:.1f} | {t / base:.2f} | {1 / t:.1f} | {diff:.1e} |")
+    for label, ratio in ratios.items():
+        t = statistics.median(times[label])
+        print(f"| {label} | {t * 1e3:.1f} | {ratio:.2f} | {1 / t:.1f} | {diffs[label]:.1e} |")
     for method in methods:  # each method against open_clip in the same precision
         for name, yardstick in (("fp32", base), (low_name, t_low)):
             label = f"{method} torch {name}"
             if label in times:
-                ratio = statistics.median(times[label][0]) / yardstick
+                ratio = statistics.median(times[label]) / yardstick
                 print(f"{label}: {ratio:.2f}x open_clip encode_image {name}")
 
 

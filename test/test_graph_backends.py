@@ -327,3 +327,185 @@ def test_a_new_input_size_is_served_by_torch_while_it_builds(tmp_path, monkeypat
         assert list(backend._runners) == [engine.model.input_shape(*rgb.shape[:2])]
     finally:
         engine.close()
+
+
+# --- TensorRT's calls, through a recording stand-in (no TensorRT or GPU here) --------------
+
+
+class _FakeTrt:
+    """The part of TensorRT 10's Python API that _build and engine_path use, recording what
+    gem_ros asks of it."""
+
+    __version__ = '10.99.0'
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 2
+
+    class BuilderFlag:
+        FP16, TF32, OBEY_PRECISION_CONSTRAINTS = 'FP16', 'TF32', 'OBEY_PRECISION_CONSTRAINTS'
+
+    class MemoryPoolType:
+        WORKSPACE = 'WORKSPACE'
+
+    class LayerType:
+        REDUCE, NORMALIZATION, ELEMENTWISE, UNARY = 'REDUCE', 'NORM', 'ELEMENTWISE', 'UNARY'
+
+    def __init__(self, strongly_typed=True):
+        self.calls = []
+        if not strongly_typed:
+            self.NetworkDefinitionCreationFlag = type('Flags', (), {})
+        fake = self
+
+        class Network:
+            num_layers = 0
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(('pool', pool, size))
+
+            def set_flag(self, flag):
+                fake.calls.append(('set', flag))
+
+            def clear_flag(self, flag):
+                fake.calls.append(('clear', flag))
+
+            def add_optimization_profile(self, profile):
+                pass
+
+        class Profile:
+            def set_shape(self, name, low, opt, high):
+                fake.calls.append(('profile', name, low, opt, high))
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                fake.calls.append(('network', flags))
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b'engine'
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+def _trt_backend(trt, model=None, fp16=True, max_batch=1, cache_dir=None):
+    backend = object.__new__(backends.TensorRTBackend)
+    backend._trt, backend._logger, backend.fp16, backend.max_batch = trt, None, fp16, max_batch
+    backend.graph_precision = 'fp16' if fp16 else 'fp32'
+    backend._model, backend.cache_dir = model, cache_dir
+    return backend
+
+
+@pytest.mark.parametrize('fp16', [True, False], ids=['fp16', 'fp32'])
+def test_tensorrt_builds_a_strongly_typed_batch_1_network_without_tf32(fp16, tmp_path):
+    trt = _FakeTrt()
+    assert _trt_backend(trt, fp16=fp16)._build(tmp_path / 'g.onnx', (448, 592)) == b'engine'
+    assert ('network', 1 << 2) in trt.calls  # strongly typed: the graph's types rule
+    assert ('clear', 'TF32') in trt.calls
+    assert not [c for c in trt.calls if c[0] == 'set']  # no precision flags, no pins
+    shape = (1, 3, 448, 592)
+    assert ('profile', 'pixels', shape, shape, shape) in trt.calls  # batch 1 at most
+
+
+def test_an_older_tensorrt_gets_the_fp16_flag_with_pins():
+    trt = _FakeTrt(strongly_typed=False)
+    _trt_backend(trt)._build('g.onnx', (448, 592))
+    assert ('network', 0) in trt.calls
+    assert {('set', 'FP16'), ('set', 'OBEY_PRECISION_CONSTRAINTS'), ('clear', 'TF32')} <= set(
+        trt.calls
+    )
+
+
+def test_engines_are_keyed_on_the_gpus_compute_capability_and_sm_count(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    gpu = {'major': 8, 'minor': 7, 'multi_processor_count': 16}  # AGX Orin 64 GB
+    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda d: SimpleNamespace(**gpu))
+    backend = _trt_backend(_FakeTrt(), model=_model(), cache_dir=tmp_path)
+    agx = backend.engine_path((448, 592))
+    assert 'sm87x16' in agx.name and 'fp16' in agx.name
+    gpu['multi_processor_count'] = 8  # Orin Nano: also "Orin", half the SMs
+    assert backend.engine_path((448, 592)) != agx
+    gpu['multi_processor_count'] = 16
+    assert backend.engine_path((448, 592)) == agx
+    backend.max_batch = 4  # another builder configuration
+    assert backend.engine_path((448, 592)) != agx
+
+
+def test_the_engine_runs_on_its_own_stream_between_torchs():
+    events = []
+
+    class Stream:
+        def __init__(self, name, handle):
+            self.name, self.cuda_stream = name, handle
+
+        def wait_stream(self, other):
+            events.append(f'{self.name} waits for {other.name}')
+
+    class Context:
+        def execute_async_v3(self, handle):
+            events.append(f'engine runs on stream {handle}')
+            return True
+
+    class Tensor:
+        def record_stream(self, stream):
+            events.append(f'tensor kept for {stream.name}')
+
+    own, torchs = Stream('own', 7), Stream('torch', 0)
+    backends._enqueue(Context(), own, torchs, [Tensor(), Tensor()])
+    assert events == [
+        'own waits for torch',
+        'engine runs on stream 7',  # not the legacy default stream 0
+        'torch waits for own',
+        'tensor kept for own',
+        'tensor kept for own',
+    ]
+
+
+def test_graphs_run_under_the_models_device(monkeypatch):
+    """cuda:N with N > 0: the runtime's calls are made with the model's device current."""
+    import contextlib
+    from types import SimpleNamespace
+
+    current = []
+
+    @contextlib.contextmanager
+    def device(d):
+        current.append(d)
+        try:
+            yield
+        finally:
+            current.pop()
+
+    monkeypatch.setattr(torch.cuda, 'device', device)
+    seen = []
+
+    class Recording(backends._GraphBackend):
+        name = 'recording'
+
+        def _run(self, runner, pixels):
+            seen.append(list(current))
+            return torch.zeros(1, 4, 6, 8), torch.zeros(1, 8)
+
+    model = SimpleNamespace(device=torch.device('cuda', 1))
+    backend = Recording(model)
+    backend._runners[(64, 96)] = 'a runner'
+    backend(torch.zeros(2, 3, 64, 96), True)  # two batches of 1
+    assert seen == [[torch.device('cuda', 1)]] * 2 and current == []

@@ -512,16 +512,21 @@ class TensorRTBackend(_GraphBackend):
             )
             context.set_tensor_address(name, out.data_ptr())
             outputs.append(out)
-        # Our own stream: on the legacy default stream TensorRT synchronises the host on
-        # every call. Ordered after what torch queued (the pixels), and torch's later work
-        # after the engine (the outputs); the tensors are kept alive across both streams.
-        self._stream.wait_stream(caller)
-        if not context.execute_async_v3(self._stream.cuda_stream):
-            raise RuntimeError("TensorRT failed to run the engine")
-        caller.wait_stream(self._stream)
-        for t in (pixels, *outputs):
-            t.record_stream(self._stream)
+        _enqueue(context, self._stream, caller, (pixels, *outputs))
         return outputs
+
+
+def _enqueue(context, stream, caller, tensors) -> None:
+    """Run the engine on `stream`, our own: on the legacy default stream TensorRT
+    synchronises the host on every call. Ordered after what torch queued on `caller` (the
+    pixels), and torch's later work after the engine (the outputs); the tensors are kept
+    alive across both streams."""
+    stream.wait_stream(caller)
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise RuntimeError("TensorRT failed to run the engine")
+    caller.wait_stream(stream)
+    for t in tensors:
+        t.record_stream(stream)
 
 
 # Weakly typed fp16 builds only (TensorRT before 9.1): the layers whose fp16 overflows.
