@@ -132,3 +132,29 @@ def test_the_cli_exports(tmp_path):
         64,
         80,
     ]
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime
+
+    return torch.cuda.is_available() and (
+        "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    )
+
+
+@pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-gpu and a CUDA device")
+@pytest.mark.parametrize("method", ["gem", "scclip"])
+def test_onnxruntime_on_cuda_runs_on_the_gpu_and_matches_torch(method, graphs):
+    kw = dict(method=method, device="cuda")
+    torch_model = gem.load_model(str(CONFIG), str(WEIGHTS), **kw)
+    ort_model = gem.load_model(
+        str(CONFIG), str(WEIGHTS), backend="onnxruntime", graph_cache_dir=graphs, **kw
+    )
+    image = _image(112, 112)
+    pixels = torch_model.preprocess(image)
+    a = torch_model.patch_logits(pixels, ["red"])
+    b = ort_model.patch_logits(pixels, ["red"])
+    assert b.device.type == "cuda" and (a - b).abs().max() < 1e-3
+    session, device = next(iter(ort_model.backend._runners.values()))
+    assert device.type == "cuda"
+    assert session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")

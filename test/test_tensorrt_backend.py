@@ -102,3 +102,70 @@ def test_tensorrt_fp16_gives_torchs_embedding_and_presence_on_its_own_stream(met
     assert model.backend._stream is not None and model.backend._stream.cuda_stream != 0
     for x, y in zip(reference.locate(_image(), ['red']), model.locate(_image(), ['red'])):
         assert x.found == y.found and x.confidence == pytest.approx(y.confidence, abs=2e-2)
+
+
+@pytest.mark.skipif(not HAS_TRT_GPU, reason=NO_TRT_GPU)
+@pytest.mark.timeout(1200)
+def test_the_fp16_engine_has_fp16_layers_and_its_norms_stayed_fp32(tmp_path):
+    """The engine inspector's view (layer formats, built with detailed verbosity): products
+    in fp16, and no norm, reduction or LayerNorm layer fed fp16."""
+    import json
+
+    import tensorrt as trt
+
+    model = gem.load_model(
+        str(CONFIG),
+        str(WEIGHTS),
+        backend='tensorrt',
+        precision='fp16',
+        device='cuda',
+        graph_cache_dir=tmp_path,
+    )
+    model.patch_logits(torch.randn(1, 3, 96, 128, device='cuda'), ['red'])
+    engine, _ = next(iter(model.backend._runners.values()))
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    layers = [layer for layer in info['Layers'] if isinstance(layer, dict)]
+    formats = lambda layer: ' '.join(str(t.get('Format/Datatype', '')) for t in layer['Inputs'])  # noqa: E731
+    assert any('FP16' in formats(layer) or 'Half' in formats(layer) for layer in layers)
+    norms = [
+        layer
+        for layer in layers
+        if any(k in layer.get('Name', '') for k in ('ReduceL2', 'LayerNormalization', 'Sqrt'))
+    ]
+    assert norms, [layer.get('Name') for layer in layers][:50]
+    for layer in norms:
+        assert 'FP16' not in formats(layer) and 'Half' not in formats(layer), layer
+
+
+def _vit_b16_cached() -> bool:
+    try:
+        gem.loading._resolve_weights(
+            __import__('open_clip'), 'ViT-B-16', 'openai', None
+        )  # a local file, or raises
+    except Exception:  # noqa: BLE001 - not in the cache (and nothing is downloaded here)
+        return False
+    return True
+
+
+@pytest.mark.skipif(not HAS_TRT_GPU, reason=NO_TRT_GPU)
+@pytest.mark.timeout(1800)
+def test_vit_b16_with_clips_weights_in_fp16_keeps_torchs_answers(tmp_path, monkeypatch):
+    """The tiny models lack CLIP's outlier activations; the real weights have them."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    if not _vit_b16_cached():
+        pytest.skip("ViT-B-16's openai weights are not in the local cache")
+    reference = gem.load_model('ViT-B-16', 'openai', device='cuda')
+    model = gem.load_model(
+        'ViT-B-16',
+        'openai',
+        device='cuda',
+        backend='tensorrt',
+        precision='fp16',
+        graph_cache_dir=tmp_path,
+    )
+    queries = ['red', 'blue']
+    image = np.repeat(np.repeat(_image(), 5, axis=0), 5, axis=1)  # 480 x 640
+    for x, y in zip(reference.locate(image, queries), model.locate(image, queries)):
+        assert x.found == y.found and x.confidence == pytest.approx(y.confidence, abs=2e-2)
+        assert x.score == pytest.approx(y.score, abs=2e-2)

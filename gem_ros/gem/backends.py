@@ -483,6 +483,9 @@ class TensorRTBackend(_GraphBackend):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, TRT_WORKSPACE)
         # "fp32" means fp32: TF32 is on by default, and Ampere and later (Orin too) use it.
         config.clear_flag(trt.BuilderFlag.TF32)
+        # Each layer's precision readable by the engine inspector (names and formats only).
+        if hasattr(trt, "ProfilingVerbosity"):
+            config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if self.fp16 and not self.strongly_typed:
             config.set_flag(trt.BuilderFlag.FP16)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
