@@ -13,7 +13,10 @@ Threads, and what each may wait on:
 - the worker thread takes the newest frame, converts it (`convert`), runs the model and
   hands the detections on (`publish`); text embeddings of new queries are computed there,
   before the frame that first uses them;
-- the loader thread builds models; the old model serves until the new one is ready.
+- the loader thread builds models, and a graph backend's graphs and engines for the input
+  shapes the running model served; the old model serves until the new one is ready. A
+  shape first seen later builds on a thread of the backend's own while the torch path
+  serves it (gem_ros/gem/backends.py).
 
 One-off questions ("is there a red mug?", the node's ~/locate) are `ask`ed: the next frame
 the worker processes runs their queries alongside the active ones (each query's outputs are

@@ -121,8 +121,10 @@ class ModelSettings:
         "what runs the image encoder: 'torch' (PyTorch eager); 'onnxruntime' (the method's "
         "graph exported to ONNX once per input size, cached, run by ONNX Runtime: CUDA or "
         "TensorRT execution providers where installed, else the CPU; fp32); 'tensorrt' (a "
-        "TensorRT engine built from that graph on first use and cached per GPU; CUDA only; "
-        "fp16 when precision is fp16 or auto)",
+        "TensorRT engine built from that graph and cached per GPU; CUDA only; fp16 when "
+        "precision is fp16 or auto); graphs and engines are built by the loader for the "
+        "sizes the running model served, a new size in the background (torch serves it "
+        "meanwhile)",
         choices=BACKENDS,
     )
 
