@@ -45,7 +45,7 @@ from typing import Callable, Optional
 
 import gem_ros.gem as gem
 from gem_ros.settings import FrameSettings, ModelSettings
-from gem_ros.threads import LatestSlot, ThrottledLog
+from gem_ros.threads import LatestSlot, LatestSlots, ThrottledLog
 
 POLL_S = 0.5  # how often idle threads look at the stop flag
 MAX_ASKS = 64  # one-off questions waiting for a frame; more are refused at once
@@ -55,13 +55,15 @@ SHAPES_PREPARED = 2  # recent input shapes a new graph model is built for before
 LATENCIES_KEPT = 1000  # inference times kept until read (diagnostics read them each second)
 
 
-@dataclass
+@dataclass(eq=False)
 class Ask:
-    """A one-off query answered by the next processed frame: answer(frame, rgb, detection,
+    """A one-off query answered by the next processed frame of `stream` (None: of any
+    stream, the best view among the frames of that cycle): answer(frame, rgb, detection,
     run_settings) is called on the worker thread, once."""
 
     query: str
     answer: Callable
+    stream: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Engine:
         self._queries: list[str] = []
         self._asks: list[Ask] = []  # guarded by _lock
         self.settings = RunSettings()
-        self._frames = LatestSlot()
+        self._frames = LatestSlots()  # the newest frame of each stream (camera)
         self._model_requests = LatestSlot()
         self._stop = threading.Event()
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
@@ -120,8 +122,8 @@ class Engine:
         self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
         self.last_load_error: Optional[tuple[ModelSettings, str]] = None
         self._busy = False  # the worker is processing a frame
-        self.in_flight = None  # the frame the worker is processing, if any
-        self.last_finished = None  # the last frame the worker finished (published or not)
+        self.in_flight = None  # the frames the worker is processing (a list), if any
+        self.last_finished = None  # the last such list finished (published or not)
         self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
         self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
         if threads:
@@ -140,8 +142,11 @@ class Engine:
 
     @property
     def dropped(self) -> int:
-        """Frames replaced by a newer one before the worker took them."""
-        return self._frames.replaced
+        """Frames replaced by a newer one of their stream before the worker took them."""
+        return self._frames.total_replaced
+
+    def dropped_of(self, stream: str) -> int:
+        return self._frames.replaced.get(stream, 0)
 
     @property
     def model(self) -> Optional[gem.GemModel]:
@@ -176,12 +181,13 @@ class Engine:
             self._queries = queries
         return changed
 
-    def ask(self, query: str, answer: Callable) -> Ask:
-        """Have the next processed frame answer `query` (checked: QueryError otherwise) through
-        answer(frame, rgb, detection, settings), called once on the worker thread. RuntimeError
-        when MAX_ASKS questions are already waiting."""
+    def ask(self, query: str, answer: Callable, stream: Optional[str] = None) -> Ask:
+        """Have the next processed frame (of `stream`; None: the best view of any) answer
+        `query` (checked: QueryError otherwise) through answer(frame, rgb, detection,
+        settings), called once on the worker thread. RuntimeError when MAX_ASKS questions
+        are already waiting."""
         (query,) = self.check_queries([query])  # QueryError for a blank one
-        request = Ask(query, answer)
+        request = Ask(query, answer, stream)
         with self._lock:
             if len(self._asks) >= MAX_ASKS:
                 raise RuntimeError(f'{MAX_ASKS} questions are already waiting for a frame')
@@ -197,12 +203,14 @@ class Engine:
                 return True
         return False
 
-    def _take_asks(self, active: list[str]) -> tuple[list[Ask], list[str]]:
-        """The waiting questions this frame answers and the queries they add to the active
-        ones, within MAX_QUERIES; the rest wait for the next frame."""
+    def _take_asks(self, active: list[str], streams) -> tuple[list[Ask], list[str]]:
+        """The waiting questions these frames (of `streams`) answer and the queries they add
+        to the active ones, within MAX_QUERIES; the rest wait for a later frame."""
         taken, extra = [], []
         with self._lock:
             for request in list(self._asks):
+                if request.stream is not None and request.stream not in streams:
+                    continue
                 new = request.query not in active and request.query not in extra
                 if new and len(active) + len(extra) >= gem.MAX_QUERIES:
                     continue
@@ -213,15 +221,16 @@ class Engine:
         return taken, extra
 
     # --- frames ---------------------------------------------------------------------------
-    def offer(self, frame) -> Optional[str]:
-        """Hand a frame to the worker (replacing one not taken yet); or why it was skipped."""
+    def offer(self, frame, stream: str = '') -> Optional[str]:
+        """Hand a frame of `stream` (a camera) to the worker, replacing that stream's frame
+        not taken yet; or why it was skipped."""
         with self._lock:
             queries, model, asked = self._queries, self._model, bool(self._asks)
         if not queries and not asked:
             return 'no active queries'
         if model is None:
             return 'no model loaded yet'
-        self._frames.put(frame)
+        self._frames.put(stream, frame)
         return None
 
     def _work(self) -> None:
@@ -230,13 +239,13 @@ class Engine:
             try:
                 if not self._rate_allows(last_start):
                     continue
-                frame = self._frames.take(POLL_S)
-                if frame is None:
+                frames = self._frames.take_all(POLL_S)
+                if not frames:
                     continue
                 last_start = time.monotonic()
                 self._busy = True
-                self.in_flight = frame
-                self._process(frame)
+                self.in_flight = [frame for _, frame in frames]
+                self._process(frames)
             except Exception as exc:  # the worker keeps serving whatever one frame does
                 self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
             finally:
@@ -255,41 +264,54 @@ class Engine:
         self._wake.clear()
         return False
 
-    def process(self, frame) -> Optional[str]:
+    def process(self, frame, stream: str = '') -> Optional[str]:
         """Offline: run one frame on this thread (never dropped, no rate limit); why it gave
         no result, or None when it was published."""
-        return self._process(frame)
+        return self._process([(stream, frame)])[0]
 
-    def _process(self, frame) -> Optional[str]:
+    def _process(self, frames: list) -> list[Optional[str]]:
+        """The newest frame of each waiting stream, [(stream, frame)]: converted, checked
+        against the budgets, run as one forward per input shape (GemModel.locate_batch),
+        each published; per frame, why it gave no result, or None."""
         settings = self.settings
-        try:
-            rgb = self._convert(frame, settings.max_image_pixels)
-        except ValueError as exc:
-            self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
-            return f'bad frame: {exc}'
+        why: list[Optional[str]] = [None] * len(frames)
+        ready = []  # (index, stream, frame, rgb)
+        for i, (stream, frame) in enumerate(frames):
+            try:
+                ready.append((i, stream, frame, self._convert(frame, settings.max_image_pixels)))
+            except ValueError as exc:
+                self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
+                why[i] = f'bad frame: {exc}'
         with self._lock:
             model, queries = self._model, self._queries
         if model is None or not (queries or self._asks):
-            return 'no model loaded' if model is None else 'no active queries'
+            reason = 'no model loaded' if model is None else 'no active queries'
+            return [w or reason for w in why]
         frame_settings = settings.frame
-        height, width = rgb.shape[:2]
-        try:
-            shape = model.input_shape(
-                height, width, frame_settings.input_size, frame_settings.max_input_pixels
-            )
-        except gem.InputBudgetError as exc:
-            self._log('error', 'input budget', f'frame refused: {exc}')
-            return f'frame refused: {exc}'
-        self._report_reduced_input(model, (height, width), shape, frame_settings)
-        self._served_shapes[shape] = None
-        self._served_shapes.move_to_end(shape)
-        while len(self._served_shapes) > SHAPES_PREPARED:
-            self._served_shapes.popitem(last=False)
-        asks, extra = self._take_asks(queries)
+        runnable = []
+        for i, stream, frame, rgb in ready:
+            height, width = rgb.shape[:2]
+            try:
+                shape = model.input_shape(
+                    height, width, frame_settings.input_size, frame_settings.max_input_pixels
+                )
+            except gem.InputBudgetError as exc:
+                self._log('error', 'input budget', f'frame refused: {exc}')
+                why[i] = f'frame refused: {exc}'
+                continue
+            self._report_reduced_input(model, (height, width), shape, frame_settings)
+            self._served_shapes[shape] = None
+            self._served_shapes.move_to_end(shape)
+            while len(self._served_shapes) > SHAPES_PREPARED:
+                self._served_shapes.popitem(last=False)
+            runnable.append((i, stream, frame, rgb))
+        if not runnable:
+            return why
+        asks, extra = self._take_asks(queries, {stream for _, stream, _, _ in runnable})
         try:
             started = time.perf_counter()
-            detections = model.locate(
-                rgb,
+            batches = model.locate_batch(
+                [rgb for _, _, _, rgb in runnable],
                 queries + extra,
                 **frame_settings.locate_arguments(),
                 return_patch_logits=self.want_patch_logits,
@@ -298,27 +320,47 @@ class Engine:
         except BaseException:
             self._put_back(asks)  # answered by a later frame, or by their timeout
             raise
-        if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
-            self._put_back(asks)
-            self._log(
-                'error',
-                'non-finite',
-                'the model gave non-finite similarities (NaN or '
-                'inf; e.g. fp16 overflow): frame not published',
-            )
-            return 'non-finite similarities'
-        self.processed += 1
-        self._latencies.append(seconds)
-        self.last_result_time = time.monotonic()
-        if queries:
-            self._publish(frame, rgb, detections[: len(queries)], seconds, settings)
-        by_query = {d.query: d for d in detections}
+        answered = []  # (stream, frame, rgb, detections) of the frames published
+        for (i, stream, frame, rgb), detections in zip(runnable, batches):
+            if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
+                self._log(
+                    'error',
+                    'non-finite',
+                    'the model gave non-finite similarities (NaN or '
+                    'inf; e.g. fp16 overflow): frame not published',
+                )
+                why[i] = 'non-finite similarities'
+                continue
+            self.processed += 1
+            self._latencies.append(seconds)
+            self.last_result_time = time.monotonic()
+            if queries:
+                self._publish(frame, rgb, detections[: len(queries)], seconds, settings)
+            answered.append((stream, frame, rgb, detections))
+        self._answer(asks, answered, settings)
+        return why
+
+    def _answer(self, asks: list[Ask], answered: list, settings) -> None:
+        """Each question by the best view of its stream (or of any): found first, then the
+        highest confidence, then the highest score; put back when no frame of its stream
+        gave a result."""
+        left = []
         for request in asks:
+            views = [
+                (stream, frame, rgb, next(d for d in dets if d.query == request.query))
+                for stream, frame, rgb, dets in answered
+                if request.stream is None or request.stream == stream
+            ]
+            if not views:
+                left.append(request)
+                continue
+            _, frame, rgb, det = max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))
             try:
-                request.answer(frame, rgb, by_query[request.query], settings)
+                request.answer(frame, rgb, det, settings)
             except Exception as exc:  # one caller's failure must not cost the others
                 self._log('error', 'answer', f'answering {request.query!r}: {exc}')
-        return None
+        if left:
+            self._put_back(left)
 
     def _put_back(self, asks: list[Ask]) -> None:
         with self._lock:
@@ -396,7 +438,7 @@ class Engine:
             self._model, self._loaded = None, None
         self._requested = None
         self._model_requests.take(0)
-        self._frames.take(0)
+        self._frames.take_all(0)
         deadline = time.monotonic() + UNLOAD_WAIT_S
         while self._busy and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -45,6 +45,44 @@ class LatestSlot:
             self._cond.notify_all()
 
 
+class LatestSlots:
+    """LatestSlot per key (a camera stream): a put replaces only its own key's item, and a
+    take hands over every waiting item at once, so the next cycle serves each stream's
+    newest item, whatever rate the others put at (a 30 Hz camera never starves a 1 Hz one).
+    Replaced items are counted per key."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._items: dict = {}  # key -> item, in the order the keys first waited
+        self._closed = False
+        self.replaced: dict = {}  # key -> items dropped unseen because a newer one arrived
+
+    def put(self, key, item) -> None:
+        with self._cond:
+            if key in self._items:
+                self.replaced[key] = self.replaced.get(key, 0) + 1
+            self._items[key] = item
+            self._cond.notify()
+
+    def take_all(self, timeout: float) -> list:
+        """[(key, item)] of every waiting key (emptying the slots), oldest waiting first; []
+        after `timeout` s or once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            items, self._items = list(self._items.items()), {}
+            return items
+
+    @property
+    def total_replaced(self) -> int:
+        with self._cond:
+            return sum(self.replaced.values())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class RateGate:
     """At most `rate_hz` passes a second (0: every one): the node's optional outputs
     (overlay, heatmaps) are drawn only as often as their max rate says."""

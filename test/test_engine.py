@@ -281,3 +281,52 @@ def test_while_a_new_model_loads_the_old_one_serves_frames_and_new_queries():
     finally:
         release.set()
         assert rig.engine.close()
+
+
+# --- several streams (cameras), one model ---------------------------------------------------
+
+
+def test_each_streams_newest_frame_is_served_and_none_starves(rig):
+    """A stream offering as fast as it can never starves one offering once: each cycle takes
+    the newest frame of every stream that has one waiting (a batch), so the single frame of
+    the slow stream is served, and frames are dropped per stream only."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    fast = np.zeros((48, 64, 3), np.uint8)
+    slow = np.full((48, 64, 3), 200, np.uint8)
+    stop = threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            rig.engine.offer(fast.copy(), "fast")
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    try:
+        rig.wait(lambda: len(rig.published) >= 3, "the fast stream served")
+        rig.engine.offer(slow, "slow")
+        rig.wait(lambda: any(f is slow for f, _ in rig.published), "the slow frame served")
+    finally:
+        stop.set()
+        thread.join(5)
+    assert rig.engine.dropped_of("slow") == 0
+    assert rig.engine.dropped_of("fast") > 0
+    assert rig.engine.dropped == rig.engine.dropped_of("fast")
+
+
+def test_a_question_for_one_stream_is_answered_by_that_streams_frame():
+    rig = Rig()
+    try:
+        rig.engine.set_queries(["red"])
+        rig.loaded()
+        answers = []
+        rig.engine.ask("blue", lambda frame, rgb, det, s: answers.append(frame), stream="right")
+        left = np.zeros((48, 64, 3), np.uint8)
+        right = np.full((48, 64, 3), 90, np.uint8)
+        rig.engine.process(left, "left")  # not its stream: the question waits
+        assert answers == []
+        rig.engine.process(right, "right")
+        assert len(answers) == 1 and answers[0] is right
+    finally:
+        rig.engine.close()

@@ -371,3 +371,26 @@ def test_a_backend_that_is_not_installed_is_refused_with_how_to_install(tmp_path
     lines = [line for line in out.stdout.splitlines() if line.startswith("REFUSED")]
     assert len(lines) == 2, out.stdout + out.stderr
     assert all("pip install onnxruntime onnx" in line for line in lines)
+
+
+def test_locate_batch_is_locate_per_image_in_one_forward_per_shape():
+    """Three cameras' frames, two of one shape and one of another: the same detections as
+    one locate each (the batch shares text and runs one forward per shape)."""
+    model = gem.load_model(str(CONFIG), str(WEIGHTS), device="cpu")
+    images = [_two_colour_image(48, 64), _two_colour_image(60, 40), _two_colour_image(48, 64)]
+    images[2][10:30, 5:20] = (30, 200, 30)  # not the same picture twice
+    forwards = []
+    features = model.features
+    model.features = lambda pixels, image=False: (
+        forwards.append(pixels.shape[0]) or features(pixels, image)
+    )
+    batched = model.locate_batch(images, ["red", "blue"], input_size=64)
+    model.features = features
+    assert sorted(forwards) == [1, 2]
+    for image, dets in zip(images, batched):
+        for a, b in zip(model.locate(image, ["red", "blue"], input_size=64), dets):
+            assert (a.peak_x, a.peak_y, a.found) == (b.peak_x, b.peak_y, b.found)
+            assert abs(a.score - b.score) < 1e-5 and abs(a.confidence - b.confidence) < 1e-5
+            assert np.array_equal(a.mask, b.mask)
+    with pytest.raises(gem.InputBudgetError):  # every image's budget, before any forward
+        model.locate_batch([images[0], np.zeros((2, 400, 3), np.uint8)], ["red"])

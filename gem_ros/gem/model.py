@@ -38,6 +38,9 @@ from .text import (
 from .vision import PatchTokenEncoder
 
 MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
+# Images in one forward of locate_batch (the cameras' frames of one shape): with
+# max_input_pixels per image, the per-batch bound on activations.
+MAX_BATCH_IMAGES = 4
 MIN_INPUT_SIDE_PATCHES = 4  # a narrower input says nothing useful: refused, not fed
 
 
@@ -251,41 +254,93 @@ class GemModel:
         has an empty mask and no peaks. With "off" every query is found (confidence 1).
         `return_patch_logits` adds each query's [h/p, w/p] patch cosines (a few KB).
         """
+        return self.locate_batch(
+            [image],
+            queries,
+            mask_threshold,
+            input_size,
+            max_peaks,
+            return_heatmaps,
+            max_input_pixels,
+            presence_rule,
+            presence_threshold,
+            background_prompts,
+            return_patch_logits,
+        )[0]
+
+    @torch.inference_mode()
+    def locate_batch(
+        self,
+        images: Sequence[np.ndarray],
+        queries: Sequence[str],
+        mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
+        input_size: Optional[int] = None,
+        max_peaks: int = 5,
+        return_heatmaps: bool = False,
+        max_input_pixels: Optional[int] = None,
+        presence_rule: str = "image",
+        presence_threshold: float = 0.5,
+        background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
+        return_patch_logits: bool = False,
+        max_batch: int = MAX_BATCH_IMAGES,
+    ) -> list[list[Detection]]:
+        """`locate` for several images (the cameras' newest frames), their detections in the
+        same order: images whose model input shape is the same run as one forward, at most
+        `max_batch` at once (the per-batch budget, on top of max_input_pixels per image), and
+        the text embeddings are shared. Every image's budget is checked before any pixel is
+        copied (InputBudgetError)."""
         queries = check_queries(queries)
         if not queries:
-            return []
+            return [[] for _ in images]
         if presence_rule not in ("image", "off"):
             raise ValueError(f"presence_rule must be 'image' or 'off', got {presence_rule!r}")
         judge = presence_rule == "image"
         backgrounds = self.check_backgrounds(background_prompts) if judge else []
-        pixels = self.preprocess(image, input_size, max_input_pixels)
-        tokens, embedding = self.features(pixels, image=judge)
+        shapes = [
+            self.input_shape(*check_image(image), input_size, max_input_pixels) for image in images
+        ]
         # One text lookup for queries and background prompts: the cache's per-frame fast path.
         rivals = [b for b in backgrounds if b not in queries]
         text = self._encode(queries + rivals)  # [P + B', D]
-        logits = torch.einsum("hwd,pd->phw", tokens[0], text[: len(queries)])
-        dets = postprocess.detections(
-            queries, logits, image.shape[:2], mask_threshold, max_peaks, return_heatmaps
+        background = (
+            torch.stack([text[(queries + rivals).index(b)] for b in backgrounds]) if judge else None
         )
-        if return_patch_logits:
-            for det, grid in zip(dets, logits.cpu().numpy()):
-                det.patch_logits = grid
-        if judge:
-            background = torch.stack([text[(queries + rivals).index(b)] for b in backgrounds])
-            conf = presence.confidences(
-                embedding[0],
-                text[: len(queries)],
-                background,
-                self.logit_scale,
-                queries,
-                backgrounds,
-            ).tolist()
-            for det, c in zip(dets, conf):
-                if c >= presence_threshold:
-                    det.confidence = c
-                else:
-                    det.mark_absent(c)
-        return dets
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            groups.setdefault(shape, []).append(i)
+        out: list = [None] * len(images)
+        for indices in groups.values():
+            for at in range(0, len(indices), max(1, max_batch)):
+                chunk = indices[at : at + max(1, max_batch)]
+                pixels = torch.cat(
+                    [self.preprocess(images[i], input_size, max_input_pixels) for i in chunk]
+                )
+                tokens, embedding = self.features(pixels, image=judge)  # one forward
+                for j, i in enumerate(chunk):
+                    logits = torch.einsum("hwd,pd->phw", tokens[j], text[: len(queries)])
+                    dets = postprocess.detections(
+                        queries, logits, images[i].shape[:2], mask_threshold, max_peaks,
+                        return_heatmaps,
+                    )  # fmt: skip
+                    if return_patch_logits:
+                        for det, grid in zip(dets, logits.cpu().numpy()):
+                            det.patch_logits = grid
+                    if judge:
+                        self._judge(dets, embedding[j], text[: len(queries)], background,
+                                    queries, backgrounds, presence_threshold)  # fmt: skip
+                    out[i] = dets
+        return out
+
+    def _judge(self, dets, embedding, query_text, background, queries, backgrounds, threshold):
+        """Presence: each detection's confidence, and absent ones marked so."""
+        conf = presence.confidences(
+            embedding, query_text, background, self.logit_scale, queries, backgrounds
+        ).tolist()
+        for det, c in zip(dets, conf):
+            if c >= threshold:
+                det.confidence = c
+            else:
+                det.mark_absent(c)
 
     def check_backgrounds(self, prompts: Sequence[str] | str) -> list[str]:
         """Background prompts checked as queries are (a string is split on ',' and ';')."""

@@ -81,7 +81,8 @@ def no_point() -> dict:
 
 
 class DepthInput:
-    def __init__(self, node):
+    def __init__(self, node, prefix: str = ''):
+        """Depth and camera_info of one camera: `prefix`depth and `prefix`camera_info."""
         self._node = node
         self._log = node.get_logger()
         self._slop = node.get_parameter('sync_slop').value
@@ -89,10 +90,11 @@ class DepthInput:
         self._pairs: deque = deque(maxlen=HISTORY_MAX)  # (stamp ns, depth, camera_info)
         self._last_log: dict[str, float] = {}
         self._size_pairs_reported: set = set()
-        self._topics = ' and '.join(node.resolve_topic_name(n) for n in ('depth', 'camera_info'))
+        depth, info = f'{prefix}depth', f'{prefix}camera_info'
+        self._topics = ' and '.join(node.resolve_topic_name(n) for n in (depth, info))
         self._sync = subscribe_synchronised(
             node,
-            [(Image, 'depth'), (CameraInfo, 'camera_info')],
+            [(Image, depth), (CameraInfo, info)],
             qos_profile_sensor_data,
             self._slop,
             self._on_pair,

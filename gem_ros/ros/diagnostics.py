@@ -62,8 +62,13 @@ def assess(s: Snapshot) -> tuple[bytes, str]:
 
 
 def status_message(
-    s: Snapshot, name: str, hardware_id: str, info: dict[str, str]
+    s: Snapshot, name: str, hardware_id: str, info: dict[str, str], more=()
 ) -> DiagnosticArray:
+    """The node's status, then `more` (one per camera of a node with several)."""
+    return DiagnosticArray(status=[status(s, name, hardware_id, info), *more])
+
+
+def status(s: Snapshot, name: str, hardware_id: str, info: dict[str, str]) -> DiagnosticStatus:
     level, message = assess(s)
     latencies = s.latencies_s
     values = {
@@ -75,11 +80,10 @@ def status_message(
         'result age (s)': '' if s.result_age_s is None else f'{s.result_age_s:.2f}',
         **info,
     }
-    status = DiagnosticStatus(
+    return DiagnosticStatus(
         level=level,
         name=name,
         message=message,
         hardware_id=hardware_id,
         values=[KeyValue(key=k, value=v) for k, v in values.items()],
     )
-    return DiagnosticArray(status=[status])

@@ -99,7 +99,8 @@ class ManagedGemNode(LifecycleNodeMixin, GemNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._start_frames()
-        self.get_logger().info(f"active: processing {self.resolve_topic_name('image')}")
+        topics = ', '.join(c.image_topic for c in self._cameras.values())
+        self.get_logger().info(f'active: processing {topics}')
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -17,6 +17,7 @@ its transitions call `_want_model`, `_start_frames`, `_stop_frames` and `_drop_m
 services, parameters and /diagnostics work in every state.
 """
 
+import dataclasses
 import math
 import os
 import signal
@@ -24,27 +25,24 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
 
 import gem_ros.gem as gem
 from gem_ros.deadline import Deadline
 from gem_ros.engine import Engine, RunSettings, error_kind
-from gem_ros.msg import GemResult, Heatmaps
-from gem_ros.overlay import draw_heatmaps, draw_overlay
 from gem_ros.ros import diagnostics, messages, transports
+from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
     CompatNode,
     SampleFilter,
@@ -52,15 +50,19 @@ from gem_ros.ros.compat import (
     fallbacks_in_use,
     subscribe_with_stamp,
 )
-from gem_ros.ros.depth_input import DepthInput, DepthSettings
+from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe, spin_until_shutdown
-from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
-from gem_ros.ros.markers import QueryMarkers
-from gem_ros.ros.parameters import FRAME_PARAMETERS, MODEL_PARAMETERS, PARAMETERS, check_value
+from gem_ros.ros.parameters import (
+    FRAME_PARAMETERS,
+    MODEL_PARAMETERS,
+    PARAMETERS,
+    camera_names,
+    check_value,
+)
 from gem_ros.ros.teardown import finish_middleware
 from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
 from gem_ros.srv import Locate, SetQueries
-from gem_ros.threads import RateGate, ThrottledLog, cut
+from gem_ros.threads import ThrottledLog, cut
 
 IMAGE_QOS = {
     'sensor_data': QoSProfile(
@@ -103,6 +105,18 @@ MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The output settings the cameras read per frame (worker thread), one snapshot per
+    parameter change."""
+
+    depth: DepthSettings
+    overlay: tuple  # (publish_overlay, overlay_max_rate_hz)
+    mask_format: str
+    heatmaps_max_rate: float
+    heatmap_image: tuple  # (heatmap_image_query, heatmap_image_blend)
+
+
 def locate_timeout(requested: float) -> float:
     """~/locate's wait for a frame: 0, negative or not finite means LOCATE_TIMEOUT_S (5 s),
     and at most MAX_LOCATE_TIMEOUT_S (60 s): a caller cannot hold a request for ever."""
@@ -130,9 +144,8 @@ class GemNode(CompatNode):
         super().__init__('gem')
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
         self._model_wanted = False  # a model is loaded or being loaded (configured)
-        self._frame_subscriptions: list = []  # while taking frames (active)
+        self._taking_frames = False  # subscribed to the cameras (active)
         self._activation = 0  # counts _start_frames and _stop_frames: which frames are current
-        self._depth = None
         if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
             self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
         self._engine = None
@@ -158,30 +171,25 @@ class GemNode(CompatNode):
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
-        self._overlay_gate = RateGate()
         self._query_samples = SampleFilter()
-        self._last_frame_time = None  # monotonic time of the last frame offered
-        self._frames_in = 0  # frames offered, for /diagnostics
-        self._frames_started = time.monotonic()  # when the frame subscriptions were made
         self._diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
-
-        self._results_pub = self.create_publisher(GemResult, '~/results', 5)
-        self._heatmaps_pub = self.create_publisher(Heatmaps, '~/heatmaps', 5)
-        self._heatmaps_gate = RateGate()
-        self._heatmap_image_pub = self.create_publisher(Image, '~/heatmap_image', 1)
-        self._heatmap_image_gate = RateGate()
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        if messages.Detection2DArray is not None:
-            self._detections_pub = self.create_publisher(
-                messages.Detection2DArray, '~/detections', 5
+        # The camera streams, in the order named; one engine and one model serve them all.
+        use_depth = self.get_parameter('use_depth').value
+        self._cameras = {
+            name: Camera(self, name, use_depth)
+            for name in camera_names(self.get_parameter('cameras').value)
+        }
+        if len(self._cameras) > 1:
+            self.get_logger().info(
+                f'{len(self._cameras)} cameras: '
+                + ', '.join(c.image_topic for c in self._cameras.values())
             )
-        else:
-            self._detections_pub = None
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        if messages.Detection2DArray is None:
             self.get_logger().info(
                 'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
                 'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
             )
-        self._overlay_pub = self.create_publisher(Image, '~/overlay', 1)
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
         self.create_service(
             SetQueries,
@@ -208,9 +216,6 @@ class GemNode(CompatNode):
                 self, String, 'queries', self._on_queries_msg, qos, event_callbacks=quiet
             )
         subscribe_with_stamp(self, String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
-        if self.get_parameter('use_depth').value:  # 3D points of the peaks, as rviz markers
-            self._markers = QueryMarkers()
-            self._markers_pub = self.create_publisher(MarkerArray, '~/markers', 5)
         self.create_timer(STATS_PERIOD_S, self._report_stats)
         self.create_timer(diagnostics.PERIOD_S, self._publish_diagnostics)
         self._warn_default_transports()
@@ -230,38 +235,31 @@ class GemNode(CompatNode):
         self._engine.unload()
 
     def _start_frames(self) -> None:
-        """Subscribe the camera (and depth) topics: frames are processed and published."""
-        if self._frame_subscriptions:
+        """Subscribe the cameras' (and depth) topics: frames are processed and published."""
+        if self._taking_frames:
             return
         self._activation += 1
-        self._last_frame_time = None
         self._diagnosed = (self._frames_in, *self._diagnosed[1:3], time.monotonic())
-        self._frames_started = time.monotonic()
         image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
-        subs = [self.create_subscription(Image, 'image', self._on_image, image_qos)]
-        if self.get_parameter('use_compressed').value:
-            # image_transport's naming: follows a remapping of `image`.
-            topic = self.resolve_topic_name('image') + '/compressed'
-            subs.append(
-                self.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
-            )
-        self._frame_subscriptions = subs
-        if self.get_parameter('use_depth').value:
-            self._depth = DepthInput(self)
+        compressed = self.get_parameter('use_compressed').value
+        for camera in self._cameras.values():
+            camera.start(self._offer, image_qos, compressed)
+        self._taking_frames = True
 
     def _stop_frames(self) -> None:
-        """Unsubscribe the camera topics; a frame in flight is not published."""
-        subs, self._frame_subscriptions = self._frame_subscriptions, []
+        """Unsubscribe the cameras' topics; a frame in flight is not published."""
+        self._taking_frames = False
         self._activation += 1
-        for sub in subs:
-            self.destroy_subscription(sub)
-        if self._depth is not None:
-            self._depth.close()
-            self._depth = None
+        for camera in self._cameras.values():
+            camera.stop()
 
     @property
     def taking_frames(self) -> bool:
-        return bool(self._frame_subscriptions)
+        return self._taking_frames
+
+    @property
+    def _frames_in(self) -> int:
+        return sum(c.frames_in for c in getattr(self, '_cameras', {}).values())
 
     def lifecycle_state(self) -> str:
         return 'active'  # the managed node says its own
@@ -361,18 +359,13 @@ class GemNode(CompatNode):
                 max_rate_hz=value('max_rate_hz').value,
             )
         )
-        self._depth_settings = DepthSettings(
-            **{name: value(name).value for name in DEPTH_PARAMETERS}
-        )
-        self._overlay_settings = (
-            value('publish_overlay').value,
-            value('overlay_max_rate_hz').value,
-        )
-        self._mask_format = value('mask_format').value
-        self._heatmaps_max_rate = value('heatmaps_max_rate_hz').value
-        self._heatmap_image_settings = (
-            value('heatmap_image_query').value,
-            value('heatmap_image_blend').value,
+        # What the cameras' outputs read per frame, replaced as a whole.
+        self._outputs = Outputs(
+            depth=DepthSettings(**{name: value(name).value for name in DEPTH_PARAMETERS}),
+            overlay=(value('publish_overlay').value, value('overlay_max_rate_hz').value),
+            mask_format=value('mask_format').value,
+            heatmaps_max_rate=value('heatmaps_max_rate_hz').value,
+            heatmap_image=(value('heatmap_image_query').value, value('heatmap_image_blend').value),
         )
         self._diagnostics_limits = (
             value('diagnostics_frame_timeout_s').value,
@@ -512,6 +505,14 @@ class GemNode(CompatNode):
                 'activated (lifecycle transition activate)'
             )
             return response
+        stream = request.camera.strip() or None
+        if stream is not None and stream not in self._cameras:
+            response.message = (
+                f'no camera {cut(stream, 40)!r}: this node has '
+                + ', '.join(repr(c.name) for c in self._cameras.values())
+                + " (or '' for the best view of every camera)"
+            )
+            return response
         answered = Future()
 
         def finish(answer) -> None:  # executor thread only
@@ -523,7 +524,7 @@ class GemNode(CompatNode):
             self._call_on_executor(lambda: finish(answer))
 
         try:
-            ask = self._engine.ask(request.query, on_frame)
+            ask = self._engine.ask(request.query, on_frame, stream)
         except (gem.QueryError, RuntimeError) as exc:
             response.message = cut(f'cannot locate {cut(request.query, 40)!r}: {exc}')
             self._log(
@@ -537,21 +538,25 @@ class GemNode(CompatNode):
             self.destroy_timer(timer)
         if answer is None:
             self._engine.withdraw(ask)
-            response.message = f'no frame processed within {timeout:g} s: {self._why_no_frame()}'
+            response.message = (
+                f'no frame processed within {timeout:g} s: {self._why_no_frame(stream)}'
+            )
             return response
         return answer
 
-    def _why_no_frame(self) -> str:
+    def _why_no_frame(self, stream=None) -> str:
         if self._engine.loaded is None:
             return 'no model loaded yet'
-        if self._last_frame_time is None:
-            return f"no images received on {self.resolve_topic_name('image')}"
-        ago = time.monotonic() - self._last_frame_time
-        return f'the last image arrived {ago:.1f} s ago'
+        cameras = [c for c in self._cameras.values() if stream is None or c.name == stream]
+        heard = [c.last_frame_time for c in cameras if c.last_frame_time is not None]
+        if not heard:
+            return 'no images received on ' + ', '.join(c.image_topic for c in cameras)
+        return f'the last image arrived {time.monotonic() - max(heard):.1f} s ago'
 
     def _locate_answer(self, frame, rgb, det, settings):
         """~/locate's response from one frame's detection (worker thread)."""
-        header = frame[0].header
+        msg, _, _, camera = frame
+        header = msg.header
         response = Locate.Response(
             found=det.found,
             confidence=det.confidence,
@@ -559,11 +564,13 @@ class GemNode(CompatNode):
             header=header,
             peak_x=det.peak_x,
             peak_y=det.peak_y,
+            camera=camera.name,
         )
         response.point.header = header
-        if det.found and self._depth is not None:
+        depth = camera.depth
+        if det.found and depth is not None:
             height, width = rgb.shape[:2]
-            (fields,) = self._depth.points_for(header, (width, height), [det], self._depth_settings)
+            (fields,) = depth.points_for(header, (width, height), [det], self._outputs.depth)
             response.has_point = fields['has_point']
             response.point.point = fields['point']
         response.message = (
@@ -575,23 +582,17 @@ class GemNode(CompatNode):
         return response
 
     # --- frames ---------------------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
-        self._offer(msg, image_msg_to_rgb)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._offer(msg, compressed_msg_to_rgb)
-
-    def _offer(self, msg, to_rgb) -> None:
-        self._last_frame_time = time.monotonic()
-        self._frames_in += 1
+    def _offer(self, camera, msg, to_rgb) -> None:
+        """A camera's frame (executor thread) to the engine, as that camera's stream."""
+        camera.last_frame_time = time.monotonic()
+        camera.frames_in += 1
         # Patch grids are copied out of the model only when something reads them.
-        self._engine.want_patch_logits = (
-            self._mask_format == 'patch'
-            or self._heatmaps_pub.get_subscription_count() > 0
-            or self._heatmap_image_pub.get_subscription_count() > 0
+        mask_format = self._outputs.mask_format
+        self._engine.want_patch_logits = any(
+            c.wants_patch_grids(mask_format) for c in self._cameras.values()
         )
         # The frame carries the activation it came in: published only while that one lasts.
-        skipped = self._engine.offer((msg, to_rgb, self._activation))
+        skipped = self._engine.offer((msg, to_rgb, self._activation, camera), camera.name)
         if skipped:
             self._log(
                 'info',
@@ -608,7 +609,7 @@ class GemNode(CompatNode):
     @staticmethod
     def _convert(frame, max_pixels: int):
         """The engine's converter (worker thread): a frame message to RGB, errors named."""
-        msg, to_rgb, _ = frame
+        msg, to_rgb, _, _ = frame
         try:
             return to_rgb(msg, max_pixels)
         except ValueError as exc:
@@ -616,70 +617,11 @@ class GemNode(CompatNode):
             raise ValueError(f'{exc} ({kind}, frame_id {cut(msg.header.frame_id, 40)!r})') from exc
 
     def _publish_detections(self, frame, rgb, detections, seconds, settings) -> None:
-        """The engine's output (worker thread): result, markers and overlay messages."""
-        depth = self._depth
-        if not self.taking_frames or frame[2] != self._activation:
+        """The engine's output (worker thread): the frame's camera publishes it."""
+        msg, _, activation, camera = frame
+        if not self.taking_frames or activation != self._activation:
             return  # deactivated while this frame ran (and maybe activated again since)
-        header = frame[0].header
-        height, width = rgb.shape[:2]
-        points = (
-            depth.points_for(header, (width, height), detections, self._depth_settings)
-            if depth is not None
-            else None
-        )
-        result = messages.gem_result(
-            header,
-            detections,
-            seconds,
-            points,
-            self._mask_format,
-            settings.frame.mask_threshold,
-        )
-        self._publish(self._results_pub, result)
-        if self._detections_pub is not None:
-            self._publish(
-                self._detections_pub, messages.detection_array(header, detections, points)
-            )
-        if detections[0].patch_logits is not None and self._heatmaps_due():
-            self._publish(self._heatmaps_pub, messages.heatmaps(header, detections))
-        if detections[0].patch_logits is not None and self._heatmap_image_due():
-            query, blend = self._heatmap_image_settings
-            image = draw_heatmaps(rgb, detections, query, blend)
-            self._publish(self._heatmap_image_pub, rgb_to_image_msg(image, header))
-        if depth is not None:
-            markers = self._markers.build(result)
-            if markers.markers:
-                self._publish(self._markers_pub, markers)
-        if self._overlay_due():
-            self._publish(
-                self._overlay_pub, rgb_to_image_msg(draw_overlay(rgb, detections), header)
-            )
-
-    def _heatmaps_due(self) -> bool:
-        if self._heatmaps_pub.get_subscription_count() == 0:
-            return False
-        return self._heatmaps_gate.due(self._heatmaps_max_rate)
-
-    def _heatmap_image_due(self) -> bool:
-        if self._heatmap_image_pub.get_subscription_count() == 0:
-            return False  # colour-mapping costs time; nobody would see it
-        return self._heatmap_image_gate.due(self._heatmaps_max_rate)
-
-    def _overlay_due(self) -> bool:
-        publish, max_rate = self._overlay_settings
-        if not publish or self._overlay_pub.get_subscription_count() == 0:
-            return False  # drawing costs time; nobody would see it
-        return self._overlay_gate.due(max_rate)
-
-    # --- plumbing -------------------------------------------------------------------------
-    def _publish(self, publisher, msg) -> None:
-        try:
-            publisher.publish(msg)
-        except RCLError as exc:  # Fast DDS occasionally fails a publish under load
-            if self.context.ok():  # else shutting down: a frame in flight has nowhere to go
-                self._log(
-                    'warning', 'publish', f'publishing on {publisher.topic_name} failed: {exc}'
-                )
+        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)
 
     def _report_stats(self) -> None:
         processed, dropped = self._engine.processed, self._engine.dropped
@@ -693,13 +635,18 @@ class GemNode(CompatNode):
                 'frame is processed)',
             )
 
+    def _publish(self, publisher, msg) -> None:
+        publish(self, publisher, msg)
+
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         frames_in, processed, dropped, since = self._diagnosed
         engine = self._engine
         self._diagnosed = (self._frames_in, engine.processed, engine.dropped, now)
         # Time without frames counts from the last frame, or from when frames were started.
-        last = self._last_frame_time or self._frames_started
+        cameras = list(self._cameras.values())
+        heard = [c.last_frame_time for c in cameras if c.last_frame_time is not None]
+        last = max(heard) if heard else min(c.started for c in cameras)
         timeout, min_rate = self._diagnostics_limits
         loaded, failed = engine.loaded, engine.last_load_error
         snapshot = diagnostics.Snapshot(
@@ -731,29 +678,59 @@ class GemNode(CompatNode):
             'model state': 'loaded' if loaded else ('loading' if self._model_wanted else 'none'),
             'lifecycle state': self.lifecycle_state(),
         }
-        name = f"{self.get_fully_qualified_name().lstrip('/')}: inference"
-        self._publish(
-            self._diagnostics_pub, diagnostics.status_message(snapshot, name, device, info)
+        node = self.get_fully_qualified_name().lstrip('/')
+        per_camera = (
+            [self._camera_status(c, now, snapshot, node, device) for c in cameras]
+            if len(cameras) > 1
+            else []
         )
+        self._publish(
+            self._diagnostics_pub,
+            diagnostics.status_message(snapshot, f'{node}: inference', device, info, per_camera),
+        )
+
+    def _camera_status(self, camera, now: float, node_snapshot, node: str, device: str):
+        """One camera's period: its rates, drops, latency and result age, judged as the
+        node's are (a silent camera warns)."""
+        frames_in, processed, dropped, since = camera.diagnosed
+        camera_dropped = self._engine.dropped_of(camera.name)
+        camera.diagnosed = (camera.frames_in, camera.processed, camera_dropped, now)
+        last = camera.last_frame_time or camera.started
+        snapshot = dataclasses.replace(
+            node_snapshot,
+            period_s=max(now - since, 1e-3),
+            frames_in=camera.frames_in - frames_in,
+            processed=camera.processed - processed,
+            dropped=camera_dropped - dropped,
+            latencies_s=camera.take_latencies(),
+            since_last_frame_s=now - last if self.taking_frames else None,
+            result_age_s=(
+                None if camera.last_result_time is None else now - camera.last_result_time
+            ),
+        )
+        info = {'camera': camera.name, 'image topic': camera.image_topic}
+        return diagnostics.status(snapshot, f'{node}: camera {camera.name}', device, info)
 
     def close(self, hurry: threading.Event = None) -> bool:
         """Stop the engine's threads, saying which frame was in flight and whether it was
         finished (its results are not published once a signal has shut ROS down); whether
         every thread ended (see Engine.close)."""
         log = rclpy.logging.get_logger('gem')
-        frame = self._engine.in_flight
+        frames = self._engine.in_flight  # one per camera that had a frame waiting
+        what = ', '.join(describe_frame(f) for f in frames or ())
+        word = 'frame' if not frames or len(frames) == 1 else 'frames'
         log.info(
-            'stopping: '
-            + (f'finishing the frame in flight ({describe_frame(frame)})' if frame else 'idle')
+            f'stopping: finishing the {word} in flight ({what})' if frames else 'stopping: idle'
         )
         finished = self._engine.close(hurry)
-        if frame is not None:
-            done = self._engine.last_finished is frame
+        if frames:
+            done = self._engine.last_finished is frames
             published = ' and published' if self.context.ok() else ''
             log.info(
-                f'the frame in flight ({describe_frame(frame)}) '
-                + (f'was finished{published}' if done else 'was left unfinished')
-            )
+                f'the {word} in flight ({what}) '
+                + (f'{"was" if len(frames) == 1 else "were"} finished{published}' if done
+                   else f'{"was" if len(frames) == 1 else "were"} left unfinished')
+            )  # fmt: skip
         return finished
 
 

@@ -6,6 +6,7 @@ The node declares its parameters from it, and the launch file makes its argument
 No torch or model imports here.
 """
 
+import re
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -67,7 +68,44 @@ def _from_settings(cls, reloads_model: bool = False) -> tuple:
     )
 
 
+MAX_CAMERAS = 8  # the budget: each camera adds a frame to every batch, and its subscriptions
+_CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]{0,63}$')
+
+
+def camera_names(value) -> list[str]:
+    """The `cameras` parameter as names: a string array, or one string ('[front, left]',
+    'front, left' or 'front; left'); [''] (one camera, the single-camera topics) when empty.
+    ValueError naming what is wrong: a name that is not a ROS name token, a repeat, too many."""
+    if isinstance(value, str):
+        value = re.split(r'[,;]', value.strip().strip('[]'))
+    names = [str(v).strip().strip('\'"') for v in (value or [])]
+    names = [n for n in names if n]
+    if not names:
+        return ['']
+    bad = [n for n in names if not _CAMERA_NAME.match(n)]
+    if bad:
+        raise ValueError(
+            f'cameras: {bad[0]!r} is not a camera name (a letter, then letters, digits or _; '
+            'it becomes a topic namespace)'
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f'cameras: {repeated[0]!r} is named twice')
+    if len(names) > MAX_CAMERAS:
+        raise ValueError(f'cameras: {len(names)} cameras, at most {MAX_CAMERAS} per node')
+    return names
+
+
 NODE_PARAMETERS = (
+    ParameterSpec(
+        'cameras',
+        '',
+        'camera streams served by this one node and model: a string array (or one string '
+        "'[front, left]'); camera <name> subscribes <name>/image and publishes ~/<name>/results "
+        'and the rest; empty = one camera on image and ~/results',
+        read_only=True,
+        dynamic_typing=True,
+    ),
     ParameterSpec(
         'max_image_pixels',
         DEFAULT_MAX_IMAGE_PIXELS,
@@ -236,4 +274,9 @@ def check_value(name: str, value) -> Optional[str]:
         or (isinstance(value, list) and all(isinstance(q, str) for q in value))
     ):
         return f'queries must be a string or a string array, got {value!r:.80}'
+    if name == 'cameras':
+        try:
+            camera_names(value)
+        except ValueError as exc:
+            return str(exc)
     return None

@@ -1,0 +1,174 @@
+"""One camera stream of gem_node: its topics in and out, its depth input, its rate gates and
+its counts. The node has one per entry of its `cameras` parameter, all served by one engine
+and one model (the engine batches their newest frames); with `cameras` empty, one camera
+with no name, on the topics a single-camera node always had.
+
+Camera `front` subscribes `front/image` (`front/image/compressed`, `front/depth`,
+`front/camera_info` where enabled), relative to the node's namespace and remappable, and
+publishes `~/front/results`, `~/front/detections`, `~/front/heatmaps`,
+`~/front/heatmap_image`, `~/front/overlay` and `~/front/markers`, each message with its own
+frame's header.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from rclpy._rclpy_pybind11 import RCLError
+from sensor_msgs.msg import CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from gem_ros.msg import GemResult, Heatmaps
+from gem_ros.overlay import draw_heatmaps, draw_overlay
+from gem_ros.ros import messages
+from gem_ros.ros.depth_input import DepthInput
+from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
+from gem_ros.ros.markers import QueryMarkers
+from gem_ros.threads import RateGate
+
+LATENCIES_KEPT = 1000
+
+
+def publish(node, publisher, msg) -> None:
+    """publisher.publish(msg), a failure logged (throttled) instead of raised."""
+    try:
+        publisher.publish(msg)
+    except RCLError as exc:  # Fast DDS occasionally fails a publish under load
+        if node.context.ok():  # else shutting down: a frame in flight has nowhere to go
+            node._log('warning', 'publish', f'publishing on {publisher.topic_name} failed: {exc}')
+
+
+class Camera:
+    def __init__(self, node, name: str, use_depth: bool):
+        self.node = node
+        self.name = name
+        self._in = f'{name}/' if name else ''  # subscribed topics, relative
+        self._out = f'~/{name}/' if name else '~/'  # published topics, private
+        make = node.create_publisher
+        self.results_pub = make(GemResult, f'{self._out}results', 5)
+        self.heatmaps_pub = make(Heatmaps, f'{self._out}heatmaps', 5)
+        self.heatmap_image_pub = make(Image, f'{self._out}heatmap_image', 1)
+        self.overlay_pub = make(Image, f'{self._out}overlay', 1)
+        self.detections_pub = (
+            make(messages.Detection2DArray, f'{self._out}detections', 5)
+            if messages.Detection2DArray is not None
+            else None
+        )
+        self.markers = QueryMarkers() if use_depth else None
+        self.markers_pub = make(MarkerArray, f'{self._out}markers', 5) if use_depth else None
+        self._use_depth = use_depth
+        self.gates = {'overlay': RateGate(), 'heatmaps': RateGate(), 'heatmap_image': RateGate()}
+        self.depth = None
+        self._subscriptions: list = []
+        # Counts, for /diagnostics and the log.
+        self.frames_in = 0
+        self.processed = 0
+        self.last_frame_time = None  # monotonic time of the last frame offered
+        self.started = time.monotonic()  # when its subscriptions were made
+        self.latencies: deque = deque(maxlen=LATENCIES_KEPT)
+        self.last_result_time = None
+        self.diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
+
+    @property
+    def label(self) -> str:
+        return self.name or 'camera'
+
+    @property
+    def image_topic(self) -> str:
+        return self.node.resolve_topic_name(f'{self._in}image')
+
+    # --- in -------------------------------------------------------------------------------
+    def start(self, offer, image_qos, compressed: bool) -> None:
+        """Subscribe its image (and compressed image, depth and camera_info); frames go to
+        offer(camera, msg, to_rgb)."""
+        node = self.node
+        self.last_frame_time = None
+        self.started = time.monotonic()
+        self.diagnosed = (self.frames_in, self.processed, self.diagnosed[2], time.monotonic())
+        subs = [
+            node.create_subscription(
+                Image, f'{self._in}image', lambda m: offer(self, m, image_msg_to_rgb), image_qos
+            )
+        ]
+        if compressed:
+            # image_transport's naming: follows a remapping of `image`.
+            subs.append(
+                node.create_subscription(
+                    CompressedImage,
+                    self.image_topic + '/compressed',
+                    lambda m: offer(self, m, compressed_msg_to_rgb),
+                    image_qos,
+                )
+            )
+        self._subscriptions = subs
+        if self._use_depth:
+            self.depth = DepthInput(node, self._in)
+
+    def stop(self) -> None:
+        subs, self._subscriptions = self._subscriptions, []
+        for sub in subs:
+            self.node.destroy_subscription(sub)
+        if self.depth is not None:
+            self.depth.close()
+            self.depth = None
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._subscriptions)
+
+    # --- out (the worker thread) ----------------------------------------------------------
+    def publish(self, header, rgb, detections, seconds, settings, outputs) -> None:
+        """Result, detections, heatmaps, markers and overlay of one frame; `outputs` holds
+        the node's output settings (mask format, rates, depth settings)."""
+        self.processed += 1
+        self.latencies.append(seconds)
+        self.last_result_time = time.monotonic()
+        depth = self.depth
+        height, width = rgb.shape[:2]
+        points = (
+            depth.points_for(header, (width, height), detections, outputs.depth)
+            if depth is not None
+            else None
+        )
+        result = messages.gem_result(
+            header, detections, seconds, points, outputs.mask_format, settings.frame.mask_threshold
+        )
+        self._publish(self.results_pub, result)
+        if self.detections_pub is not None:
+            self._publish(self.detections_pub, messages.detection_array(header, detections, points))
+        grids = detections[0].patch_logits is not None
+        if grids and self._due('heatmaps', self.heatmaps_pub, outputs.heatmaps_max_rate):
+            self._publish(self.heatmaps_pub, messages.heatmaps(header, detections))
+        if grids and self._due('heatmap_image', self.heatmap_image_pub, outputs.heatmaps_max_rate):
+            query, blend = outputs.heatmap_image
+            image = draw_heatmaps(rgb, detections, query, blend)
+            self._publish(self.heatmap_image_pub, rgb_to_image_msg(image, header))
+        if depth is not None:
+            markers = self.markers.build(result)
+            if markers.markers:
+                self._publish(self.markers_pub, markers)
+        publish_overlay, overlay_rate = outputs.overlay
+        if publish_overlay and self._due('overlay', self.overlay_pub, overlay_rate):
+            self._publish(self.overlay_pub, rgb_to_image_msg(draw_overlay(rgb, detections), header))
+
+    def wants_patch_grids(self, mask_format: str) -> bool:
+        return (
+            mask_format == 'patch'
+            or self.heatmaps_pub.get_subscription_count() > 0
+            or self.heatmap_image_pub.get_subscription_count() > 0
+        )
+
+    def _due(self, kind: str, publisher, max_rate: float) -> bool:
+        if publisher.get_subscription_count() == 0:
+            return False  # drawing costs time; nobody would see it
+        return self.gates[kind].due(max_rate)
+
+    def _publish(self, publisher, msg) -> None:
+        publish(self.node, publisher, msg)
+
+    def take_latencies(self) -> list[float]:
+        out = []
+        while self.latencies:
+            out.append(self.latencies.popleft())
+        return out
