@@ -139,6 +139,64 @@ BUGS = {
         '    for _, size, path in sorted(files, key=lambda f: -f[0]):',
         ['test/test_graph_backends.py::test_the_cache_evicts_the_least_recently_used_and_says_so'],
     ),
+    'TF32 left on in fp32 engines': (
+        'gem_ros/gem/backends.py',
+        '        config.clear_flag(trt.BuilderFlag.TF32)\n',
+        '',
+        [
+            'test/test_graph_backends.py::test_tensorrt_builds_a_strongly_typed_batch_1_network_without_tf32'
+        ],
+    ),
+    'the engine not ordered after torch': (
+        'gem_ros/gem/backends.py',
+        '    stream.wait_stream(caller)\n',
+        '',
+        ['test/test_graph_backends.py::test_the_engine_runs_on_its_own_stream_between_torchs'],
+    ),
+    'graphs run on the current device, not the model\'s': (
+        'gem_ros/gem/backends.py',
+        '        if device.type == "cuda":\n            return torch.cuda.device(device)',
+        '        if False:\n            return torch.cuda.device(device)',
+        ['test/test_graph_backends.py::test_graphs_run_under_the_models_device'],
+    ),
+    # Issue 27: cameras.
+    "every camera's frames published on the first camera's topics": (
+        'gem_ros/ros/node.py',
+        '        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)',
+        '        camera = next(iter(self._cameras.values()))\n'
+        '        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)',
+        ['test/test_cameras.py::test_each_camera_gets_its_own_results_with_its_frame_id'],
+    ),
+    'one slot for every stream (the fast camera starves the slow one)': (
+        'gem_ros/threads.py',
+        '            if key in self._items:',
+        "            key = ''\n            if key in self._items:",
+        ['test/test_engine.py::test_each_streams_newest_frame_is_served_and_none_starves'],
+    ),
+    'a question answered by any camera': (
+        'gem_ros/engine.py',
+        '                if request.stream is None or request.stream == stream',
+        '                if True',
+        ['test/test_engine.py::test_a_question_for_one_stream_is_answered_by_that_streams_frame'],
+    ),
+    'locate does not name its camera': (
+        'gem_ros/ros/node.py',
+        '            camera=camera.name,\n',
+        '',
+        ['test/test_cameras.py::test_locate_through_one_camera_or_the_best_view'],
+    ),
+    'no status per camera': (
+        'gem_ros/ros/node.py',
+        '            if len(cameras) > 1\n            else []',
+        '            if False\n            else []',
+        ['test/test_cameras.py::test_diagnostics_has_a_status_per_camera'],
+    ),
+    'a batch across input shapes': (
+        'gem_ros/gem/model.py',
+        '            groups.setdefault(shape, []).append(i)',
+        '            groups.setdefault(0, []).append(i)',
+        ['test/test_gem_core.py::test_locate_batch_is_locate_per_image_in_one_forward_per_shape'],
+    ),
 }
 
 

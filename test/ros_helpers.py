@@ -148,7 +148,10 @@ class NodeProcess(_Process):
         repo: Path = REPO,
         env: dict | None = None,
         managed: bool = False,
+        remaps: tuple = (),
     ):
+        """parameters: 'name:=value' each; remaps: 'from:=to' each (`__node:=gem1` renames
+        the node)."""
         # This checkout's node (or its managed variant), or an older tree's (before
         # gem_ros/ros/ existed).
         module = (
@@ -159,6 +162,8 @@ class NodeProcess(_Process):
         args = [sys.executable, '-m', module, '--ros-args']
         for parameter in parameters:
             args += ['-p', parameter]
+        for remap in remaps:
+            args += ['-r', remap]
         super().__init__(log_path, args, {**source_env(threads, repo), **(env or {})}, cwd=repo)
 
 

@@ -1,0 +1,152 @@
+"""Several cameras on one gem_node against one node per camera: per-camera result rate,
+latency (median, max) and the nodes' peak memory, in one run on one machine.
+
+    .venv/bin/python benchmarks/cameras.py [--seconds 20] [--models tiny vit]
+
+Each configuration runs for --seconds with every camera publishing 640x480 rgb8 frames as
+fast as the node takes them (a new frame on a camera as soon as its previous one has a
+result, or after 2 s): 1, 2 and 3 cameras on one node, and 3 cameras on 3 separate nodes
+(one camera each). Latency is publish -> result received. Peak memory is VmHWM summed over
+the configuration's node processes. Models: the tiny test model (a fast GPU model's stand-in)
+and ViT-B-16 with random weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'test'))
+
+from hostile_inputs import read_kib  # noqa: E402
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb  # noqa: E402
+
+MODELS = {
+    'tiny': TINY_MODEL,
+    'vit': ('model:=ViT-B-16', 'pretrained:=none', 'device:=cpu'),
+}
+NAMES = ('front', 'left', 'right')
+
+
+class Feed:
+    """One camera's publisher and its results; sends the next frame once the last one is
+    answered (or after 2 s: a frame lost in transport)."""
+
+    def __init__(self, client, node_name: str, camera: str):
+        from sensor_msgs.msg import Image
+
+        from gem_ros.msg import GemResult
+
+        prefix = f'{camera}/' if camera else ''
+        self.pub = client.node.create_publisher(
+            Image, f'/{node_name}/{prefix}image' if node_name != 'gem' else f'{prefix}image', 5
+        )
+        self.sent: dict = {}
+        self.latencies: list = []
+        self.answered = threading.Event()
+        out = f'/{node_name}/{prefix}results'
+        client.node.create_subscription(GemResult, out, self._on_result, 10)
+        self.msg = image_msg(random_rgb(480, 640, seed=len(camera)), 'rgb8')
+
+    def _on_result(self, result):
+        stamp = (result.header.stamp.sec, result.header.stamp.nanosec)
+        sent = self.sent.pop(stamp, None)
+        if sent is not None:
+            self.latencies.append(time.monotonic() - sent)
+            self.answered.set()
+
+    def run(self, until: float):
+        while time.monotonic() < until:
+            self.msg.header = header()
+            stamp = (self.msg.header.stamp.sec, self.msg.header.stamp.nanosec)
+            self.answered.clear()
+            self.sent[stamp] = time.monotonic()
+            self.pub.publish(self.msg)
+            self.answered.wait(2.0)
+
+
+def configuration(client, model, cameras_per_node: list, seconds: float, logs: Path) -> dict:
+    """Nodes, each with its cameras; every camera fed for `seconds`."""
+    nodes, feeds = [], []
+    for n, cameras in enumerate(cameras_per_node):
+        name = 'gem' if n == 0 else f'gem{n}'
+        args = [*MODELS[model], 'queries:=[red mug, person]']
+        if cameras != ['']:
+            args.append(f'cameras:=[{", ".join(cameras)}]')
+        # Separate nodes: each its own name and image topic.
+        remaps = (f'__node:={name}', f'image:=/{name}/image') if name != 'gem' else ()
+        log = logs / f'{model}-{len(cameras_per_node)}-{n}.log'
+        nodes.append(NodeProcess(log, *args, remaps=remaps))
+        feeds += [Feed(client, name, c) for c in cameras]
+    try:
+        for node in nodes:
+            node.wait_for_log('loaded model', timeout=300)
+        time.sleep(2.0)  # discovery
+        for feed in feeds:  # warm-up: one answered frame each
+            feed.run(time.monotonic() + 0.1)
+        for feed in feeds:
+            feed.latencies.clear()
+        until = time.monotonic() + seconds
+        threads = [threading.Thread(target=f.run, args=(until,)) for f in feeds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        peak = sum(read_kib(n.proc.pid, 'VmHWM') for n in nodes) / 1024
+    finally:
+        for node in nodes:
+            node.stop()
+    rates = [len(f.latencies) / seconds for f in feeds]
+    every = [x for f in feeds for x in f.latencies]
+    return dict(
+        rates=rates,
+        total=sum(rates),
+        median_ms=1e3 * statistics.median(every) if every else float('nan'),
+        max_ms=1e3 * max(every) if every else float('nan'),
+        peak_mib=peak,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--seconds', type=float, default=20.0)
+    ap.add_argument('--models', nargs='+', default=['tiny', 'vit'], choices=list(MODELS))
+    args = ap.parse_args()
+    client = RosClient()
+    cpu = platform.processor() or platform.machine()
+    print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration')
+    print('| model | configuration | results/s per camera | total/s | latency median / max '
+          '(ms) | peak RSS (MiB) |')  # fmt: skip
+    print('|---|---|---|---|---|---|')
+    try:
+        with tempfile.TemporaryDirectory() as logs:
+            for model in args.models:
+                runs = {
+                    '1 camera, 1 node': [['']],
+                    '2 cameras, 1 node': [list(NAMES[:2])],
+                    '3 cameras, 1 node': [list(NAMES)],
+                    '3 cameras, 3 nodes': [[''], [''], ['']],
+                }
+                for label, layout in runs.items():
+                    r = configuration(client, model, layout, args.seconds, Path(logs))
+                    rates = ', '.join(f'{x:.2f}' for x in r['rates'])
+                    print(
+                        f"| {model} | {label} | {rates} | {r['total']:.2f} | "
+                        f"{r['median_ms']:.0f} / {r['max_ms']:.0f} | {r['peak_mib']:.0f} |",
+                        flush=True,
+                    )
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
