@@ -10,9 +10,14 @@ Threads, and what each may wait on:
 - the caller's thread (the node's executor) never waits on the model: queries are checked
   with the tokenizer and swapped in under a lock that is only held for assignments, and
   frames and load requests go into one-item slots;
-- the worker thread takes the newest frame, converts it (`convert`), runs the model and
-  hands the detections on (`publish`); text embeddings of new queries are computed there,
-  before the frame that first uses them;
+- three stage threads carry the frames, so that the model runs frame k+1 while frame k
+  is published: `convert` takes the newest frame of every stream (camera) that has one and
+  converts it (`convert`: decoding); `inference` runs the model on the newest converted
+  frame of each stream, one forward per input shape (text embeddings of new queries are
+  computed there, before the frame that first uses them); `publish` hands each frame's
+  detections on (`publish`) and answers the questions. Hand-overs are bounded: one slot per
+  stream before conversion and before inference (newest wins, counted as dropped), one
+  batch of results before publishing (the model waits for the publisher);
 - the loader thread builds models, and a graph backend's graphs and engines for the input
   shapes the running model served; the old model serves until the new one is ready. A
   shape first seen later builds on a thread of the backend's own while the torch path
@@ -33,6 +38,7 @@ loads it again on demand (`wait_for_model`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import re
@@ -64,6 +70,17 @@ class Ask:
     query: str
     answer: Callable
     stream: Optional[str] = None
+
+
+@dataclass
+class _Batch:
+    """One forward's results on their way to the publisher."""
+
+    frames: list  # (stream, frame, rgb, detections)
+    asks: list
+    active: int  # how many of each frame's detections are the active queries'
+    seconds: float
+    settings: 'RunSettings'
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,8 @@ class Engine:
         self._frames = LatestSlots()  # the newest frame of each stream (camera)
         self._model_requests = LatestSlot()
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # close without finishing the frames in flight
+        self._last_start = -1e9  # when the last frames were taken (max_rate_hz)
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
         self._reduced_sizes: set = set()
         # The model input shapes of recent frames, newest last: a new model's graphs are built
@@ -121,13 +140,30 @@ class Engine:
         self.last_result_time: Optional[float] = None  # time.monotonic() of the last result
         self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
         self.last_load_error: Optional[tuple[ModelSettings, str]] = None
-        self._busy = False  # the worker is processing a frame
-        self.in_flight = None  # the frames the worker is processing (a list), if any
-        self.last_finished = None  # the last such list finished (published or not)
-        self._worker = threading.Thread(target=self._work, name='gem-inference', daemon=True)
+        # The frame path in three stages, each a thread, so that the model runs frame k+1 while
+        # frame k is published: convert (decode) -> inference -> publish. Hand-overs are
+        # bounded: converted frames wait in a slot per stream (newest wins, counted as
+        # dropped), and one batch of results waits for the publisher (inference waits for it).
+        self._converted = LatestSlots()
+        self._results = LatestSlot()
+        self._results_taken = threading.Event()  # the publisher took the batch waiting
+        self._results_taken.set()
+        self._tracked: dict = {}  # id -> frame, from conversion until published or dropped
+        self._finished: deque = deque(maxlen=64)  # ids of the frames finished last
+        self._busy_stages = 0  # stages working on frames (unload waits for none)
+        self._stages = [
+            threading.Thread(target=self._run_stage, args=(name, work), name=f'gem-{name}',
+                             daemon=True)
+            for name, work in (
+                ('convert', self._convert_stage),
+                ('inference', self._inference_stage),
+                ('publish', self._publish_stage),
+            )
+        ]  # fmt: skip
         self._loader = threading.Thread(target=self._load_models, name='gem-loader', daemon=True)
         if threads:
-            self._worker.start()
+            for thread in self._stages:
+                thread.start()
             self._loader.start()
 
     # --- state ----------------------------------------------------------------------------
@@ -143,10 +179,32 @@ class Engine:
     @property
     def dropped(self) -> int:
         """Frames replaced by a newer one of their stream before the worker took them."""
-        return self._frames.total_replaced
+        return self._frames.total_replaced + self._converted.total_replaced
 
     def dropped_of(self, stream: str) -> int:
-        return self._frames.replaced.get(stream, 0)
+        return self._frames.replaced.get(stream, 0) + self._converted.replaced.get(stream, 0)
+
+    @property
+    def in_flight(self) -> Optional[list]:
+        """The frames taken from the slots and not finished yet (in any stage), or None."""
+        with self._lock:
+            return list(self._tracked.values()) or None
+
+    def was_finished(self, frames) -> bool:
+        """Whether each of these frames (in_flight's) went through its last stage."""
+        with self._lock:
+            return all(id(f) in self._finished for f in frames)
+
+    def _track(self, frames) -> None:
+        with self._lock:
+            self._tracked.update((id(f), f) for f in frames)
+
+    def _done(self, frames, finished: bool = True) -> None:
+        with self._lock:
+            for f in frames:
+                self._tracked.pop(id(f), None)
+                if finished:
+                    self._finished.append(id(f))
 
     @property
     def model(self) -> Optional[gem.GemModel]:
@@ -233,25 +291,94 @@ class Engine:
         self._frames.put(stream, frame)
         return None
 
-    def _work(self) -> None:
-        last_start = -1e9
-        while not self._stop.is_set():
+    def _run_stage(self, name: str, work: Callable[[], bool]) -> None:
+        """A stage's loop: work() until the engine stops and the stages before have drained
+        (a frame taken is finished, unless close is hurried); every error is logged and the
+        stage goes on serving."""
+        before = self._stages[: [t.name for t in self._stages].index(f'gem-{name}')]
+        output = {'convert': self._converted, 'inference': self._results}.get(name)
+        while True:
             try:
-                if not self._rate_allows(last_start):
-                    continue
-                frames = self._frames.take_all(POLL_S)
-                if not frames:
-                    continue
-                last_start = time.monotonic()
-                self._busy = True
-                self.in_flight = [frame for _, frame in frames]
-                self._process(frames)
-            except Exception as exc:  # the worker keeps serving whatever one frame does
+                if not work() and self._stop.is_set():
+                    if self._hurry.is_set() or not any(t.is_alive() for t in before):
+                        break
+            except Exception as exc:  # the stage keeps serving whatever one frame does
                 self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
-            finally:
-                if self.in_flight is not None:
-                    self.last_finished, self.in_flight = self.in_flight, None
-                self._busy = False
+        if output is not None:
+            output.close()  # the next stage takes what is left at once, then ends
+
+    def _convert_stage(self) -> bool:
+        if self._stop.is_set():
+            return False
+        if not self._rate_allows(self._last_start):
+            return True
+        frames = self._frames.take_all(POLL_S)
+        if not frames:
+            return False
+        self._last_start = time.monotonic()
+        self._track([f for _, f in frames])
+        settings = self.settings  # the frames' snapshot, to their last stage
+        with self._busy_count():
+            converted, _ = self._convert_all(frames, settings)
+        for stream, frame, rgb in converted:
+            replaced = self._converted.put(stream, (frame, rgb, settings))
+            if replaced is not None:  # the model was busy: newest wins
+                self._done([replaced[0]], finished=False)
+        return True
+
+    def _inference_stage(self) -> bool:
+        if self._hurry.is_set():
+            return False
+        items = self._converted.take_all(POLL_S)
+        if not items:
+            return False
+        # One forward per settings snapshot: frames converted across a settings change keep
+        # the settings they started with.
+        snapshots: dict = {}
+        for stream, (frame, rgb, settings) in items:
+            snapshots.setdefault(id(settings), (settings, []))[1].append((stream, frame, rgb))
+        for settings, ready in snapshots.values():
+            self._infer_and_hand_over(ready, settings)
+        return True
+
+    def _infer_and_hand_over(self, ready: list, settings) -> None:
+        with self._busy_count():
+            batch, _ = self._infer(ready, settings)
+        if batch is None:
+            self._done([frame for _, frame, _ in ready])
+            return
+        # One batch waits for the publisher; the model goes on once it is taken.
+        while not self._results_taken.wait(POLL_S):
+            if self._hurry.is_set():
+                self._put_back(batch.asks)
+                self._done([frame for _, frame, _ in ready], finished=False)
+                return
+        self._results_taken.clear()
+        self._results.put(batch)
+
+    def _publish_stage(self) -> bool:
+        if self._hurry.is_set():
+            return False
+        batch = self._results.take(POLL_S)
+        if batch is None:
+            return False
+        self._results_taken.set()
+        try:
+            with self._busy_count():
+                self._publish_all(batch)
+        finally:
+            self._done([frame for _, frame, _, _ in batch.frames])
+        return True
+
+    @contextlib.contextmanager
+    def _busy_count(self):
+        with self._lock:
+            self._busy_stages += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy_stages -= 1
 
     def _rate_allows(self, last_start: float) -> bool:
         """False after waiting (at most POLL_S, less when the settings change) while
@@ -265,31 +392,41 @@ class Engine:
         return False
 
     def process(self, frame, stream: str = '') -> Optional[str]:
-        """Offline: run one frame on this thread (never dropped, no rate limit); why it gave
-        no result, or None when it was published."""
-        return self._process([(stream, frame)])[0]
-
-    def _process(self, frames: list) -> list[Optional[str]]:
-        """The newest frame of each waiting stream, [(stream, frame)]: converted, checked
-        against the budgets, run as one forward per input shape (GemModel.locate_batch),
-        each published; per frame, why it gave no result, or None."""
+        """Offline: run one frame through the three stages on this thread (never dropped, no
+        rate limit); why it gave no result, or None when it was published."""
         settings = self.settings
-        why: list[Optional[str]] = [None] * len(frames)
-        ready = []  # (index, stream, frame, rgb)
-        for i, (stream, frame) in enumerate(frames):
+        converted, why = self._convert_all([(stream, frame)], settings)
+        if why:
+            return why[0]
+        batch, why = self._infer(converted, settings)
+        if batch is None:
+            return why[0]
+        return self._publish_all(batch)[0]
+
+    def _convert_all(self, frames: list, settings: 'RunSettings') -> tuple[list, list]:
+        """[(stream, frame)] -> ([(stream, frame, rgb)] of those converted, [why not] of the
+        others, each logged)."""
+        converted, why = [], []
+        for stream, frame in frames:
             try:
-                ready.append((i, stream, frame, self._convert(frame, settings.max_image_pixels)))
+                converted.append((stream, frame, self._convert(frame, settings.max_image_pixels)))
             except ValueError as exc:
                 self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
-                why[i] = f'bad frame: {exc}'
+                why.append(f'bad frame: {exc}')
+                self._done([frame])
+        return converted, why
+
+    def _infer(self, ready: list, settings: 'RunSettings') -> tuple[Optional['_Batch'], list]:
+        """The newest converted frame of each waiting stream, [(stream, frame, rgb)]: checked
+        against the budgets and run as one forward per input shape (GemModel.locate_batch);
+        (the batch to publish, or None, and why frames gave no result)."""
         with self._lock:
             model, queries = self._model, self._queries
         if model is None or not (queries or self._asks):
-            reason = 'no model loaded' if model is None else 'no active queries'
-            return [w or reason for w in why]
+            return None, ['no model loaded' if model is None else 'no active queries']
         frame_settings = settings.frame
-        runnable = []
-        for i, stream, frame, rgb in ready:
+        runnable, why = [], []
+        for stream, frame, rgb in ready:
             height, width = rgb.shape[:2]
             try:
                 shape = model.input_shape(
@@ -297,21 +434,22 @@ class Engine:
                 )
             except gem.InputBudgetError as exc:
                 self._log('error', 'input budget', f'frame refused: {exc}')
-                why[i] = f'frame refused: {exc}'
+                why.append(f'frame refused: {exc}')
+                self._done([frame])
                 continue
             self._report_reduced_input(model, (height, width), shape, frame_settings)
             self._served_shapes[shape] = None
             self._served_shapes.move_to_end(shape)
             while len(self._served_shapes) > SHAPES_PREPARED:
                 self._served_shapes.popitem(last=False)
-            runnable.append((i, stream, frame, rgb))
+            runnable.append((stream, frame, rgb))
         if not runnable:
-            return why
-        asks, extra = self._take_asks(queries, {stream for _, stream, _, _ in runnable})
+            return None, why
+        asks, extra = self._take_asks(queries, {stream for stream, _, _ in runnable})
         try:
             started = time.perf_counter()
-            batches = model.locate_batch(
-                [rgb for _, _, _, rgb in runnable],
+            detections = model.locate_batch(
+                [rgb for _, _, rgb in runnable],
                 queries + extra,
                 **frame_settings.locate_arguments(),
                 return_patch_logits=self.want_patch_logits,
@@ -320,8 +458,14 @@ class Engine:
         except BaseException:
             self._put_back(asks)  # answered by a later frame, or by their timeout
             raise
-        answered = []  # (stream, frame, rgb, detections) of the frames published
-        for (i, stream, frame, rgb), detections in zip(runnable, batches):
+        frames = [(s, f, rgb, d) for (s, f, rgb), d in zip(runnable, detections)]
+        return _Batch(frames, asks, len(queries), seconds, settings), why
+
+    def _publish_all(self, batch: '_Batch') -> list[Optional[str]]:
+        """Each frame of the batch published (unless its similarities are not finite), then
+        the questions answered; per frame, why it was not published, or None."""
+        why, answered = [], []
+        for stream, frame, rgb, detections in batch.frames:
             if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
                 self._log(
                     'error',
@@ -329,15 +473,16 @@ class Engine:
                     'the model gave non-finite similarities (NaN or '
                     'inf; e.g. fp16 overflow): frame not published',
                 )
-                why[i] = 'non-finite similarities'
+                why.append('non-finite similarities')
                 continue
             self.processed += 1
-            self._latencies.append(seconds)
+            self._latencies.append(batch.seconds)
             self.last_result_time = time.monotonic()
-            if queries:
-                self._publish(frame, rgb, detections[: len(queries)], seconds, settings)
+            if batch.active:
+                self._publish(frame, rgb, detections[: batch.active], batch.seconds, batch.settings)
+            why.append(None)
             answered.append((stream, frame, rgb, detections))
-        self._answer(asks, answered, settings)
+        self._answer(batch.asks, answered, batch.settings)
         return why
 
     def _answer(self, asks: list[Ask], answered: list, settings) -> None:
@@ -440,7 +585,7 @@ class Engine:
         self._model_requests.take(0)
         self._frames.take_all(0)
         deadline = time.monotonic() + UNLOAD_WAIT_S
-        while self._busy and time.monotonic() < deadline:
+        while self._busy_stages and time.monotonic() < deadline:
             time.sleep(0.01)
         release_memory()
 
@@ -519,11 +664,15 @@ class Engine:
         self._model_requests.close()
         hurry = hurry or threading.Event()
         deadline = time.monotonic() + STOP_WAIT_S
-        while self._worker.is_alive() and not hurry.is_set():
-            self._worker.join(0.05)
+        # The stages drain what they took (the frames in flight), then end; a hurry ends them.
+        while any(t.is_alive() for t in self._stages) and not hurry.is_set():
+            for thread in self._stages:
+                thread.join(0.05)
+        if hurry.is_set():
+            self._hurry.set()
         while self._loader.is_alive() and not hurry.is_set() and time.monotonic() < deadline:
             self._loader.join(0.05)
-        return not (self._worker.is_alive() or self._loader.is_alive())
+        return not (any(t.is_alive() for t in self._stages) or self._loader.is_alive())
 
 
 def release_memory() -> None:

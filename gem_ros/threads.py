@@ -57,12 +57,15 @@ class LatestSlots:
         self._closed = False
         self.replaced: dict = {}  # key -> items dropped unseen because a newer one arrived
 
-    def put(self, key, item) -> None:
+    def put(self, key, item):
+        """Put `item` as `key`'s newest; the item it replaced, or None."""
         with self._cond:
+            replaced = self._items.get(key)
             if key in self._items:
                 self.replaced[key] = self.replaced.get(key, 0) + 1
             self._items[key] = item
             self._cond.notify()
+            return replaced
 
     def take_all(self, timeout: float) -> list:
         """[(key, item)] of every waiting key (emptying the slots), oldest waiting first; []

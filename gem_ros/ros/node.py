@@ -716,7 +716,7 @@ class GemNode(CompatNode):
         finished (its results are not published once a signal has shut ROS down); whether
         every thread ended (see Engine.close)."""
         log = rclpy.logging.get_logger('gem')
-        frames = self._engine.in_flight  # one per camera that had a frame waiting
+        frames = self._engine.in_flight  # taken from the cameras' slots, in any stage
         what = ', '.join(describe_frame(f) for f in frames or ())
         word = 'frame' if not frames or len(frames) == 1 else 'frames'
         log.info(
@@ -724,7 +724,7 @@ class GemNode(CompatNode):
         )
         finished = self._engine.close(hurry)
         if frames:
-            done = self._engine.last_finished is frames
+            done = self._engine.was_finished(frames)
             published = ' and published' if self.context.ok() else ''
             log.info(
                 f'the {word} in flight ({what}) '
