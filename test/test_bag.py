@@ -243,7 +243,7 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     assert 'no bag at' in run.stderr
     two = write_bag(tmp_path / 'two', 1, topics=('/a/image', '/b/image'))
     run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', check=2)
-    assert 'pass --topic, one of its image topics: /a/image, /b/image' in run.stderr
+    assert 'pass --topic, one or more of its image topics: /a/image, /b/image' in run.stderr
     run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/c', check=2)
     assert "has no image topic '/c'" in run.stderr
     gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=0)
@@ -310,3 +310,25 @@ def test_a_damaged_sqlite3_bag_is_refused_with_exit_2(tmp_path):
     run = gem_bag(source, '-q', 'red', '-o', tmp_path / 'out')
     assert run.returncode == 2, run.stdout + run.stderr
     assert 'Traceback' not in run.stderr and str(source) in run.stderr, run.stderr
+
+
+def test_several_image_topics_are_labelled_each_as_a_camera(tmp_path):
+    source = write_bag(tmp_path / 'in', 4, topics=('/front/image', '/left/image'))
+    gem_bag(
+        source, '-q', 'red', '-o', tmp_path / 'out',
+        '--topic', '/front/image', '--topic', '/left/image', check=0,
+    )  # fmt: skip
+    types = {'/gem/front_image/results': GemResult, '/gem/left_image/results': GemResult}
+    out = {}
+    with Reader(tmp_path / 'out') as reader:
+        for connection, timestamp, raw in reader.messages():
+            if connection.topic in types:
+                msg = deserialize_message(bytes(raw), types[connection.topic])
+                out.setdefault(connection.topic, []).append((timestamp, msg))
+    assert set(out) == set(types)
+    front, left = out['/gem/front_image/results'], out['/gem/left_image/results']
+    assert [t for t, _ in front] == [t for t, _ in left] == [(2000 + i) * 10**9 for i in range(4)]
+    for (_, a), (_, b) in zip(front, left):  # the same frames on both: the same results
+        assert a.results[0].score == b.results[0].score and a.header == b.header
+    lines = jsonl(tmp_path / 'out')
+    assert sorted(line['topic'] for line in lines) == ['/front/image'] * 4 + ['/left/image'] * 4

@@ -23,7 +23,10 @@ from ros_helpers import (
     LaunchProcess,
     RosClient,
     frame_words,
+    header,
+    image_msg,
     in_order,
+    random_rgb,
     send_a_frame_in_flight,
     source_env,
 )
@@ -199,6 +202,34 @@ def test_each_preset_starts_a_node_with_its_values(tmp_path, client, preset):
         launch.wait_for_log('loading model', timeout=60)
         stop_cleanly(launch)
     finally:
+        launch.stop()
+
+
+def test_cameras_from_the_launch_serve_each_camera(tmp_path, client):
+    """`cameras:="[front, left]"`: one node subscribing both, each answered on its topic."""
+    from sensor_msgs.msg import Image
+
+    from gem_ros.msg import GemResult
+
+    launch = LaunchProcess(
+        tmp_path / 'launch.log', *TINY, 'cameras:=[front, left]', 'queries:=cup', 'input_size:=96'
+    )
+    results = []
+    client.node.create_subscription(GemResult, '/gem/left/results', client._keep(results), 5)
+    left = client.node.create_publisher(Image, 'left/image', 5)
+    try:
+        launch.wait_for_log('2 cameras: /front/image, /left/image')
+        launch.wait_for_log('loaded model')
+        msg = image_msg(random_rgb(48, 64), 'rgb8', frame_id='left_optical')
+        deadline = time.monotonic() + 60
+        while not [r for r in results if r.header == msg.header]:
+            assert time.monotonic() < deadline, 'no result on /gem/left/results'
+            msg.header = header('left_optical')
+            left.publish(msg)
+            time.sleep(0.5)
+        stop_cleanly(launch)
+    finally:
+        client.node.destroy_publisher(left)
         launch.stop()
 
 

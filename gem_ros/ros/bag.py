@@ -2,9 +2,12 @@
 
     gem-ros bag recording/ -q "red mug; person" -o labelled/ [--topic /cam/image_raw]
         [--every 5] [--overlay] [--resume] [--model ... --method ... (as gem-ros locate)]
+    gem-ros bag recording/ -q "red mug" -o labelled/ --topic /front/image --topic /left/image
 
-Reads a rosbag2 bag (MCAP or sqlite3, with `rosbags`), the image topic given or the only one
-there (sensor_msgs/Image or CompressedImage). Every frame (or every Nth) goes through the
+Reads a rosbag2 bag (MCAP or sqlite3, with `rosbags`), the image topics given or the only one
+there (sensor_msgs/Image or CompressedImage). With several topics each is a camera of the
+node: topic /front/image gives camera `front_image`, its outputs on /<node>/front_image/...,
+and every line of results.jsonl names its topic. Every frame (or every Nth) goes through the
 node's engine (gem_ros/engine.py, offline mode: the same conversion, budgets, model call and
 checks as the node's frames) and its results are written as the node publishes them:
 - an output bag (MCAP by default) with, per frame, GemResult on /<node>/results,
@@ -62,7 +65,11 @@ def add_arguments(sub) -> None:
         '-q', '--queries', action='append', required=True, help="queries separated by ',' or ';'"
     )
     p.add_argument('-o', '--out', required=True, help='the output bag folder (must not exist)')
-    p.add_argument('--topic', help='image topic (default: the only image topic of the bag)')
+    p.add_argument(
+        '--topic',
+        action='append',
+        help='image topic; repeat it for several cameras (default: the only image topic)',
+    )
     p.add_argument('--every', type=int, default=1, help='every Nth frame (default: every one)')
     p.add_argument('--overlay', action='store_true', help='also write the overlay images')
     p.add_argument(
@@ -104,16 +111,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 class Source:
-    """The input bag's image topic: `messages()` yields (recording time ns, raw CDR)."""
+    """The input bag's image topics: `messages()` yields (topic, recording time ns, raw CDR)
+    in recording order; `kinds` holds each topic's 'raw' or 'compressed'."""
 
-    def __init__(self, topic: str, msgtype: str, total: int, messages, close=lambda: None):
-        self.topic, self.kind, self.total = topic, IMAGE_TYPES[msgtype], total
-        self.messages, self.close = messages, close
+    def __init__(self, topics: dict, total: int, messages, close=lambda: None):
+        self.kinds = {topic: IMAGE_TYPES[msgtype] for topic, msgtype in topics.items()}
+        self.total, self.messages, self.close = total, messages, close
+
+    def camera(self, topic: str) -> str:
+        """The camera a topic is: '' for a bag's one topic, else its name as a namespace."""
+        if len(self.kinds) == 1:
+            return ''
+        return ''.join(c if c.isalnum() else '_' for c in topic.strip('/')) or 'camera'
 
 
-def _open_input(path: Path, topic: Optional[str]) -> Source:
+def _topic_list(topic) -> Optional[list]:
+    return None if topic is None else [topic] if isinstance(topic, str) else list(topic)
+
+
+def _open_input(path: Path, topic) -> Source:
     from rosbags.rosbag2 import Reader
 
+    topic = _topic_list(topic)
     if not path.exists():
         raise BagError(f'no bag at {path}')
     try:
@@ -126,34 +145,36 @@ def _open_input(path: Path, topic: Optional[str]) -> Source:
         raise BagError(f'cannot read the bag {path}: {type(exc).__name__}: {exc}') from exc
     images = {(c.topic, c.msgtype) for c in reader.connections if c.msgtype in IMAGE_TYPES}
     try:
-        chosen_topic, msgtype = _choose(path, images, topic)
+        topics = _choose(path, images, topic)
     except BagError:
         reader.close()
         raise
-    chosen = [c for c in reader.connections if c.topic == chosen_topic]
+    chosen = [c for c in reader.connections if c.topic in topics]
     return Source(
-        chosen_topic,
-        msgtype,
+        topics,
         sum(c.msgcount for c in chosen),
-        lambda: ((t, raw) for _, t, raw in reader.messages(connections=chosen)),
+        lambda: ((c.topic, t, raw) for c, t, raw in reader.messages(connections=chosen)),
         reader.close,
     )
 
 
-def _choose(path, images: set, topic: Optional[str]) -> tuple[str, str]:
-    """(topic, message type) of the image topic to read: `topic`, or the only one."""
+def _choose(path, images: set, topics: Optional[list]) -> dict:
+    """{topic: message type} of the image topics to read: `topics`, or the only one."""
     names = ', '.join(sorted(t for t, _ in images)) or 'none'
-    if topic is not None:
-        found = [i for i in images if i[0] == topic]
-        if not found:
-            raise BagError(f'{path} has no image topic {topic!r}; its image topics: {names}')
-        return found[0]
+    if topics is not None:
+        out = {}
+        for topic in topics:
+            found = [i for i in images if i[0] == topic]
+            if not found:
+                raise BagError(f'{path} has no image topic {topic!r}; its image topics: {names}')
+            out[topic] = found[0][1]
+        return out
     if len(images) != 1:
-        raise BagError(f'{path}: pass --topic, one of its image topics: {names}')
-    return next(iter(images))
+        raise BagError(f'{path}: pass --topic, one or more of its image topics: {names}')
+    return dict(images)
 
 
-def _truncated_mcap(path: Path, topic: Optional[str], error: Exception) -> Optional[Source]:
+def _truncated_mcap(path: Path, topic, error: Exception) -> Optional[Source]:
     """A recording cut short (the recorder killed, the disk full) has no MCAP summary, which
     rosbags needs; the `mcap` library streams its complete chunks instead. None when it is not
     an MCAP file or `mcap` is not installed."""
@@ -181,8 +202,8 @@ def _truncated_mcap(path: Path, topic: Optional[str], error: Exception) -> Optio
     except Exception:  # noqa: BLE001 - where the file ends; the second pass reports it
         pass
     images = {c for c in channels.values() if c[1] in IMAGE_TYPES}
-    chosen_topic, msgtype = _choose(files[0], images, topic)
-    ids = {i for i, c in channels.items() if c[0] == chosen_topic}
+    topics = _choose(files[0], images, topic)
+    ids = {i: c[0] for i, c in channels.items() if c[0] in topics}
     log.warning(
         '%s cannot be opened as a whole (%s): reading its complete chunks in order', path, error
     )
@@ -190,9 +211,9 @@ def _truncated_mcap(path: Path, topic: Optional[str], error: Exception) -> Optio
     def messages():
         for record in records():  # raises where the file ends: the run says at which frame
             if isinstance(record, Message) and record.channel_id in ids:
-                yield record.log_time, record.data
+                yield ids[record.channel_id], record.log_time, record.data
 
-    return Source(chosen_topic, msgtype, 0, messages)
+    return Source(topics, 0, messages)
 
 
 def _take_previous(out: Path, resume: bool) -> Optional[Path]:
@@ -239,7 +260,15 @@ class BagJob:
         self.args, self.queries, self.frame_settings = args, queries, frame_settings
         self.source, self.out, self.previous = source, out, previous
         node = args.node_name.strip('/') or 'gem'
-        self.topics = {k: f'/{node}/{k}' for k in ('results', 'detections', 'overlay')}
+        # Per camera (one per input topic), its output topics: /<node>[/<camera>]/<kind>.
+        self.cameras = {topic: source.camera(topic) for topic in source.kinds}
+        self.topics = {
+            camera: {
+                k: f'/{node}/{camera}/{k}' if camera else f'/{node}/{k}'
+                for k in ('results', 'detections', 'overlay')
+            }
+            for camera in self.cameras.values()
+        }
         self.written = 0
         self.failed = 0
 
@@ -305,11 +334,14 @@ class BagJob:
         if messages.Detection2DArray is not None and types['detections'] in typestore.fielddefs:
             wanted.append('detections')
         else:
-            log.info('vision_msgs is not installed: no %s in the output', self.topics['detections'])
+            log.info('vision_msgs is not installed: no detections in the output')
         if self.args.overlay:
             wanted.append('overlay')
         return {
-            k: writer.add_connection(self.topics[k], types[k], typestore=typestore) for k in wanted
+            camera: {
+                k: writer.add_connection(topics[k], types[k], typestore=typestore) for k in wanted
+            }
+            for camera, topics in self.topics.items()
         }
 
     def _copy_previous(self) -> set:
@@ -323,25 +355,30 @@ class BagJob:
             for line in (self.previous / JSONL).read_text(encoding='utf-8').splitlines():
                 try:
                     record = json.loads(line)
-                    lines[record['log_time_ns']] = line
+                    camera = self.cameras.get(record.get('topic'), '')
+                    lines[camera, record['log_time_ns']] = line
                 except (ValueError, KeyError):
                     continue  # a line cut by a kill
         try:
             with Reader(self.previous) as old:
-                by_topic = {c.topic: k for k, c in self.connections.items()}
+                by_topic = {
+                    c.topic: (camera, k)
+                    for camera, kinds in self.connections.items()
+                    for k, c in kinds.items()
+                }
                 for connection, timestamp, raw in old.messages():
-                    kind = by_topic.get(connection.topic)
+                    camera, kind = by_topic.get(connection.topic, (None, None))
                     if kind is None:
                         continue
-                    self.writer.write(self.connections[kind], timestamp, raw)
+                    self.writer.write(self.connections[camera][kind], timestamp, raw)
                     if kind == 'results':
-                        done.add(timestamp)
+                        done.add((camera, timestamp))
         except Exception as exc:  # killed without closing: its frames are computed again
             log.warning('the previous output cannot be read (%s): starting again', exc)
             return set()
-        for timestamp in sorted(done):
-            if timestamp in lines:
-                self.jsonl.write(lines[timestamp] + '\n')
+        for key in sorted(done, key=lambda k: (k[1], k[0])):
+            if key in lines:
+                self.jsonl.write(lines[key] + '\n')
         self.written = len(done)
         log.info('resuming: %d frames kept from the previous output', len(done))
         return done
@@ -352,10 +389,12 @@ class BagJob:
 
         from gem_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 
-        kind = self.source.kind
-        msg_type, to_rgb = (
-            (Image, image_msg_to_rgb) if kind == 'raw' else (CompressedImage, compressed_msg_to_rgb)
-        )
+        readers = {
+            topic: (Image, image_msg_to_rgb)
+            if kind == 'raw'
+            else (CompressedImage, compressed_msg_to_rgb)
+            for topic, kind in self.source.kinds.items()
+        }
         progress = Progress(self.source.total, self.args.every, self.args.quiet)
         index = -1
         messages = self.source.messages()
@@ -363,7 +402,7 @@ class BagJob:
             if stop.is_set():
                 return EXIT_INTERRUPTED
             try:
-                timestamp, raw = next(messages)
+                topic, timestamp, raw = next(messages)
             except StopIteration:
                 break
             except Exception as exc:  # a corrupt or truncated bag: keep what was read
@@ -379,15 +418,17 @@ class BagJob:
                 return EXIT_BAD_INPUT
             index += 1
             self._last_time = timestamp
-            if index % self.args.every or timestamp in done:
+            camera = self.cameras[topic]
+            if index % self.args.every or (camera, timestamp) in done:
                 continue
+            msg_type, to_rgb = readers[topic]
+            self._current = (index, timestamp, topic)
             try:
                 msg = deserialize_message(bytes(raw), msg_type)
             except Exception as exc:
                 self._record(index, timestamp, None, error=f'cannot deserialise: {exc}')
                 continue
-            self._current = (index, timestamp)
-            why = engine.process((msg, to_rgb))
+            why = engine.process((msg, to_rgb), camera)
             if why is not None:
                 self._record(index, timestamp, msg.header, error=why)
             progress.tick()
@@ -403,7 +444,7 @@ class BagJob:
         from gem_ros.ros.image_conversion import rgb_to_image_msg
 
         header = frame[0].header
-        index, timestamp = self._current
+        index, timestamp, topic = self._current
         out = {
             'results': lambda: messages.gem_result(
                 header,
@@ -416,7 +457,7 @@ class BagJob:
             'detections': lambda: messages.detection_array(header, detections),
             'overlay': lambda: rgb_to_image_msg(draw_overlay(rgb, detections), header),
         }
-        for kind, connection in self.connections.items():
+        for kind, connection in self.connections[self.cameras[topic]].items():
             self.writer.write(connection, timestamp, serialize_message(out[kind]()))
         self._record(index, timestamp, header, detections, rgb.shape, seconds)
 
@@ -426,6 +467,8 @@ class BagJob:
         from gem_ros.cli import detection_records
 
         record = {'frame': index, 'log_time_ns': timestamp}
+        if len(self.cameras) > 1:
+            record['topic'] = self._current[2]
         if header is not None:
             record['stamp'] = {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec}
             record['frame_id'] = header.frame_id
