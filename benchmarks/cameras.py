@@ -6,7 +6,8 @@ latency (median, max) and the nodes' peak memory, in one run on one machine.
 Each configuration runs for --seconds with every camera publishing 640x480 rgb8 frames as
 fast as the node takes them (a new frame on a camera as soon as its previous one has a
 result, or after 2 s): 1, 2 and 3 cameras on one node, and 3 cameras on 3 separate nodes
-(one camera each). Latency is publish -> result received. Peak memory is VmHWM summed over
+(one camera each), the machine's cores shared among the nodes (torch threads). Latency is
+publish -> result received. Peak memory is VmHWM summed over
 the configuration's node processes. Models: the tiny test model (a fast GPU model's stand-in)
 and ViT-B-16 with random weights on the CPU.
 """
@@ -84,7 +85,9 @@ def configuration(client, model, cameras_per_node: list, seconds: float, logs: P
         # Separate nodes: each its own name and image topic.
         remaps = (f'__node:={name}', f'image:=/{name}/image') if name != 'gem' else ()
         log = logs / f'{model}-{len(cameras_per_node)}-{n}.log'
-        nodes.append(NodeProcess(log, *args, remaps=remaps))
+        # The machine's cores shared among the nodes: one node may use them all.
+        threads = max(1, (os.cpu_count() or 1) // len(cameras_per_node))
+        nodes.append(NodeProcess(log, *args, remaps=remaps, threads=threads))
         feeds += [Feed(client, name, c) for c in cameras]
     try:
         for node in nodes:

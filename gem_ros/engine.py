@@ -453,6 +453,10 @@ class Engine:
                 queries + extra,
                 **frame_settings.locate_arguments(),
                 return_patch_logits=self.want_patch_logits,
+                # A CPU gains no speed from a batch, only its activations' memory (ViT-B-16
+                # at 448, 3 cameras: 1.19x one camera's peak RSS batched, measured by
+                # benchmarks/cameras.py); a GPU runs the batch in about one frame's time.
+                max_batch=gem.MAX_BATCH_IMAGES if model.device.type == 'cuda' else 1,
             )
             seconds = time.perf_counter() - started
         except BaseException:

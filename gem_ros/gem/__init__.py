@@ -21,7 +21,7 @@ from ..settings import (
     ModelSettings,
 )
 from .loading import ModelLoadError, check_source, load_model, local_weights
-from .model import MAX_IMAGE_PIXELS, GemModel, InputBudgetError, check_image
+from .model import MAX_BATCH_IMAGES, MAX_IMAGE_PIXELS, GemModel, InputBudgetError, check_image
 from .postprocess import (
     DEFAULT_BACKGROUND_THRESHOLD,
     DEFAULT_MASK_THRESHOLD,
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_BACKGROUND_THRESHOLD",
     "DEFAULT_MASK_THRESHOLD",
     "DEFAULT_TEMPLATE",
+    "MAX_BATCH_IMAGES",
     "MAX_IMAGE_PIXELS",
     "MAX_INPUT_PIXELS",
     "MAX_QUERIES",
