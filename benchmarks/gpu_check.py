@@ -19,6 +19,8 @@ What it checks:
 - the engine (threads, slot, budgets) serving frames on CUDA, with backends torch and
   onnxruntime (the graph built by the loader, IO binding; CPU-only onnxruntime says so);
 - TensorRT fp32 and fp16 against torch where TensorRT imports;
+- three cameras on one engine (one model, batched) against three engines of one camera each,
+  frames/s in total (ViT-B-16 at 448);
 - the speed table: ViT-B-16 at 448 and ViT-B-32 at 288, torch fp32/fp16/bf16, batches of
   1, 3 and 8: frames/s, the ratio to open_clip's forward in the same precision and rounds,
   and the model's share of `locate`'s time at batch 1 (the rest is pre- and post-processing).
@@ -230,6 +232,68 @@ def engine_serves(backend: str) -> dict:
         engine.close()
 
 
+def cameras_batched(model_source, seconds: float) -> dict:
+    """Three cameras on one engine (one model, their frames batched) against three engines
+    of one camera each (three models, run side by side), frames/s in total; the issue's
+    target on a GPU is at least 1.5x."""
+    import logging
+    import threading
+
+    from gem_ros.engine import Engine
+    from gem_ros.settings import ModelSettings
+    from gem_ros.threads import ThrottledLog
+
+    settings = ModelSettings(model=model_source[0], pretrained=model_source[1], device=DEVICE)
+    frames = [_image(seed, (480, 640)) for seed in range(3)]
+
+    def run(streams_per_engine: list) -> float:
+        count = [0]
+        lock = threading.Lock()
+
+        def publish(*_):
+            with lock:
+                count[0] += 1
+
+        engines = []
+        for _ in streams_per_engine:
+            engine = Engine(
+                ThrottledLog(logging.getLogger("gpu-check-cameras"), 5.0),
+                convert=lambda frame, max_pixels: frame,
+                publish=publish,
+            )
+            engine.set_queries(["red", "blue"])
+            error = engine.wait_for_model(settings)
+            assert error is None, error
+            engines.append(engine)
+        try:
+            warm = time.monotonic() + 3.0
+            started = None
+            while True:
+                now = time.monotonic()
+                if started is None and now > warm:
+                    started, first = now, count[0]
+                if started is not None and now > started + seconds:
+                    return (count[0] - first) / (now - started)
+                for engine, streams in zip(engines, streams_per_engine):
+                    for i, stream in enumerate(streams):
+                        engine.offer(frames[i % 3], stream)
+                time.sleep(0.002)
+        finally:
+            for engine in engines:
+                engine.close()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+
+    one_engine = run([["front", "left", "right"]])
+    three_engines = run([["front"], ["left"], ["right"]])
+    return dict(
+        one_engine_fps=one_engine,
+        three_engines_fps=three_engines,
+        ratio=one_engine / three_engines,
+        target=">= 1.5 on a GPU",
+    )
+
+
 def tensorrt_matches() -> dict:
     if DEVICE != "cuda":
         return Skip("TensorRT runs on a CUDA device only (a dry run)")
@@ -356,6 +420,12 @@ def main() -> int:
     report.check("engine serves on CUDA, backend torch", engine_serves, "torch")
     report.check("engine serves on CUDA, backend onnxruntime", engine_serves, "onnxruntime")
     report.check("TensorRT against torch", tensorrt_matches)
+    report.check(
+        "three cameras on one engine against three engines",
+        cameras_batched,
+        TINY if args.dry_run else ("ViT-B-16", "none"),
+        3.0 if args.dry_run or args.quick else 15.0,
+    )
     if not args.dry_run:
         report.check("speed table", speed, report, 5 if args.quick else 20)
     failed = [c["name"] for c in report.checks if c["status"] == "fail"]

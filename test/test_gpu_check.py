@@ -34,6 +34,7 @@ def test_the_dry_run_passes_and_writes_both_reports(tmp_path):
         'engine serves on CUDA, backend torch': 'pass',
         'engine serves on CUDA, backend onnxruntime': 'pass',
         'TensorRT against torch': 'skip',  # CUDA only
+        'three cameras on one engine against three engines': 'pass',
     }, report['checks']
     assert '| TensorRT against torch | skip |' in (tmp_path / 'gpu_check.md').read_text()
 
