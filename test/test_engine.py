@@ -315,18 +315,29 @@ def test_each_streams_newest_frame_is_served_and_none_starves(rig):
     assert rig.engine.dropped == rig.engine.dropped_of("fast")
 
 
-def test_a_question_for_one_stream_is_answered_by_that_streams_frame():
-    rig = Rig()
-    try:
-        rig.engine.set_queries(["red"])
-        rig.loaded()
-        answers = []
-        rig.engine.ask("blue", lambda frame, rgb, det, s: answers.append(frame), stream="right")
-        left = np.zeros((48, 64, 3), np.uint8)
-        right = np.full((48, 64, 3), 90, np.uint8)
-        rig.engine.process(left, "left")  # not its stream: the question waits
-        assert answers == []
-        rig.engine.process(right, "right")
-        assert len(answers) == 1 and answers[0] is right
-    finally:
-        rig.engine.close()
+def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
+    """Frames of two streams in one cycle (held back by max_rate_hz until both wait): the
+    question for `right` is answered by right's frame even where left's is the better view;
+    a question for any stream gets the better one."""
+    off = FrameSettings(presence="off")  # every query found: the score picks the best view
+    rig.engine.update_settings(RunSettings(frame=off))
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    model = rig.engine.model
+    a = two_colour_image()
+    b = np.ascontiguousarray(a[:, ::-1])
+    scores = {id(x): model.locate(x, ["blue"], presence_rule="off")[0].score for x in (a, b)}
+    better, worse = sorted((a, b), key=lambda x: -scores[id(x)])
+    assert scores[id(better)] > scores[id(worse)]
+    # The first frame goes at once; the rate then holds the next cycle until it is lifted.
+    rig.engine.update_settings(RunSettings(frame=off, max_rate_hz=0.001))
+    rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "left")
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    answers = {}
+    rig.engine.ask("blue", lambda f, rgb, det, s: answers.setdefault("right", f), "right")
+    rig.engine.ask("blue", lambda f, rgb, det, s: answers.setdefault("any", f))
+    rig.engine.offer(better, "left")
+    rig.engine.offer(worse, "right")
+    rig.engine.update_settings(RunSettings(frame=off))  # both taken in one cycle
+    rig.wait(lambda: len(answers) == 2, "both answers")
+    assert answers["right"] is worse and answers["any"] is better
