@@ -71,10 +71,6 @@ class Camera:
         self.diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
 
     @property
-    def label(self) -> str:
-        return self.name or 'camera'
-
-    @property
     def image_topic(self) -> str:
         return self.node.resolve_topic_name(f'{self._in}image')
 
