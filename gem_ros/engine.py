@@ -76,9 +76,9 @@ class Ask:
 class _Batch:
     """One forward's results on their way to the publisher."""
 
-    frames: list  # (stream, frame, rgb, detections)
+    frames: list  # (stream, frame, rgb, detections, active): the first `active` detections
+    # are the stream's active queries', the others the questions'
     asks: list
-    active: int  # how many of each frame's detections are the active queries'
     seconds: float
     settings: 'RunSettings'
 
@@ -116,12 +116,13 @@ class Engine:
         self._publish = publish
         self._on_load_failed = on_load_failed
         self._load_model = load
-        # Guards _model, _queries and _loaded; held only to read or assign them.
+        # Guards _model, the queries and _loaded; held only to read or assign them.
         self._lock = threading.Lock()
         self._model: Optional[gem.GemModel] = None
         self._loaded: Optional[ModelSettings] = None  # settings of the model in use
         self._requested: Optional[ModelSettings] = None  # of the newest load request
-        self._queries: list[str] = []
+        self._queries: list[str] = []  # shared by every stream without queries of its own
+        self._own_queries: dict[str, list[str]] = {}  # stream -> its own queries
         self._asks: list[Ask] = []  # guarded by _lock
         self.settings = RunSettings()
         self._frames = LatestSlots()  # the newest frame of each stream (camera)
@@ -169,7 +170,17 @@ class Engine:
     # --- state ----------------------------------------------------------------------------
     @property
     def queries(self) -> list[str]:
+        """The shared queries."""
         return self._queries
+
+    def queries_of(self, stream: str) -> list[str]:
+        """The queries frames of `stream` are run with: its own, or the shared ones."""
+        with self._lock:
+            return self._own_queries.get(stream, self._queries)
+
+    def has_own_queries(self, stream: str) -> bool:
+        with self._lock:
+            return stream in self._own_queries
 
     @property
     def loaded(self) -> Optional[ModelSettings]:
@@ -230,14 +241,28 @@ class Engine:
             model = self._model
         return model.check_queries(queries) if model is not None else gem.check_queries(queries)
 
-    def set_queries(self, queries) -> bool:
-        """Check and activate `queries` (QueryError, and the active ones kept, otherwise);
-        whether they changed."""
-        queries = self.check_queries(queries)
+    def set_queries(self, queries, stream: Optional[str] = None) -> bool:
+        """Check and activate `queries` (QueryError, and the active ones kept, otherwise):
+        the shared ones, or with `stream` that stream's own (None for queries: the stream
+        uses the shared ones again); whether what that stream (or the shared list) runs
+        changed."""
+        checked = self.check_queries(queries) if queries is not None else None
         with self._lock:
-            changed = queries != self._queries
-            self._queries = queries
+            if stream is None:
+                changed = checked != self._queries
+                self._queries = checked
+            elif checked is None:
+                own = self._own_queries.pop(stream, None)
+                changed = own is not None and own != self._queries
+            else:
+                changed = checked != self._own_queries.get(stream, self._queries)
+                self._own_queries[stream] = checked
         return changed
+
+    def _all_queries(self) -> list[list[str]]:
+        """The shared queries and each stream's own."""
+        with self._lock:
+            return [self._queries, *self._own_queries.values()]
 
     def ask(self, query: str, answer: Callable, stream: Optional[str] = None) -> Ask:
         """Have the next processed frame (of `stream`; None: the best view of any) answer
@@ -261,19 +286,21 @@ class Engine:
                 return True
         return False
 
-    def _take_asks(self, active: list[str], streams) -> tuple[list[Ask], list[str]]:
-        """The waiting questions these frames (of `streams`) answer and the queries they add
-        to the active ones, within MAX_QUERIES; the rest wait for a later frame."""
-        taken, extra = [], []
+    def _take_asks(self, active: dict) -> tuple[list[Ask], dict]:
+        """The waiting questions the frames of these streams ({stream: its active queries})
+        answer, and the queries they add to each stream's, within MAX_QUERIES per frame; the
+        rest wait for a later frame."""
+        taken, extra = [], {stream: [] for stream in active}
         with self._lock:
             for request in list(self._asks):
-                if request.stream is not None and request.stream not in streams:
+                streams = [s for s in active if request.stream in (None, s)]
+                new = [s for s in streams if request.query not in active[s] + extra[s]]
+                if not streams or any(
+                    len(active[s]) + len(extra[s]) >= gem.MAX_QUERIES for s in new
+                ):
                     continue
-                new = request.query not in active and request.query not in extra
-                if new and len(active) + len(extra) >= gem.MAX_QUERIES:
-                    continue
-                if new:
-                    extra.append(request.query)
+                for s in new:
+                    extra[s].append(request.query)
                 taken.append(request)
                 self._asks.remove(request)
         return taken, extra
@@ -283,7 +310,8 @@ class Engine:
         """Hand a frame of `stream` (a camera) to the worker, replacing that stream's frame
         not taken yet; or why it was skipped."""
         with self._lock:
-            queries, model, asked = self._queries, self._model, bool(self._asks)
+            queries = self._own_queries.get(stream, self._queries)
+            model, asked = self._model, bool(self._asks)
         if not queries and not asked:
             return 'no active queries'
         if model is None:
@@ -367,7 +395,7 @@ class Engine:
             with self._busy_count():
                 self._publish_all(batch)
         finally:
-            self._done([frame for _, frame, _, _ in batch.frames])
+            self._done([frame for _, frame, *_ in batch.frames])
         return True
 
     @contextlib.contextmanager
@@ -421,9 +449,9 @@ class Engine:
         against the budgets and run as one forward per input shape (GemModel.locate_batch);
         (the batch to publish, or None, and why frames gave no result)."""
         with self._lock:
-            model, queries = self._model, self._queries
-        if model is None or not (queries or self._asks):
-            return None, ['no model loaded' if model is None else 'no active queries']
+            model, shared, own = self._model, self._queries, dict(self._own_queries)
+        if model is None:
+            return None, ['no model loaded']
         frame_settings = settings.frame
         runnable, why = [], []
         for stream, frame, rgb in ready:
@@ -445,12 +473,15 @@ class Engine:
             runnable.append((stream, frame, rgb))
         if not runnable:
             return None, why
-        asks, extra = self._take_asks(queries, {stream for stream, _, _ in runnable})
+        active = {stream: own.get(stream, shared) for stream, _, _ in runnable}
+        asks, extra = self._take_asks(active)
+        if not asks and not any(active.values()):
+            return None, why + ['no active queries'] * len(runnable)
         try:
             started = time.perf_counter()
             detections = model.locate_batch(
                 [rgb for _, _, rgb in runnable],
-                queries + extra,
+                [active[stream] + extra[stream] for stream, _, _ in runnable],
                 **frame_settings.locate_arguments(),
                 return_patch_logits=self.want_patch_logits,
                 # A CPU gains no speed from a batch, only its activations' memory (ViT-B-16
@@ -462,14 +493,14 @@ class Engine:
         except BaseException:
             self._put_back(asks)  # answered by a later frame, or by their timeout
             raise
-        frames = [(s, f, rgb, d) for (s, f, rgb), d in zip(runnable, detections)]
-        return _Batch(frames, asks, len(queries), seconds, settings), why
+        frames = [(s, f, rgb, d, len(active[s])) for (s, f, rgb), d in zip(runnable, detections)]
+        return _Batch(frames, asks, seconds, settings), why
 
     def _publish_all(self, batch: '_Batch') -> list[Optional[str]]:
         """Each frame of the batch published (unless its similarities are not finite), then
         the questions answered; per frame, why it was not published, or None."""
         why, answered = [], []
-        for stream, frame, rgb, detections in batch.frames:
+        for stream, frame, rgb, detections, active in batch.frames:
             if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
                 self._log(
                     'error',
@@ -482,8 +513,8 @@ class Engine:
             self.processed += 1
             self._latencies.append(batch.seconds)
             self.last_result_time = time.monotonic()
-            if batch.active:
-                self._publish(frame, rgb, detections[: batch.active], batch.seconds, batch.settings)
+            if active:
+                self._publish(frame, rgb, detections[:active], batch.seconds, batch.settings)
             why.append(None)
             answered.append((stream, frame, rgb, detections))
         self._answer(batch.asks, answered, batch.settings)
@@ -609,9 +640,8 @@ class Engine:
         started = time.monotonic()
         try:
             model = self._load_model(settings)
-            with self._lock:
-                queries = self._queries
-            model.prepare_queries(queries)  # the text tower here, not on the first frame
+            for queries in self._all_queries():
+                model.prepare_queries(queries)  # the text tower here, not on the first frame
             self._prepare_graphs(model, what)
         except Exception as exc:  # ModelLoadError, QueryError (e.g. a shorter context), ...
             text = exc.told(self._weights_hint) if isinstance(exc, gem.ModelLoadError) else exc
@@ -626,7 +656,8 @@ class Engine:
             return
         with self._lock:
             try:
-                model.check_queries(self._queries)  # they may have changed meanwhile
+                for queries in [self._queries, *self._own_queries.values()]:
+                    model.check_queries(queries)  # they may have changed meanwhile
             except gem.QueryError as exc:
                 self._log.now('error', f'the new {what} rejects the active queries: {exc}')
                 self.last_load_error = (settings, f'the new {what} rejects the active queries')

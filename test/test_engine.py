@@ -341,3 +341,40 @@ def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
     rig.engine.update_settings(RunSettings(frame=off))  # both taken in one cycle
     rig.wait(lambda: len(answers) == 2, "both answers")
     assert answers["right"] is worse and answers["any"] is better
+
+
+def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
+    """Two streams' frames in one cycle (held back by max_rate_hz until both wait): `wrist`
+    runs its own queries, `head` the shared ones, each as locate alone gives them; once
+    wrist drops its own, it runs the shared ones again. A question for any stream reaches
+    both frames whatever their queries."""
+    rig.engine.set_queries(["red"])
+    assert rig.engine.set_queries(["blue", "green"], "wrist")
+    assert rig.engine.queries == ["red"] and rig.engine.queries_of("head") == ["red"]
+    assert rig.engine.queries_of("wrist") == ["blue", "green"]
+    rig.loaded()
+    model = rig.engine.model
+    head, wrist = two_colour_image(), np.ascontiguousarray(two_colour_image()[:, ::-1])
+    rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
+    rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "head")
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    answers = []
+    rig.engine.ask("person", lambda f, rgb, det, s: answers.append((f, det.query)))
+    rig.engine.offer(head, "head")
+    rig.engine.offer(wrist, "wrist")
+    rig.engine.update_settings(RunSettings())  # both taken in one cycle
+    rig.wait(lambda: len(rig.published) == 3 and answers, "both frames and the answer")
+    got = {id(frame): dets for frame, dets in rig.published[1:]}
+    for frame, queries in ((head, ["red"]), (wrist, ["blue", "green"])):
+        assert [d.query for d in got[id(frame)]] == queries  # the question's is not published
+        for a, b in zip(model.locate(frame, queries), got[id(frame)]):
+            assert abs(a.score - b.score) < 1e-5 and np.array_equal(a.mask, b.mask)
+    assert answers[0][1] == "person" and any(answers[0][0] is f for f in (head, wrist))
+    assert rig.engine.set_queries(None, "wrist")  # back to the shared ones
+    assert not rig.engine.set_queries(None, "wrist")  # already
+    rig.engine.offer(wrist, "wrist")
+    rig.wait(lambda: len(rig.published) == 4, "wrist's frame with the shared queries")
+    assert [d.query for d in rig.published[3][1]] == ["red"]
+    rig.engine.set_queries([], "wrist")  # its own, empty: nothing to run
+    assert rig.engine.offer(wrist, "wrist") == "no active queries"
+    assert rig.engine.offer(head, "head") is None

@@ -394,3 +394,49 @@ def test_locate_batch_is_locate_per_image_in_one_forward_per_shape():
             assert np.array_equal(a.mask, b.mask)
     with pytest.raises(gem.InputBudgetError):  # every image's budget, before any forward
         model.locate_batch([images[0], np.zeros((2, 400, 3), np.uint8)], ["red"])
+
+
+def test_locate_batch_with_a_query_list_per_image_batches_them_in_one_forward():
+    """Cameras with queries of their own: images of one shape still run as one forward, and
+    each image's detections are its own queries', in its order, as locate alone gives them
+    (the text tower runs once for the union)."""
+    model = gem.load_model(str(CONFIG), str(WEIGHTS), device="cpu")
+    images = [_two_colour_image(48, 64), _two_colour_image(48, 64), _two_colour_image(48, 64)]
+    images[1][10:30, 5:20] = (30, 200, 30)
+    lists = [["red", "blue"], ["green"], []]
+    forwards = []
+    features = model.features
+    model.features = lambda pixels, image=False: (
+        forwards.append(pixels.shape[0]) or features(pixels, image)
+    )
+    batched = model.locate_batch(images, lists, input_size=64)
+    model.features = features
+    assert forwards == [3]
+    assert batched[2] == []
+    for image, queries, dets in zip(images[:2], lists[:2], batched[:2]):
+        assert [d.query for d in dets] == queries
+        for a, b in zip(model.locate(image, queries, input_size=64), dets):
+            assert (a.peak_x, a.peak_y, a.found) == (b.peak_x, b.peak_y, b.found)
+            assert abs(a.score - b.score) < 1e-5 and abs(a.confidence - b.confidence) < 1e-5
+            assert np.array_equal(a.mask, b.mask)
+    with pytest.raises(ValueError, match="2 query lists for 3 images"):
+        model.locate_batch(images, lists[:2])
+
+
+def test_the_text_tower_takes_at_most_max_queries_at_once(model):
+    """Eight cameras' own queries can ask for 8 x MAX_QUERIES new embeddings in one cycle:
+    they go through the text tower MAX_QUERIES queries at a time, with the same result."""
+    cache = model._text
+    queries = [f"chunked {i}" for i in range(gem.MAX_QUERIES + 5)]
+    sizes = []
+    encode = cache._encode_text
+    cache._encode_text = lambda tokens: sizes.append(tokens.shape[0]) or encode(tokens)
+    try:
+        with torch.inference_mode():
+            emb = cache(queries, model.templates)
+    finally:
+        cache._encode_text = encode
+    per = len(model.templates)
+    assert sizes == [gem.MAX_QUERIES * per, 5 * per]
+    alone = gem.load_model(CONFIG, WEIGHTS).encode_text(queries[-3:])
+    np.testing.assert_allclose(emb[-3:].numpy(), alone.numpy(), atol=1e-6)

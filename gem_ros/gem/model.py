@@ -272,7 +272,7 @@ class GemModel:
     def locate_batch(
         self,
         images: Sequence[np.ndarray],
-        queries: Sequence[str],
+        queries: Sequence[str] | Sequence[Sequence[str]],
         mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
         input_size: Optional[int] = None,
         max_peaks: int = 5,
@@ -288,9 +288,20 @@ class GemModel:
         same order: images whose model input shape is the same run as one forward, at most
         `max_batch` at once (the per-batch budget, on top of max_input_pixels per image), and
         the text embeddings are shared. Every image's budget is checked before any pixel is
-        copied (InputBudgetError)."""
-        queries = check_queries(queries)
-        if not queries:
+        copied (InputBudgetError).
+
+        `queries` is one list for every image, or one list per image (cameras with queries
+        of their own): the forward does not depend on them, so images of one input shape
+        batch together whatever they ask, and each image's outputs are those of its own
+        queries, in its order (each query's outputs are its own: the same as alone)."""
+        if queries and not isinstance(queries[0], str):
+            if len(queries) != len(images):
+                raise ValueError(f"{len(queries)} query lists for {len(images)} images")
+            lists = [check_queries(q) for q in queries]
+        else:
+            lists = [check_queries(queries)] * len(images)
+        union = list(dict.fromkeys(q for checked in lists for q in checked))
+        if not union:
             return [[] for _ in images]
         if presence_rule not in ("image", "off"):
             raise ValueError(f"presence_rule must be 'image' or 'off', got {presence_rule!r}")
@@ -300,11 +311,14 @@ class GemModel:
             self.input_shape(*check_image(image), input_size, max_input_pixels) for image in images
         ]
         # One text lookup for queries and background prompts: the cache's per-frame fast path.
-        rivals = [b for b in backgrounds if b not in queries]
-        text = self._encode(queries + rivals)  # [P + B', D]
-        background = (
-            torch.stack([text[(queries + rivals).index(b)] for b in backgrounds]) if judge else None
-        )
+        rivals = [b for b in backgrounds if b not in union]
+        text = self._encode(union + rivals)  # [P + B', D]
+        row = {q: i for i, q in enumerate(union + rivals)}
+        background = torch.stack([text[row[b]] for b in backgrounds]) if judge else None
+        same = all(checked is lists[0] for checked in lists)
+        query_text = [
+            text[: len(union)] if same else text[[row[q] for q in checked]] for checked in lists
+        ]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, shape in enumerate(shapes):
             groups.setdefault(shape, []).append(i)
@@ -317,17 +331,20 @@ class GemModel:
                 )
                 tokens, embedding = self.features(pixels, image=judge)  # one forward
                 for j, i in enumerate(chunk):
-                    logits = torch.einsum("hwd,pd->phw", tokens[j], text[: len(queries)])
+                    if not lists[i]:
+                        out[i] = []
+                        continue
+                    logits = torch.einsum("hwd,pd->phw", tokens[j], query_text[i])
                     dets = postprocess.detections(
-                        queries, logits, images[i].shape[:2], mask_threshold, max_peaks,
+                        lists[i], logits, images[i].shape[:2], mask_threshold, max_peaks,
                         return_heatmaps,
                     )  # fmt: skip
                     if return_patch_logits:
                         for det, grid in zip(dets, logits.cpu().numpy()):
                             det.patch_logits = grid
                     if judge:
-                        self._judge(dets, embedding[j], text[: len(queries)], background,
-                                    queries, backgrounds, presence_threshold)  # fmt: skip
+                        self._judge(dets, embedding[j], query_text[i], background,
+                                    lists[i], backgrounds, presence_threshold)  # fmt: skip
                     out[i] = dets
         return out
 

@@ -118,16 +118,19 @@ class TextEmbeddingCache:
         key = (templates, tuple(queries))
         if self._last is not None and self._last[0] == key:
             return self._last[1]  # the usual case: the same queries as the last frame
-        missing = [q for q in queries if (templates, q) not in self._cache]
-        if missing:
-            prompts = [t.format(q) for q in missing for t in templates]
+        missing = list(dict.fromkeys(q for q in queries if (templates, q) not in self._cache))
+        # At most MAX_QUERIES queries' prompts through the text tower at once: cameras with
+        # queries of their own ask for up to 8 x MAX_QUERIES in one frame cycle.
+        for at in range(0, len(missing), MAX_QUERIES):
+            chunk = missing[at : at + MAX_QUERIES]
+            prompts = [t.format(q) for q in chunk for t in templates]
             for p in prompts:
                 self._check_length(p)
             tokens = self._tokenizer(prompts).to(self._device)
             emb = F.normalize(self._encode_text(tokens).float(), dim=-1)
-            emb = F.normalize(emb.view(len(missing), len(templates), -1).mean(1), dim=-1)
+            emb = F.normalize(emb.view(len(chunk), len(templates), -1).mean(1), dim=-1)
             self.encoded += len(prompts)
-            for q, e in zip(missing, emb):
+            for q, e in zip(chunk, emb):
                 self._cache[(templates, q)] = e
         for q in queries:
             self._cache.move_to_end((templates, q))
