@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 import gem_ros.gem as gem
 from gem_ros.msg import GemResult
+from gem_ros.ros.node import LATCHED_QOS
 from gem_ros.srv import Locate, SetQueries
 
 from hostile_inputs import read_kib
@@ -45,6 +47,13 @@ class Cameras:
                 GemResult, f'/gem/{c}/results', client._keep(self.results[c]), 50
             )
             node.create_subscription(Image, f'/gem/{c}/overlay', client._keep(self.overlays[c]), 5)
+        self.active = {c: [] for c in CAMERAS}
+        for c in CAMERAS:
+            node.create_subscription(
+                String, f'/gem/{c}/active_queries', client._keep(self.active[c], lambda m: m.data),
+                LATCHED_QOS,
+            )  # fmt: skip
+        self.query_topics = {c: node.create_publisher(String, f'{c}/queries', 10) for c in CAMERAS}
         self.arrays = []
         node.create_subscription(DiagnosticArray, '/diagnostics', client._keep(self.arrays), 50)
         self.locate_client = node.create_client(Locate, '/gem/locate')
@@ -235,3 +244,46 @@ def test_set_queries_reaches_every_camera(node, cameras, client):
             assert [r.query for r in cameras.send(camera, _picture(i)).results] == ['green']
     finally:
         client.call(client.set_queries_client, SetQueries.Request(queries=['red', 'blue']))
+
+
+def test_a_camera_with_queries_of_its_own_runs_them_and_the_others_the_shared_ones(
+    node, cameras, client
+):
+    """`left` gets its own queries through ~/set_queries, `right` through its queries
+    topic: each camera runs its own, `front` the shared ones, with the model's own answer
+    for each frame; each camera's active_queries says what it runs; `use_shared` gives the
+    shared ones back; an unknown camera and use_shared without one are refused."""
+    set_queries = client.set_queries_client
+    answer = client.call(set_queries, SetQueries.Request(queries=['green'], camera='left'))
+    assert answer.success and 'on camera left (its own)' in answer.message, answer.message
+    cameras.query_topics['right'].publish(String(data='car; blue'))
+    try:
+        client.wait_for(lambda: cameras.active['right'][-1:] == ['car; blue'], 'right active')
+        assert cameras.active['left'][-1] == 'green' and cameras.active['front'][-1] == 'red; blue'
+        model = gem.load_model(str(CONFIG), str(WEIGHTS), device='cpu')
+        for i, (camera, queries) in enumerate(
+            (('front', ['red', 'blue']), ('left', ['green']), ('right', ['car', 'blue']))
+        ):
+            picture = _picture(i)
+            got = cameras.send(camera, picture).results
+            assert [r.query for r in got] == queries, camera
+            alone = model.locate(picture, queries, input_size=INPUT_SIZE)
+            for r, a in zip(got, alone):
+                assert abs(r.score - a.score) < 1e-5, (camera, r.query, r.score, a.score)
+
+        def left_queries():  # of the newest /diagnostics array
+            for status in cameras.arrays[-1].status if cameras.arrays else ():
+                if status.name.endswith('camera left'):
+                    return {v.key: v.value for v in status.values}['queries']
+
+        client.wait_for(lambda: left_queries() == 'green (its own)', 'left in /diagnostics')
+        refused = client.call(set_queries, SetQueries.Request(queries=['x'], camera='rear'))
+        assert not refused.success and "no camera 'rear'" in refused.message, refused.message
+        refused = client.call(set_queries, SetQueries.Request(use_shared=True))
+        assert not refused.success and 'use_shared needs a camera' in refused.message
+    finally:
+        for camera in ('left', 'right'):
+            back = client.call(set_queries, SetQueries.Request(camera=camera, use_shared=True))
+            assert back.success, back.message
+    client.wait_for(lambda: cameras.active['left'][-1:] == ['red; blue'], 'left shared again')
+    assert [r.query for r in cameras.send('left', _picture(1)).results] == ['red', 'blue']

@@ -171,7 +171,6 @@ class GemNode(CompatNode):
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
-        self._query_samples = SampleFilter()
         self._diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
         # The camera streams, in the order named; one engine and one model serve them all.
         use_depth = self.get_parameter('use_depth').value
@@ -191,6 +190,15 @@ class GemNode(CompatNode):
                 'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
             )
         self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
+        # A camera may have queries of its own (~/set_queries with `camera`, or its
+        # `<name>/queries` topic); each camera's latched ~/<name>/active_queries shows what it
+        # runs, its own or the shared ones.
+        self._camera_actives: dict = {}  # camera -> what its active_queries said last
+        self._camera_active_pubs = {
+            name: self.create_publisher(String, f'~/{name}/active_queries', LATCHED_QOS)
+            for name in self._cameras
+            if name
+        }
         self.create_service(
             SetQueries,
             '~/set_queries',
@@ -208,14 +216,9 @@ class GemNode(CompatNode):
         )
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
-        # Every publisher reaches the best-effort subscription, whichever of the others it
-        # does not match: no warning about those. A sample heard twice or thrice is applied once.
-        for qos in (LATCHED_QOS, RELIABLE_QOS):
-            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
-            subscribe_with_stamp(
-                self, String, 'queries', self._on_queries_msg, qos, event_callbacks=quiet
-            )
-        subscribe_with_stamp(self, String, 'queries', self._on_queries_msg, ANY_PUBLISHER_QOS)
+        self._subscribe_queries('queries', None)
+        for name in self._camera_active_pubs:
+            self._subscribe_queries(f'{name}/queries', name)
         self.create_timer(STATS_PERIOD_S, self._report_stats)
         self.create_timer(diagnostics.PERIOD_S, self._publish_diagnostics)
         self._warn_default_transports()
@@ -413,63 +416,85 @@ class GemNode(CompatNode):
             return gem.check_queries(queries)
         return self._engine.check_queries(queries)
 
-    def _on_queries_msg(self, msg: String, source_stamp) -> None:
-        # A publisher reaches up to three subscriptions: apply each sample once.
-        if self._query_samples.repeat(msg.data, source_stamp):
-            return
+    def _subscribe_queries(self, topic: str, camera) -> None:
+        """The shared (camera None) or one camera's queries topic. Every publisher reaches
+        the best-effort subscription, whichever of the others it does not match: no warning
+        about those. A sample heard twice or thrice is applied once."""
+        samples = SampleFilter()
+
+        def heard(msg: String, source_stamp) -> None:
+            if not samples.repeat(msg.data, source_stamp):
+                self._on_queries_msg(msg, topic, camera)
+
+        for qos in (LATCHED_QOS, RELIABLE_QOS):
+            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
+            subscribe_with_stamp(self, String, topic, heard, qos, event_callbacks=quiet)
+        subscribe_with_stamp(self, String, topic, heard, ANY_PUBLISHER_QOS)
+
+    def _on_queries_msg(self, msg: String, topic: str, camera) -> None:
         queries = gem.parse_queries(msg.data)
         if not queries:
             self._log(
                 'error',
                 f'no queries in {msg.data[:40]!r}',
-                f"no queries in {cut(msg.data, 60)!r} on {self.resolve_topic_name('queries')};"
-                f' keeping the active queries {self._describe_queries()} (to clear them, '
+                f'no queries in {cut(msg.data, 60)!r} on {self.resolve_topic_name(topic)};'
+                f' keeping the active queries {self._describe_queries(camera)} (to clear them, '
                 'call ~/set_queries with an empty list)',
                 QUERY_LOG_PERIOD_S,
             )
             return
-        self._set_queries(queries, 'the queries topic')
+        self._set_queries(queries, f'the {topic} topic', camera=camera)
 
     def _on_set_queries(self, request, response):
+        camera = request.camera.strip() or None
+        refused = None
+        if camera is not None and camera not in self._camera_active_pubs:
+            refused = f'no camera {cut(camera, 40)!r}: ' + (
+                'this node has ' + ', '.join(repr(c) for c in self._camera_active_pubs)
+                if self._camera_active_pubs
+                else "this node has one camera (its `cameras` is empty): use ''"
+            )
+        elif request.use_shared and (camera is None or request.queries):
+            refused = 'use_shared needs a camera and no queries'
         queries = [q for q in request.queries if q.strip()]
-        if request.queries and not queries:
-            response.success = False
-            response.message = (
+        if refused is None and request.queries and not queries:
+            refused = (
                 f'all {len(request.queries)} queries are blank (send an empty '
                 'list to clear them); keeping the active queries '
-                f'{self._describe_queries()}'
+                f'{self._describe_queries(camera)}'
             )
-            self._log(
-                'error',
-                'set_queries blank',
-                f'~/set_queries: {response.message}',
-                QUERY_LOG_PERIOD_S,
-            )
+        if refused is not None:
+            response.success, response.message = False, cut(refused)
+            self._log('error', f'set_queries: {refused[:30]}', f'~/set_queries: {refused}',
+                      QUERY_LOG_PERIOD_S)  # fmt: skip
             return response
-        response.success, response.message = self._set_queries(queries, '~/set_queries')
+        response.success, response.message = self._set_queries(
+            None if request.use_shared else queries, '~/set_queries', camera=camera
+        )
         return response
 
     def _set_queries(
-        self, queries: list[str], source: str, sync_parameter: bool = True
+        self, queries, source: str, sync_parameter: bool = True, camera=None
     ) -> tuple[bool, str]:
-        """Activate `queries` (executor thread; no model call); on error log it and keep the
-        active ones. The queries parameter is set to match."""
+        """Activate `queries`, the shared ones or a camera's own (None with a camera: it runs
+        the shared ones again), on the executor thread with no model call; on error log it
+        and keep the active ones. The queries parameter shows the shared ones."""
         try:
-            changed = self._engine.set_queries(queries)
+            changed = self._engine.set_queries(queries, camera)
         except gem.QueryError as exc:
             message = (
                 f'rejected queries from {source}: {exc}; keeping the active queries '
-                f'{self._describe_queries()}'
+                f'{self._describe_queries(camera)}'
             )
             self._log(
                 'error', f'queries from {source}: {error_kind(exc)}', message, QUERY_LOG_PERIOD_S
             )
             return False, cut(message)
-        message = f'active queries: {self._describe_queries()}'
+        message = f'active queries: {self._describe_queries(camera)}'
         if changed:
             self._log.now('info', cut(f'{message} (from {source})'))
             self._publish_active()
-            if sync_parameter:
+            if sync_parameter and camera is None:
                 self._sync_queries_parameter()
         return True, cut(message)
 
@@ -483,11 +508,20 @@ class GemNode(CompatNode):
         finally:
             self._syncing_queries = False
 
-    def _describe_queries(self) -> str:
-        return f"[{'; '.join(self._engine.queries)}]"
+    def _describe_queries(self, camera=None) -> str:
+        if camera is None:
+            return f"[{'; '.join(self._engine.queries)}]"
+        whose = 'its own' if self._engine.has_own_queries(camera) else 'the shared ones'
+        return f"[{'; '.join(self._engine.queries_of(camera))}] on camera {camera} ({whose})"
 
     def _publish_active(self) -> None:
+        """The shared queries, and what each camera runs (latched: only when it changed)."""
         self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
+        for name, publisher in self._camera_active_pubs.items():
+            data = '; '.join(self._engine.queries_of(name))
+            if self._camera_actives.get(name) != data:
+                self._camera_actives[name] = data
+                self._publish(publisher, String(data=data))
 
     def _warn_default_transports(self) -> None:
         """Frames lost in transport look like a slow or silent node: say why at start-up."""
@@ -708,7 +742,12 @@ class GemNode(CompatNode):
                 None if camera.last_result_time is None else now - camera.last_result_time
             ),
         )
-        info = {'camera': camera.name, 'image topic': camera.image_topic}
+        info = {
+            'camera': camera.name,
+            'image topic': camera.image_topic,
+            'queries': '; '.join(self._engine.queries_of(camera.name))
+            + (' (its own)' if self._engine.has_own_queries(camera.name) else ' (shared)'),
+        }
         return diagnostics.status(snapshot, f'{node}: camera {camera.name}', device, info)
 
     def close(self, hurry: threading.Event = None) -> bool:
