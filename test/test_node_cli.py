@@ -53,6 +53,8 @@ def test_queries_and_where_talk_to_a_running_node(tmp_path):
         assert out.returncode == 0, out.stderr
         assert 'active queries: [cup; chair]' in out.stdout
         node.wait_for_log('active queries: [cup; chair] (from ~/set_queries)')
+        out = _run('-m', 'gem_ros.cli', 'queries', 'cup', '--camera', 'wrist')
+        assert out.returncode == 1 and "no camera 'wrist': this node has one camera" in out.stdout
         out = _run('-m', 'gem_ros.cli', 'where', 'red mug', '--timeout', '0.5')
         assert out.returncode == 0, out.stderr
         answer = json.loads(out.stdout)

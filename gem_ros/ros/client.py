@@ -2,6 +2,7 @@
 venv route that has no `ros2` CLI (and for scripts that prefer one line).
 
     gem-ros queries "red mug; person"        # ~/set_queries (an empty string clears them)
+    gem-ros queries "mug handle" --camera wrist   # one camera's own queries
     gem-ros where "red mug" --timeout 2      # ~/locate, prints the answer as JSON
 
 The same in rclpy, for your own code: see `call`.
@@ -19,6 +20,12 @@ def add_arguments(sub) -> None:
         "queries", help="set the active queries of a running gem_node (~/set_queries)"
     )
     q.add_argument("text", help="queries separated by ',' or ';' ('' clears them)")
+    q.add_argument(
+        "--shared",
+        action="store_true",
+        help="with --camera and '' for text: the camera drops its own queries and runs the "
+        "shared ones",
+    )
     w = sub.add_parser(
         "where", help="ask a running gem_node whether one thing is in view, and where (~/locate)"
     )
@@ -31,6 +38,12 @@ def add_arguments(sub) -> None:
     )
     for p in (q, w):
         p.add_argument("--node", default="/gem", help="the node's name (default: %(default)s)")
+        p.add_argument(
+            "--camera",
+            default="",
+            help="one of the node's cameras: its own queries, or the view asked for "
+            "(default: the shared queries; the best view of every camera)",
+        )
         p.add_argument(
             "--wait",
             type=float,
@@ -79,7 +92,9 @@ def run_queries(args: argparse.Namespace) -> int:
         print(response.message)
         return 0 if response.success else 1
 
-    request = SetQueries.Request(queries=parse_queries(args.text))
+    request = SetQueries.Request(
+        queries=parse_queries(args.text), camera=args.camera, use_shared=args.shared
+    )
     return call(
         SetQueries, f"{args.node}/set_queries", request, args.wait, 10.0, report, "gem-ros queries"
     )
@@ -99,11 +114,12 @@ def run_where(args: argparse.Namespace) -> int:
             "stamp": r.header.stamp.sec + r.header.stamp.nanosec * 1e-9,
             "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.has_point else None,
             "message": r.message,
+            "camera": r.camera,
         }
         print(json.dumps(answer))
         return 0
 
-    request = Locate.Request(query=args.query, timeout=args.timeout)
+    request = Locate.Request(query=args.query, timeout=args.timeout, camera=args.camera)
     return call(
         Locate,
         f"{args.node}/locate",
