@@ -18,6 +18,7 @@ What it checks:
   scene CLIP) against CPU fp32: at least 99% of the decisions, pointing within 1 point;
 - the engine (threads, slot, budgets) serving frames on CUDA, with backends torch and
   onnxruntime (the graph built by the loader, IO binding; CPU-only onnxruntime says so);
+- masks and heatmaps leave the GPU in pinned host memory, in one wait per frame;
 - TensorRT fp32 and fp16 against torch where TensorRT imports;
 - three cameras on one engine (one model, batched) against three engines of one camera each,
   frames/s in total (ViT-B-16 at 448);
@@ -294,6 +295,24 @@ def cameras_batched(model_source, seconds: float) -> dict:
     )
 
 
+def masks_leave_once() -> dict:
+    """Masks and heatmaps of `locate` on CUDA come back in pinned host memory (one wait per
+    frame, DMA copies; gem_ros.gem.postprocess.to_host), with the same detections as the
+    CPU's."""
+    model = _load(TINY, DEVICE)
+    cpu = _load(TINY, "cpu")
+    image = _image(3)
+    dets = model.locate(image, QUERIES, return_heatmaps=True, presence_rule="off")
+    want = cpu.locate(image, QUERIES, return_heatmaps=True, presence_rule="off")
+    pinned = [d.mask.base.base.is_pinned() for d in dets]
+    if DEVICE == "cuda" and not all(pinned):
+        raise AssertionError(f"masks not in pinned memory: {pinned}")
+    same = [bool((a.mask == b.mask).mean() > 0.99) for a, b in zip(dets, want)]
+    if not all(same):
+        raise AssertionError(f"masks differ from the CPU's: {same}")
+    return {"pinned": pinned, "masks match the CPU (99% of pixels)": same}
+
+
 def tensorrt_matches() -> dict:
     if DEVICE != "cuda":
         return Skip("TensorRT runs on a CUDA device only (a dry run)")
@@ -419,6 +438,7 @@ def main() -> int:
     report.check("presence and pointing on the scenes", scenes, count)
     report.check("engine serves on CUDA, backend torch", engine_serves, "torch")
     report.check("engine serves on CUDA, backend onnxruntime", engine_serves, "onnxruntime")
+    report.check("masks leave the GPU once, in pinned memory", masks_leave_once)
     report.check("TensorRT against torch", tensorrt_matches)
     report.check(
         "three cameras on one engine against three engines",

@@ -440,3 +440,26 @@ def test_the_text_tower_takes_at_most_max_queries_at_once(model):
     assert sizes == [gem.MAX_QUERIES * per, 5 * per]
     alone = gem.load_model(CONFIG, WEIGHTS).encode_text(queries[-3:])
     np.testing.assert_allclose(emb[-3:].numpy(), alone.numpy(), atol=1e-6)
+
+
+def test_to_host_copies_nothing_on_the_cpu():
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    (host,) = postprocess.to_host(mask)
+    assert host is mask  # the masks' numpy arrays are views of the tensor itself
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only")
+def test_on_cuda_masks_come_back_in_pinned_memory_after_one_wait(monkeypatch):
+    model = gem.load_model(str(CONFIG), str(WEIGHTS), device="cuda")
+    waits = []
+    current = torch.cuda.current_stream
+
+    def counted(device=None):
+        stream = current(device)
+        waits.append(stream)
+        return stream
+
+    monkeypatch.setattr(postprocess.torch.cuda, "current_stream", counted)
+    dets = model.locate(_two_colour_image(), ["red", "blue"], return_heatmaps=True)
+    assert len(waits) == 1  # one chunk: small values, masks and heatmaps after one wait
+    assert all(d.mask.base.base.is_pinned() for d in dets)

@@ -33,6 +33,7 @@ def test_the_dry_run_passes_and_writes_both_reports(tmp_path):
         'presence and pointing on the scenes': 'pass',
         'engine serves on CUDA, backend torch': 'pass',
         'engine serves on CUDA, backend onnxruntime': 'pass',
+        'masks leave the GPU once, in pinned memory': 'pass',
         'TensorRT against torch': 'skip',  # CUDA only
         'three cameras on one engine against three engines': 'pass',
     }, report['checks']

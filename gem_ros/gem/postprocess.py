@@ -127,6 +127,22 @@ def detections(
     return out
 
 
+def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors on the CPU, after one wait. From CUDA each is copied without blocking into
+    page-locked (pinned) host memory, so the copies run as DMA and the stream is waited on
+    once, not once per tensor; the caching host allocator reuses those blocks once their
+    arrays are freed, so a steady stream of frames allocates no new pinned memory. CPU
+    tensors are returned as they are: no copy."""
+    if not tensors or tensors[0].device.type != "cuda":
+        return list(tensors)
+    out = []
+    for tensor in tensors:
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        out.append(host.copy_(tensor, non_blocking=True))
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return out
+
+
 def _detections_of_chunk(queries, logits, image_size, mask_threshold, return_heatmaps, peaks):
     height, width = image_size
     raw = upsample(logits, image_size)  # [p, H, W]
@@ -142,18 +158,20 @@ def _detections_of_chunk(queries, logits, image_size, mask_threshold, return_hea
     y1 = height - 1 - rows.flip(1).int().argmax(dim=1)
     x0 = cols.int().argmax(dim=1)
     x1 = width - 1 - cols.flip(1).int().argmax(dim=1)
-    small = torch.stack([flat_peak, area, x0, y0, x1, y1]).cpu().tolist()
-    scores = score.cpu().tolist()
-    masks = mask.cpu().numpy()
-    heats = heat.cpu().numpy() if return_heatmaps else [None] * len(queries)
+    # float64 holds the pixel indices and counts exactly (below 2**53), and the scores.
+    small = torch.stack([t.double() for t in (flat_peak, area, x0, y0, x1, y1, score)])
+    small, masks, *heats = to_host(small, mask, *([heat] if return_heatmaps else []))
+    small = small.tolist()
+    masks = masks.numpy()
+    heats = heats[0].numpy() if heats else [None] * len(queries)
     out = []
     for p, q in enumerate(queries):
-        fp, a, bx0, by0, bx1, by1 = (col[p] for col in small)
+        fp, a, bx0, by0, bx1, by1 = (int(col[p]) for col in small[:6])
         bbox = (bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1) if a else (0, 0, 0, 0)
         out.append(
             Detection(
                 query=q,
-                score=scores[p],
+                score=small[6][p],
                 peak_x=fp % width,
                 peak_y=fp // width,
                 bbox=bbox,
