@@ -19,6 +19,7 @@ What it checks:
 - the engine (threads, slot, budgets) serving frames on CUDA, with backends torch and
   onnxruntime (the graph built by the loader, IO binding; CPU-only onnxruntime says so);
 - masks and heatmaps leave the GPU in pinned host memory, in one wait per frame;
+- a 720p JPEG decoded on the GPU against the CPU's decode: pixels, `locate`, time;
 - TensorRT fp32 and fp16 against torch where TensorRT imports;
 - three cameras on one engine (one model, batched) against three engines of one camera each,
   frames/s in total (ViT-B-16 at 448);
@@ -313,6 +314,54 @@ def masks_leave_once() -> dict:
     return {"pinned": pinned, "masks match the CPU (99% of pixels)": same}
 
 
+def jpeg_on_the_gpu(rounds: int) -> dict:
+    """A 1280x720 JPEG decoded on the GPU (gem_ros.gem.decode, nvJPEG) against torchvision's
+    CPU decoder: pixels within 2 levels on average, `locate` on it within the fp32 tolerance
+    of `locate` on the CPU-decoded frame, and the decode-plus-upload time as a ratio to the
+    CPU's decode plus upload (median of `rounds`)."""
+    from gem_ros.gem.decode import jpeg_decoder
+
+    if DEVICE != "cuda":
+        return Skip("decoding on the GPU needs CUDA (a dry run)")
+    decode = jpeg_decoder(torch.device(DEVICE))
+    if decode is None:
+        return Skip("this torchvision cannot decode JPEGs on this GPU (see the log line)")
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    frame = torch.from_numpy(np.ascontiguousarray(_image(4, (720, 1280)).transpose(2, 0, 1)))
+    data = encode_jpeg(frame, quality=90).numpy().tobytes()
+    on_gpu = decode(data)
+    on_cpu = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0)
+    pixel_error = float((on_gpu.cpu().int() - on_cpu.int()).abs().float().mean())
+    if pixel_error > 2:
+        raise AssertionError(f"GPU and CPU decodes differ by {pixel_error:.2f} levels on average")
+    model = _load(TINY, DEVICE)
+    a = model.locate(on_gpu, QUERIES, presence_rule="off")
+    b = model.locate(on_cpu.numpy(), QUERIES, presence_rule="off")
+    score_error = max(abs(x.score - y.score) for x, y in zip(a, b))
+    if score_error > 2e-2:
+        raise AssertionError(f"locate on the GPU decode differs by {score_error:.3g} in score")
+
+    def cpu_path():
+        decoded = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        decoded.to(DEVICE)
+        torch.cuda.synchronize()
+
+    def gpu_path():
+        decode(data)
+        torch.cuda.synchronize()
+
+    cpu_s = statistics.median(_timed(cpu_path) for _ in range(rounds))
+    gpu_s = statistics.median(_timed(gpu_path) for _ in range(rounds))
+    return {
+        "mean pixel difference": round(pixel_error, 3),
+        "max score difference": round(score_error, 5),
+        "CPU decode + upload (ms)": round(cpu_s * 1e3, 2),
+        "GPU decode (ms)": round(gpu_s * 1e3, 2),
+        "GPU / CPU time": round(gpu_s / cpu_s, 3),
+    }
+
+
 def tensorrt_matches() -> dict:
     if DEVICE != "cuda":
         return Skip("TensorRT runs on a CUDA device only (a dry run)")
@@ -439,6 +488,7 @@ def main() -> int:
     report.check("engine serves on CUDA, backend torch", engine_serves, "torch")
     report.check("engine serves on CUDA, backend onnxruntime", engine_serves, "onnxruntime")
     report.check("masks leave the GPU once, in pinned memory", masks_leave_once)
+    report.check("JPEG frames decoded on the GPU", jpeg_on_the_gpu, 5 if args.quick else 20)
     report.check("TensorRT against torch", tensorrt_matches)
     report.check(
         "three cameras on one engine against three engines",

@@ -463,3 +463,15 @@ def test_on_cuda_masks_come_back_in_pinned_memory_after_one_wait(monkeypatch):
     dets = model.locate(_two_colour_image(), ["red", "blue"], return_heatmaps=True)
     assert len(waits) == 1  # one chunk: small values, masks and heatmaps after one wait
     assert all(d.mask.base.base.is_pinned() for d in dets)
+
+
+def test_an_image_as_a_tensor_gives_what_the_numpy_image_gives(model):
+    """A frame decoded on the GPU reaches the model as an [H, W, 3] uint8 tensor (a view of
+    the decoder's [3, H, W]): the same detections as the numpy image, checked the same."""
+    image = _two_colour_image()
+    view = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).permute(1, 2, 0)
+    for a, b in zip(model.locate(image, ["red", "blue"]), model.locate(view, ["red", "blue"])):
+        assert (a.peak_x, a.peak_y, a.found) == (b.peak_x, b.peak_y, b.found)
+        assert abs(a.score - b.score) < 1e-6 and np.array_equal(a.mask, b.mask)
+    with pytest.raises(ValueError, match="image must be uint8, got torch.float32"):
+        model.locate(view.float(), ["red"])

@@ -249,3 +249,69 @@ def test_compressed_image_declaring_a_huge_size_is_never_decoded(monkeypatch):
         msg = CompressedImage(format=fmt, data=array.array('B', data))
         with pytest.raises(ValueError, match=why):
             compressed_msg_to_rgb(msg)
+
+
+def _jpeg_msg(rgb):
+    ok, encoded = cv2.imencode('.jpg', rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return CompressedImage(format='jpeg', data=array.array('B', encoded.tobytes()))
+
+
+def _scene(height=96, width=128):
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:, : width // 2] = (200, 40, 40)
+    rgb[20:70, 80:120] = (40, 40, 200)
+    return rgb
+
+
+def test_a_jpeg_for_the_cpu_decodes_on_the_cpu():
+    import torch
+
+    msg = _jpeg_msg(_scene())
+    for device in (None, torch.device('cpu')):
+        rgb = compressed_msg_to_rgb(msg, device=device)
+        assert isinstance(rgb, np.ndarray) and rgb.shape == (96, 128, 3)
+        assert np.abs(rgb.astype(int) - _scene()).mean() < 2
+
+
+cuda = pytest.mark.skipif(
+    not __import__('torch').cuda.is_available(), reason='decoding on the GPU needs CUDA'
+)
+
+
+@cuda
+def test_a_jpeg_for_a_gpu_decodes_on_it_like_the_cpu_and_is_refused_the_same():
+    import torch
+
+    from gem_ros.gem.decode import jpeg_decoder
+
+    device = torch.device('cuda')
+    assert jpeg_decoder(device) is not None, 'this torchvision cannot decode on the GPU'
+    msg = _jpeg_msg(_scene())
+    on_gpu = compressed_msg_to_rgb(msg, device=device)
+    assert isinstance(on_gpu, torch.Tensor) and on_gpu.device.type == 'cuda'
+    assert tuple(on_gpu.shape) == (96, 128, 3) and on_gpu.dtype == torch.uint8
+    on_cpu = compressed_msg_to_rgb(msg)
+    assert np.abs(on_gpu.cpu().numpy().astype(int) - on_cpu).mean() < 2  # decoders round apart
+    cut = CompressedImage(format='jpeg', data=msg.data[: len(msg.data) // 2])
+    with pytest.raises(ValueError, match='cannot decode compressed image'):
+        compressed_msg_to_rgb(cut, device=device)
+    with pytest.raises(ValueError, match='larger than max_image_pixels'):
+        compressed_msg_to_rgb(msg, max_pixels=100, device=device)  # the header, first
+
+
+def test_the_gpu_decoder_gives_rgb_in_the_models_layout_run_on_the_cpu():
+    """The decoder used on a GPU (torchvision's decode_jpeg), run on the CPU where no GPU is:
+    [H, W, 3] RGB as cv2's decode (channel order and layout), and a corrupt JPEG a
+    ValueError."""
+    import torch
+
+    from gem_ros.gem.decode import torchvision_decoder
+
+    decode = torchvision_decoder(torch.device('cpu'))
+    msg = _jpeg_msg(_scene())
+    rgb = decode(msg.data)
+    assert tuple(rgb.shape) == (96, 128, 3) and rgb.dtype == torch.uint8
+    assert np.abs(rgb.numpy().astype(int) - compressed_msg_to_rgb(msg)).mean() < 2
+    with pytest.raises(ValueError, match='cannot decode this JPEG'):
+        decode(msg.data[:40])

@@ -181,10 +181,13 @@ class GemModel:
         input_size: Optional[int] = None,
         max_input_pixels: Optional[int] = None,
     ) -> torch.Tensor:
-        """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] on the model's device."""
+        """RGB uint8 [H, W, 3] (a numpy array, or a tensor such as a frame decoded on the GPU:
+        gem_ros.gem.decode) -> normalised float32 [1, 3, h, w] on the model's device."""
         height, width = check_image(image)
         size = self.input_shape(height, width, input_size, max_input_pixels)  # before any copy
-        img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        if not isinstance(image, torch.Tensor):
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        img = image.to(self.device, non_blocking=True)
         x = img.permute(2, 0, 1)[None].float()
         if size != (height, width):
             x = F.interpolate(
@@ -307,9 +310,8 @@ class GemModel:
             raise ValueError(f"presence_rule must be 'image' or 'off', got {presence_rule!r}")
         judge = presence_rule == "image"
         backgrounds = self.check_backgrounds(background_prompts) if judge else []
-        shapes = [
-            self.input_shape(*check_image(image), input_size, max_input_pixels) for image in images
-        ]
+        sizes = [check_image(image) for image in images]
+        shapes = [self.input_shape(*size, input_size, max_input_pixels) for size in sizes]
         # One text lookup for queries and background prompts: the cache's per-frame fast path.
         rivals = [b for b in backgrounds if b not in union]
         text = self._encode(union + rivals)  # [P + B', D]
@@ -336,7 +338,7 @@ class GemModel:
                         continue
                     logits = torch.einsum("hwd,pd->phw", tokens[j], query_text[i])
                     dets = postprocess.detections(
-                        lists[i], logits, images[i].shape[:2], mask_threshold, max_peaks,
+                        lists[i], logits, sizes[i], mask_threshold, max_peaks,
                         return_heatmaps,
                     )  # fmt: skip
                     if return_patch_logits:
@@ -391,15 +393,16 @@ class GemModel:
         )
 
 
-def check_image(image: np.ndarray) -> tuple[int, int]:
-    """(height, width) of an RGB uint8 [H, W, 3] image, or ValueError saying what is wrong."""
-    if not isinstance(image, np.ndarray):
+def check_image(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(height, width) of an RGB uint8 [H, W, 3] image (numpy, or a torch tensor), or
+    ValueError saying what is wrong."""
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be RGB [H, W, 3], got shape {image.shape}")
-    if image.dtype != np.uint8:
+        raise ValueError(f"image must be RGB [H, W, 3], got shape {tuple(image.shape)}")
+    if image.dtype != (torch.uint8 if isinstance(image, torch.Tensor) else np.uint8):
         raise ValueError(f"image must be uint8, got {image.dtype}")
-    height, width = image.shape[:2]
+    height, width = (int(n) for n in image.shape[:2])
     if height == 0 or width == 0:
         raise ValueError(f"image is empty ({width}x{height})")
     if height * width > MAX_IMAGE_PIXELS:

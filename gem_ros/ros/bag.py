@@ -277,13 +277,20 @@ class BagJob:
 
         from gem_ros.cli import model_from_args
         from gem_ros.engine import Engine, RunSettings
+        from gem_ros.ros.image_conversion import compressed_msg_to_rgb
         from gem_ros.settings import ModelSettings, from_arguments
         from gem_ros.threads import ThrottledLog
 
         # The node's engine, run on this thread: every frame, none dropped.
+        def convert(frame, max_pixels: int):
+            msg, to_rgb = frame
+            if to_rgb is compressed_msg_to_rgb:  # a JPEG decodes on the model's GPU, if it can
+                return to_rgb(msg, max_pixels, engine.model.device)
+            return to_rgb(msg, max_pixels)
+
         engine = Engine(
             ThrottledLog(log, 5.0),
-            _convert,
+            convert,
             self._write,
             load=lambda settings: model_from_args(self.args),
             local_weights_hint='--pretrained /path/to/open_clip_pytorch_model.bin',
@@ -439,6 +446,7 @@ class BagJob:
         """The engine's output for one frame (this thread): the node's messages and a line."""
         from rclpy.serialization import serialize_message
 
+        from gem_ros.gem.decode import as_host
         from gem_ros.overlay import draw_overlay
         from gem_ros.ros import messages
         from gem_ros.ros.image_conversion import rgb_to_image_msg
@@ -455,7 +463,7 @@ class BagJob:
                 settings.frame.mask_threshold,
             ),
             'detections': lambda: messages.detection_array(header, detections),
-            'overlay': lambda: rgb_to_image_msg(draw_overlay(rgb, detections), header),
+            'overlay': lambda: rgb_to_image_msg(draw_overlay(as_host(rgb), detections), header),
         }
         for kind, connection in self.connections[self.cameras[topic]].items():
             self.writer.write(connection, timestamp, serialize_message(out[kind]()))
@@ -486,11 +494,6 @@ class BagJob:
         # Flushed per frame: after a kill the lines say what was finished.
         self.jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
         self.jsonl.flush()
-
-
-def _convert(frame, max_pixels: int):
-    msg, to_rgb = frame
-    return to_rgb(msg, max_pixels)
 
 
 def _when(timestamp_ns: int) -> str:

@@ -19,6 +19,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
+from gem_ros.gem.decode import as_host
 from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_heatmaps, draw_overlay
 from gem_ros.ros import messages
@@ -138,7 +139,7 @@ class Camera:
             self._publish(self.heatmaps_pub, messages.heatmaps(header, detections))
         if grids and self._due('heatmap_image', self.heatmap_image_pub, outputs.heatmaps_max_rate):
             query, blend = outputs.heatmap_image
-            image = draw_heatmaps(rgb, detections, query, blend)
+            image = draw_heatmaps(as_host(rgb), detections, query, blend)
             self._publish(self.heatmap_image_pub, rgb_to_image_msg(image, header))
         if depth is not None:
             markers = self.markers.build(result)
@@ -146,7 +147,8 @@ class Camera:
                 self._publish(self.markers_pub, markers)
         publish_overlay, overlay_rate = outputs.overlay
         if publish_overlay and self._due('overlay', self.overlay_pub, overlay_rate):
-            self._publish(self.overlay_pub, rgb_to_image_msg(draw_overlay(rgb, detections), header))
+            overlay = draw_overlay(as_host(rgb), detections)  # a GPU-decoded frame copied back
+            self._publish(self.overlay_pub, rgb_to_image_msg(overlay, header))
 
     def wants_patch_grids(self, mask_format: str) -> bool:
         return (

@@ -118,8 +118,10 @@ def _builtin_to_rgb(msg: Image, encoding: str) -> np.ndarray:
     return cv2.cvtColor(pixels, conversion)
 
 
-def compressed_msg_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) to an HxWx3 uint8 RGB array.
+def compressed_msg_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, device=None):
+    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) to an HxWx3 uint8 RGB array;
+    a JPEG for a CUDA `device` whose torchvision decodes there, to an HxWx3 uint8 tensor on
+    it (gem_ros.gem.decode: the pixels are born where the model reads them).
 
     The size the image's header declares is read first (Pillow reads headers without
     decoding) and checked against max_pixels, so a decompression bomb is never decoded.
@@ -130,11 +132,22 @@ def compressed_msg_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     try:
         with PILImage.open(io.BytesIO(msg.data)) as header:
             width, height = header.size
+            jpeg = header.format == 'JPEG'
     except PILImage.DecompressionBombError as exc:  # Pillow's own, far higher limit
         raise ValueError(f'declared size is huge: {exc} ({what})') from exc
     except Exception as exc:  # not an image format Pillow can read the header of
         raise ValueError(f'cannot decode {what}: unreadable header') from exc
     check_size(width, height, max_pixels, what)
+    decode = None
+    if jpeg and device is not None and device.type == 'cuda':
+        from gem_ros.gem.decode import jpeg_decoder  # torch: only where a GPU decodes
+
+        decode = jpeg_decoder(device)
+    if decode is not None:
+        try:
+            return decode(msg.data)
+        except ValueError as exc:
+            raise ValueError(f'cannot decode {what}: {exc}') from exc
     bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f'cannot decode {what}')

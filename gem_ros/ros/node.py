@@ -52,6 +52,7 @@ from gem_ros.ros.compat import (
 )
 from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe, spin_until_shutdown
+from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.parameters import (
     FRAME_PARAMETERS,
     MODEL_PARAMETERS,
@@ -640,11 +641,13 @@ class GemNode(CompatNode):
                 IDLE_LOG_PERIOD_S,
             )
 
-    @staticmethod
-    def _convert(frame, max_pixels: int):
+    def _convert(self, frame, max_pixels: int):
         """The engine's converter (worker thread): a frame message to RGB, errors named."""
         msg, to_rgb, _, _ = frame
         try:
+            if to_rgb is compressed_msg_to_rgb:  # a JPEG decodes on the model's GPU, if it can
+                model = self._engine.model
+                return to_rgb(msg, max_pixels, model.device if model is not None else None)
             return to_rgb(msg, max_pixels)
         except ValueError as exc:
             kind = 'compressed image' if isinstance(msg, CompressedImage) else 'image'
