@@ -9,7 +9,8 @@
 Modules: `settings` (ModelSettings, FrameSettings: every setting's name, default and range),
 `ss_attention` (the self-self attention math), `vision` (GEM's parallel path over an
 open_clip ViT), `text` (queries and cached text embeddings), `postprocess` (heatmaps, masks,
-peaks, label maps), `model` (GemModel), `loading` (load_model: names, configs, weights).
+peaks, label maps), `windows` and `refine` (the successors' sliding windows and PAMR),
+`model` (GemModel), `loading` (load_model: names, configs, weights).
 """
 
 from ..settings import (
@@ -29,6 +30,7 @@ from .postprocess import (
     min_max,
     upsample,
 )
+from .refine import pamr
 from .text import MAX_QUERIES, QueryError, check_queries, parse_queries
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "load_model",
     "local_weights",
     "min_max",
+    "pamr",
     "parse_queries",
     "upsample",
 ]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..settings import DEFAULT_BACKGROUND_PROMPTS, MAX_INPUT_PIXELS, ModelSettings
-from . import postprocess, presence
+from . import postprocess, presence, refine, windows
 from .backends import TorchBackend
 from .postprocess import Detection
 from .scclip import ScclipConfig
@@ -249,6 +249,7 @@ class GemModel:
         presence_threshold: float = 0.5,
         background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
         return_patch_logits: bool = False,
+        **pipeline,
     ) -> list[Detection]:
         """One Detection per query for an RGB uint8 image, in its pixel coordinates.
 
@@ -256,6 +257,8 @@ class GemModel:
         `gem.presence`) and is `found` when it reaches `presence_threshold`; a query not found
         has an empty mask and no peaks. With "off" every query is found (confidence 1).
         `return_patch_logits` adds each query's [h/p, w/p] patch cosines (a few KB).
+        `pipeline`: the successors' sliding windows and PAMR (slide, slide_stride,
+        pamr_steps, pamr_dilations: see locate_batch).
         """
         return self.locate_batch(
             [image],
@@ -269,6 +272,7 @@ class GemModel:
             presence_threshold,
             background_prompts,
             return_patch_logits,
+            **pipeline,
         )[0]
 
     @torch.inference_mode()
@@ -286,6 +290,10 @@ class GemModel:
         background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
         return_patch_logits: bool = False,
         max_batch: int = MAX_BATCH_IMAGES,
+        slide: int = 0,
+        slide_stride: int = 112,
+        pamr_steps: int = 0,
+        pamr_dilations: Sequence[int] = refine.PAMR_DILATIONS,
     ) -> list[list[Detection]]:
         """`locate` for several images (the cameras' newest frames), their detections in the
         same order: images whose model input shape is the same run as one forward, at most
@@ -296,7 +304,13 @@ class GemModel:
         `queries` is one list for every image, or one list per image (cameras with queries
         of their own): the forward does not depend on them, so images of one input shape
         batch together whatever they ask, and each image's outputs are those of its own
-        queries, in its order (each query's outputs are its own: the same as alone)."""
+        queries, in its order (each query's outputs are its own: the same as alone).
+
+        `slide` > 0: each image's maps come from sliding windows of that side over its input
+        (`slide_logits`; presence is still judged on the whole input); `pamr_steps` > 0:
+        masks, peaks, boxes and heatmaps come from the maps refined by PAMR at the image's
+        size (gem_ros.gem.refine). Windows and PAMR keep each forward within
+        max_input_pixels and each stack within refine.MAX_STACK_VALUES."""
         if queries and not isinstance(queries[0], str):
             if len(queries) != len(images):
                 raise ValueError(f"{len(queries)} query lists for {len(images)} images")
@@ -312,6 +326,11 @@ class GemModel:
         backgrounds = self.check_backgrounds(background_prompts) if judge else []
         sizes = [check_image(image) for image in images]
         shapes = [self.input_shape(*size, input_size, max_input_pixels) for size in sizes]
+        if slide:
+            for shape in shapes:
+                self._check_slide(shape, slide, slide_stride)
+        if pamr_steps:
+            refine.check_pamr(pamr_steps, pamr_dilations)
         # One text lookup for queries and background prompts: the cache's per-frame fast path.
         rivals = [b for b in backgrounds if b not in union]
         text = self._encode(union + rivals)  # [P + B', D]
@@ -331,24 +350,118 @@ class GemModel:
                 pixels = torch.cat(
                     [self.preprocess(images[i], input_size, max_input_pixels) for i in chunk]
                 )
-                tokens, embedding = self.features(pixels, image=judge)  # one forward
+                # One forward over the whole inputs: the patch maps, and the image embeddings
+                # presence judges (with sliding windows, only where presence is judged).
+                whole = not slide or judge
+                tokens, embedding = self.features(pixels, image=judge) if whole else (None, None)
+                grid = (pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size)
                 for j, i in enumerate(chunk):
                     if not lists[i]:
                         out[i] = []
                         continue
-                    logits = torch.einsum("hwd,pd->phw", tokens[j], query_text[i])
+                    if slide:
+                        logits = self._window_logits(
+                            pixels[j : j + 1], query_text[i], slide, slide_stride,
+                            max_input_pixels,
+                        )[0]  # fmt: skip
+                    else:
+                        logits = torch.einsum("hwd,pd->phw", tokens[j], query_text[i])
+                    dense = (
+                        self._dense_maps(pixels[j : j + 1], sizes[i], pamr_steps, pamr_dilations)
+                        if slide or pamr_steps
+                        else None
+                    )
                     dets = postprocess.detections(
                         lists[i], logits, sizes[i], mask_threshold, max_peaks,
-                        return_heatmaps,
+                        return_heatmaps, dense=dense, grid=grid,
+                        return_grid=return_patch_logits,
                     )  # fmt: skip
-                    if return_patch_logits:
-                        for det, grid in zip(dets, logits.cpu().numpy()):
-                            det.patch_logits = grid
                     if judge:
                         self._judge(dets, embedding[j], query_text[i], background,
                                     lists[i], backgrounds, presence_threshold)  # fmt: skip
                     out[i] = dets
         return out
+
+    def _check_slide(self, shape: tuple[int, int], crop: int, stride: int) -> None:
+        """ValueError for a window side that is not a multiple of the patch size, and
+        InputBudgetError for more than MAX_WINDOWS windows over this input."""
+        if crop % self.patch_size:
+            raise ValueError(f"slide {crop} must be a multiple of the patch size {self.patch_size}")
+        n = windows.window_count(*shape, crop, stride)
+        if n > windows.MAX_WINDOWS:
+            raise InputBudgetError(
+                f"sliding windows of {crop} at stride {stride} over a {shape[1]}x{shape[0]} "
+                f"input are {n} windows, more than {windows.MAX_WINDOWS}: raise slide_stride "
+                "or lower input_size"
+            )
+
+    def _window_logits(self, pixels, text, crop, stride, max_input_pixels) -> torch.Tensor:
+        """[B, 3, h, w] -> [B, P, h, w]: the windows' patch cosines with `text` [P, D],
+        averaged; as many windows per forward as max_input_pixels allows."""
+        budget = max_input_pixels or self.max_input_pixels
+        side = min(crop, pixels.shape[-2]) * min(crop, pixels.shape[-1])
+
+        def forward(crops):
+            return torch.einsum("nhwd,pd->nphw", self.patch_tokens(crops), text)
+
+        return windows.slide(forward, pixels, crop, stride, max(1, budget // side))
+
+    def _dense_maps(self, pixels, size, pamr_steps, dilations):
+        """A chunk of queries' logits -> their maps at the image's `size`: bilinear
+        (align_corners=False), then PAMR on the input resized to that size (bilinear), as
+        SCLIP's forward_slide; a frame over refine.MAX_PAMR_PIXELS is refined at that many
+        pixels (refine.pamr_size) and its refined maps upsampled to `size`. The resized
+        input is made once, at the first chunk."""
+        at = refine.pamr_size(size)
+        image = []
+
+        def dense(logits: torch.Tensor) -> torch.Tensor:
+            if not pamr_steps:
+                return postprocess.upsample(logits, size)
+            if not image:
+                image.append(
+                    F.interpolate(pixels.float(), size=at, mode="bilinear", align_corners=False)
+                )
+            maps = postprocess.upsample(logits, at)
+            maps = refine.pamr(image[0], maps[None], pamr_steps, dilations)[0]
+            return maps if at == tuple(size) else postprocess.upsample(maps, size)
+
+        return dense
+
+    @torch.inference_mode()
+    def slide_logits(
+        self,
+        pixels: torch.Tensor,
+        queries: Sequence[str],
+        crop: int = 224,
+        stride: int = 112,
+        out_size: Optional[tuple[int, int]] = None,
+        pamr_steps: int = 0,
+        pamr_dilations: Sequence[int] = refine.PAMR_DILATIONS,
+    ) -> torch.Tensor:
+        """SCLIP's forward_slide: [B, 3, h, w] normalised pixels -> [B, P, H, W] cosines.
+        Windows of `crop` at `stride` (gem_ros.gem.windows; crop 0: one forward over the
+        whole input, as GEM and `locate` without slide), bilinear to `out_size` (default the
+        input's; the image's size before it was resized for the model), then PAMR on the
+        input resized to it where pamr_steps > 0."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be [B, 3, H, W], got {list(pixels.shape)}")
+        if crop:
+            self._check_slide(tuple(pixels.shape[-2:]), crop, stride)
+        if pamr_steps:
+            refine.check_pamr(pamr_steps, pamr_dilations)
+        pixels = pixels.to(self.device)
+        text = self._encode(check_queries(queries))
+        if crop:
+            logits = self._window_logits(pixels, text, crop, stride, None)
+        else:
+            logits = torch.einsum("bhwd,pd->bphw", self.patch_tokens(pixels), text)
+        size = tuple(out_size) if out_size is not None else tuple(pixels.shape[-2:])
+        logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        if pamr_steps:
+            image = F.interpolate(pixels.float(), size=size, mode="bilinear", align_corners=False)
+            logits = refine.pamr(image, logits, pamr_steps, pamr_dilations)
+        return logits
 
     def _judge(self, dets, embedding, query_text, background, queries, backgrounds, threshold):
         """Presence: each detection's confidence, and absent ones marked so."""

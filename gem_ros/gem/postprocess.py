@@ -7,7 +7,7 @@ final, small results (and the masks) to the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -103,27 +103,42 @@ def detections(
     mask_threshold: float = DEFAULT_MASK_THRESHOLD,
     max_peaks: int = 5,
     return_heatmaps: bool = False,
+    dense: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    grid: Optional[tuple[int, int]] = None,
+    return_grid: bool = False,
 ) -> list[Detection]:
-    """Detections of one image from its patch logits [P, h, w] (cosines).
+    """Detections of one image from its logits [P, h, w] (cosines): the patch grid's, or
+    denser ones (sliding windows).
 
-    Queries are upsampled in groups of at most CHUNK_PIXELS heatmap pixels, so the float
-    maps in flight stay bounded whatever the query count; the [P, H, W] bool masks (one byte a
-    pixel) are the only full-size output.
+    `dense` maps a chunk of them to their [p, H, W] maps at the image's size (sliding
+    windows' upsampling, PAMR: GemModel._dense_maps); by default they are upsampled
+    bilinear. Peaks and the patch grids (`return_grid`: Detection.patch_logits) come from
+    the maps at the patch `grid`: the logits themselves by default, else the dense maps
+    averaged down to it, so that refined maps give refined peaks and heatmaps.
+
+    Queries are mapped in groups of at most CHUNK_PIXELS pixels, so the float maps in flight
+    stay bounded whatever the query count; the [P, H, W] bool masks (one byte a pixel) are
+    the only full-size output.
     """
     height, width = image_size
     per_chunk = max(1, CHUNK_PIXELS // (height * width))
     out: list[Detection] = []
-    peaks = local_peaks(logits.float(), image_size, mask_threshold, max_peaks)
     for start in range(0, len(queries), per_chunk):
         chunk = logits[start : start + per_chunk]
-        out += _detections_of_chunk(
+        raw = upsample(chunk, image_size) if dense is None else dense(chunk)  # [p, H, W]
+        on_grid = chunk if dense is None else F.adaptive_avg_pool2d(raw[None], grid)[0]
+        dets = _detections_of_chunk(
             queries[start : start + per_chunk],
-            chunk,
+            raw,
             image_size,
             mask_threshold,
             return_heatmaps,
-            peaks[start : start + per_chunk],
+            local_peaks(on_grid.float(), image_size, mask_threshold, max_peaks),
         )
+        if return_grid:
+            for det, patch in zip(dets, on_grid.float().cpu().numpy()):
+                det.patch_logits = patch
+        out += dets
     return out
 
 
@@ -143,9 +158,9 @@ def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-def _detections_of_chunk(queries, logits, image_size, mask_threshold, return_heatmaps, peaks):
+def _detections_of_chunk(queries, raw, image_size, mask_threshold, return_heatmaps, peaks):
+    """Detections from a chunk of maps [p, H, W] at the image's size."""
     height, width = image_size
-    raw = upsample(logits, image_size)  # [p, H, W]
     heat = min_max(raw)
     mask = heat > mask_threshold
     flat_peak = raw.flatten(1).argmax(dim=1)
