@@ -28,6 +28,8 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 MAX_INPUT_PIXELS = 2 * 448 * 448
 MAX_INPUT_SIDE = 2048
 PRESENCE_RULES = ("image", "off")
+REFINEMENTS = ("none", "pamr")
+MAX_PAMR_DILATION = 64  # = gem_ros.gem.refine.MAX_DILATION
 # What a query must beat to count as present (see gem_ros/gem/presence.py): generic words for
 # what fills a frame when the queried thing is not in it. A query equal to one of them does
 # not compete with itself.
@@ -182,6 +184,28 @@ class FrameSettings:
         DEFAULT_BACKGROUND_PROMPTS,
         "what a query competes with for presence: prompts split on ',' and ';'",
     )
+    slide: int = _setting(
+        0,
+        "sliding windows, the successors' inference: the window side in model-input pixels "
+        "(their 224; a multiple of the patch size), each window one forward (batched within "
+        "max_input_pixels), the windows' maps averaged where they overlap; 0 = off (one "
+        "forward over the whole input); presence is judged on the whole input either way",
+        range=(0, MAX_INPUT_SIDE),
+    )
+    slide_stride: int = _setting(
+        112, "sliding windows: the step between windows, model-input pixels", range=(16, 2048)
+    )
+    refine: str = _setting(
+        "none",
+        "'pamr': masks, peaks, boxes and heatmaps from the maps refined by PAMR (aligned "
+        "with the image's edges, at the image's size; the successors' optional step); "
+        "'none': the bilinearly upsampled maps",
+        choices=REFINEMENTS,
+    )
+    pamr_steps: int = _setting(10, "PAMR: refinement steps", range=(1, 50))
+    pamr_dilations: str = _setting(
+        "8, 16", "PAMR: neighbourhood dilations in image pixels, comma-separated (1 to 8 of them)"
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "presence", presence_rule(self.presence))
@@ -195,7 +219,22 @@ class FrameSettings:
             presence_rule=self.presence,
             presence_threshold=self.presence_threshold,
             background_prompts=self.background_prompts,
+            slide=self.slide,
+            slide_stride=self.slide_stride,
+            pamr_steps=self.pamr_steps if self.refine == "pamr" else 0,
+            pamr_dilations=pamr_dilations(self.pamr_dilations),
         )
+
+
+def pamr_dilations(value) -> tuple[int, ...]:
+    """'8, 16' -> (8, 16); ValueError for anything else than 1 to 8 integers in range."""
+    parts = [p for p in str(value).replace(" ", "").split(",") if p]
+    if not 1 <= len(parts) <= 8 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"pamr_dilations must be 1 to 8 integers like '8, 16', got {value!r}")
+    dilations = tuple(int(p) for p in parts)
+    if not all(1 <= d <= MAX_PAMR_DILATION for d in dilations):
+        raise ValueError(f"pamr_dilations must be in [1, {MAX_PAMR_DILATION}], got {value!r}")
+    return dilations
 
 
 def presence_rule(value) -> str:
@@ -234,6 +273,11 @@ def check_setting(name: str, value) -> Optional[str]:
         for template in (value,) if isinstance(value, str) else value:
             if template.count("{}") != 1:
                 return f"prompt_template needs exactly one '{{}}', got {template!r}"
+    if name == "pamr_dilations":
+        try:
+            pamr_dilations(value)
+        except ValueError as exc:
+            return str(exc)
     if name == "background_prompts":
         prompts = _split(str(value))
         if not prompts:

@@ -29,10 +29,20 @@ class GemPredictor:
     def scores(
         self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
     ) -> np.ndarray:
-        from gem_ros.gem import upsample
-
-        logits = self.model.patch_logits(self.model.preprocess(image), list(queries))[0]
-        return upsample(logits, tuple(size)).cpu().numpy()
+        """[P, H, W] at `size`: the frame settings' pipeline (one forward, or sliding
+        windows; PAMR where refine is 'pamr'), as the node's maps."""
+        args = self.frame.locate_arguments()
+        pixels = self.model.preprocess(image, self.frame.input_size, self.frame.max_input_pixels)
+        logits = self.model.slide_logits(
+            pixels,
+            list(queries),
+            crop=args["slide"],
+            stride=args["slide_stride"],
+            out_size=tuple(size),
+            pamr_steps=args["pamr_steps"],
+            pamr_dilations=args["pamr_dilations"],
+        )
+        return logits[0].cpu().numpy()
 
 
 def evaluate(predictor, dataset, protocol, progress: bool = True, description: str = "") -> dict:
