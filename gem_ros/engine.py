@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import gem_ros.gem as gem
+from gem_ros.gem.hold import HoldRule, PresenceHold, judge_threshold
 from gem_ros.settings import FrameSettings, ModelSettings
 from gem_ros.threads import LatestSlot, LatestSlots, ThrottledLog
 
@@ -91,6 +92,8 @@ class RunSettings:
     frame: FrameSettings = field(default_factory=FrameSettings)
     max_image_pixels: int = 3840 * 2160
     max_rate_hz: float = 0.0  # 0 = unlimited
+    # Presence held over each stream's frames (gem_ros.gem.hold); None = each frame decides.
+    hold: Optional[HoldRule] = None
 
 
 class Engine:
@@ -149,6 +152,7 @@ class Engine:
         self._results = LatestSlot()
         self._results_taken = threading.Event()  # the publisher took the batch waiting
         self._results_taken.set()
+        self._holds: dict = {}  # stream -> PresenceHold, touched by the publish stage only
         self._tracked: dict = {}  # id -> frame, from conversion until published or dropped
         self._finished: deque = deque(maxlen=64)  # ids of the frames finished last
         self._busy_stages = 0  # stages working on frames (unload waits for none)
@@ -479,10 +483,15 @@ class Engine:
             return None, why + ['no active queries'] * len(runnable)
         try:
             started = time.perf_counter()
+            arguments = frame_settings.locate_arguments()
+            # Held presence decides found itself: the model judges at its lower threshold.
+            arguments['presence_threshold'] = judge_threshold(
+                settings.hold, arguments['presence_threshold']
+            )
             detections = model.locate_batch(
                 [rgb for _, _, rgb in runnable],
                 [active[stream] + extra[stream] for stream, _, _ in runnable],
-                **frame_settings.locate_arguments(),
+                **arguments,
                 return_patch_logits=self.want_patch_logits,
                 # A CPU gains no speed from a batch, only its activations' memory (ViT-B-16
                 # at 448, 3 cameras: 1.19x one camera's peak RSS batched, measured by
@@ -510,6 +519,7 @@ class Engine:
                 )
                 why.append('non-finite similarities')
                 continue
+            self._decide_presence(stream, detections, active, batch.settings)
             self.processed += 1
             self._latencies.append(batch.seconds)
             self.last_result_time = time.monotonic()
@@ -519,6 +529,18 @@ class Engine:
             answered.append((stream, frame, rgb, detections))
         self._answer(batch.asks, answered, batch.settings)
         return why
+
+    def _decide_presence(self, stream: str, detections: list, active: int, settings) -> None:
+        """With held presence: the stream's active queries decided by its PresenceHold (reset
+        when its queries change, gem_ros.gem.hold), the questions' by this frame at the
+        presence threshold itself (the model judged them at the lower one)."""
+        if settings.hold is None:
+            self._holds.pop(stream, None)
+            return
+        self._holds.setdefault(stream, PresenceHold()).update(detections[:active], settings.hold)
+        for det in detections[active:]:
+            if det.found and det.confidence < settings.hold.threshold:
+                det.mark_absent(det.confidence)
 
     def _answer(self, asks: list[Ask], answered: list, settings) -> None:
         """Each question by the best view of its stream (or of any): found first, then the

@@ -226,6 +226,41 @@ class FrameSettings:
         )
 
 
+@dataclass(frozen=True)
+class HoldSettings:
+    """Presence held over a camera's frames (gem_ros.gem.hold): the node's, not a single
+    image's (`gem-ros locate` and the bag tool decide per frame)."""
+
+    hold: bool = _setting(
+        True,
+        "hold each query's found/absent over frames (hysteresis on its smoothed confidence "
+        "around presence_threshold), so that it does not flicker; false = each frame decides",
+    )
+    hold_margin: float = _setting(
+        0.1,
+        "held presence: found when the smoothed confidence reaches presence_threshold + this, "
+        "absent when it falls under presence_threshold - this",
+        range=(0.0, 0.5),
+    )
+    hold_window: int = _setting(
+        3, "held presence: frames the confidence and the peak are averaged over", range=(1, 30)
+    )
+    hold_lost_frames: int = _setting(
+        3,
+        "held presence: a found query is lost after this many frames in a row under "
+        "presence_threshold",
+        range=(1, 100),
+    )
+
+    def rule(self, threshold: float):
+        """The gem_ros.gem.hold.HoldRule at this presence threshold, or None when off."""
+        from .gem.hold import HoldRule
+
+        if not self.hold:
+            return None
+        return HoldRule(threshold, self.hold_margin, self.hold_window, self.hold_lost_frames)
+
+
 def pamr_dilations(value) -> tuple[int, ...]:
     """'8, 16' -> (8, 16); ValueError for anything else than 1 to 8 integers in range."""
     parts = [p for p in str(value).replace(" ", "").split(",") if p]
@@ -250,7 +285,7 @@ def _split(text: str) -> list[str]:
     return list(dict.fromkeys(q.strip() for q in re.split(r"[,;]", text) if q.strip()))
 
 
-SETTINGS = {f.name: f for cls in (ModelSettings, FrameSettings) for f in fields(cls)}
+SETTINGS = {f.name: f for cls in (ModelSettings, FrameSettings, HoldSettings) for f in fields(cls)}
 
 
 def check_setting(name: str, value) -> Optional[str]:

@@ -2,7 +2,10 @@
 
 An absent query gives found=false, an empty mask, no 3D point and its rviz marker deleted;
 `~/locate` answers from the next frame (found or not), times out cleanly without frames and
-answers 20 concurrent calls without changing the active queries' results.
+answers 20 concurrent calls without changing the active queries' results. Those run with
+`hold:=false` (each frame decides); held presence, the node's default, is tested last: a
+thing that leaves stays found for a frame, then is lost, and `~/locate` says the answer is
+held.
 """
 
 import time
@@ -68,6 +71,7 @@ def node(client, tmp_path_factory):
         'queries:=[red, green]',
         'use_depth:=true',
         'publish_overlay:=false',
+        'hold:=false',
     )
     try:
         process.wait_for_log('loaded model')
@@ -231,3 +235,37 @@ def test_patch_masks_are_the_grid_and_none_is_empty(node, client):
                 assert any(red.mask.data) and not any(green.mask.data)
     finally:
         client.set_parameters(mask_format='full')
+
+
+def test_held_presence_holds_a_thing_that_left_for_a_frame_then_loses_it(node, client):
+    """The node's default (hold: true): red seen on 3 frames, then gone. Its confidence falls
+    from ~1 to ~0: the average (window 3) is at ~0.5, over the lower threshold 0.4, so the
+    first frame without it still says found (held, with that frame's empty mask); the second
+    says absent. Green, absent on red's frames and there from the first frame without red,
+    is found one frame late: its average reaches the upper threshold (0.6) on the second.
+    Per frame (hold: false) both change at once, as the tests above show."""
+    assert client.set_parameters(hold=True).successful
+    try:
+        for _ in range(3):
+            result, _ = send(client, WITH_RED)
+            assert by_query(result)['red'].found
+        result, _ = send(client, WITHOUT_RED)
+        red, green = by_query(result)['red'], by_query(result)['green']
+        assert red.found and red.area == 0 and red.confidence < 0.4, red
+        assert not green.found and green.confidence > 0.6 and green.area == 0, green
+        future = client.locate.call_async(Locate.Request(query='red', timeout=20.0))
+        time.sleep(0.2)
+        result, msg = send(client, WITHOUT_RED)
+        client.wait_for(future.done, 'the answer for red')
+        answer = future.result()
+        assert answer.header == msg.header
+        assert not by_query(result)['red'].found and by_query(result)['green'].found
+        assert answer.held and not answer.found and 'held over frames' in answer.message, answer
+        # A question for a query that is not active is one frame's answer.
+        future = client.locate.call_async(Locate.Request(query='pink', timeout=20.0))
+        time.sleep(0.2)
+        send(client, WITHOUT_RED)
+        client.wait_for(future.done, 'the answer for pink')
+        assert not future.result().held and future.result().found
+    finally:
+        assert client.set_parameters(hold=False).successful

@@ -39,6 +39,9 @@ class Detection:
     patch_logits: Optional[np.ndarray] = None
     found: bool = True
     confidence: float = 1.0  # presence confidence in [0, 1]; 1 with presence off
+    # Whether found/absent is the query's held decision over frames (gem_ros.gem.hold), not
+    # this frame's alone.
+    held: bool = False
 
     def mark_absent(self, confidence: float) -> None:
         self.found, self.confidence = False, confidence

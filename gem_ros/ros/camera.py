@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from gem_ros.gem.decode import as_host
+from gem_ros.gem.hold import ema
 from gem_ros.msg import GemResult, Heatmaps
 from gem_ros.overlay import draw_heatmaps, draw_overlay
 from gem_ros.ros import messages
@@ -29,6 +30,7 @@ from gem_ros.ros.markers import QueryMarkers
 from gem_ros.threads import RateGate
 
 LATENCIES_KEPT = 1000
+POINT_JUMP_M = 0.25  # a held query's 3D point farther than this from its average restarts it
 
 
 def publish(node, publisher, msg) -> None:
@@ -70,6 +72,9 @@ class Camera:
         self.latencies: deque = deque(maxlen=LATENCIES_KEPT)
         self.last_result_time = None
         self.diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
+        # Held presence: each found query's smoothed 3D points (point, target point), kept
+        # while it stays found; touched by the engine's publish stage only.
+        self._smoothed: dict = {}
 
     @property
     def image_topic(self) -> str:
@@ -128,6 +133,8 @@ class Camera:
             if depth is not None
             else None
         )
+        if points is not None and settings.hold is not None:
+            self._smooth_points(detections, points, settings.hold.alpha)
         result = messages.gem_result(
             header, detections, seconds, points, outputs.mask_format, settings.frame.mask_threshold
         )
@@ -149,6 +156,34 @@ class Camera:
         if publish_overlay and self._due('overlay', self.overlay_pub, overlay_rate):
             overlay = draw_overlay(as_host(rgb), detections)  # a GPU-decoded frame copied back
             self._publish(self.overlay_pub, rgb_to_image_msg(overlay, header))
+
+    def _smooth_points(self, detections, points, alpha: float) -> None:
+        """Held presence: a found query's 3D points averaged over its frames (as its peak is,
+        gem_ros.gem.hold), from the frame it was found on; dropped when it is lost, when its
+        queries change, or when the point jumps by over POINT_JUMP_M (another instance)."""
+        queries = tuple(d.query for d in detections)
+        if self._smoothed.get(None) != queries:
+            self._smoothed = {None: queries}
+        for det, fields in zip(detections, points):
+            if not (det.held and det.found):
+                self._smoothed.pop(det.query, None)
+                continue
+            kept = self._smoothed.setdefault(det.query, {})
+            for key, flag, get in (
+                ('point', 'has_point', lambda f: f['point']),
+                ('target_point', 'has_target_point', lambda f: f['target_point'].point),
+            ):
+                if not fields[flag]:
+                    continue
+                point = get(fields)
+                new = (point.x, point.y, point.z)
+                old = kept.get(key)
+                if old is not None and sum((a - b) ** 2 for a, b in zip(old, new)) > (
+                    POINT_JUMP_M**2
+                ):
+                    old = None
+                kept[key] = ema(old, new, alpha)
+                point.x, point.y, point.z = kept[key]
 
     def wants_patch_grids(self, mask_format: str) -> bool:
         return (

@@ -55,13 +55,14 @@ from gem_ros.ros.guards import answered, describe, spin_until_shutdown
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.parameters import (
     FRAME_PARAMETERS,
+    HOLD_PARAMETERS,
     MODEL_PARAMETERS,
     PARAMETERS,
     camera_names,
     check_value,
 )
 from gem_ros.ros.teardown import finish_middleware
-from gem_ros.settings import FrameSettings, ModelSettings, check_input_budget
+from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_input_budget
 from gem_ros.srv import Locate, SetQueries
 from gem_ros.threads import ThrottledLog, cut
 
@@ -356,11 +357,14 @@ class GemNode(CompatNode):
         """Per-frame settings, one snapshot per parameter change (never read by name from the
         worker thread)."""
         value = self.get_parameter
+        frame = FrameSettings(**{name: value(name).value for name in FRAME_PARAMETERS})
+        hold = HoldSettings(**{name: value(name).value for name in HOLD_PARAMETERS})
         self._engine.update_settings(
             RunSettings(
-                frame=FrameSettings(**{name: value(name).value for name in FRAME_PARAMETERS}),
+                frame=frame,
                 max_image_pixels=value('max_image_pixels').value,
                 max_rate_hz=value('max_rate_hz').value,
+                hold=hold.rule(frame.presence_threshold),
             )
         )
         # What the cameras' outputs read per frame, replaced as a whole.
@@ -608,12 +612,19 @@ class GemNode(CompatNode):
             (fields,) = depth.points_for(header, (width, height), [det], self._outputs.depth)
             response.has_point = fields['has_point']
             response.point.point = fields['point']
-        response.message = (
-            f'found (confidence {det.confidence:.2f})'
-            if det.found
-            else f'not found (confidence {det.confidence:.2f} < presence_threshold '
-            f'{settings.frame.presence_threshold:g})'
-        )
+        response.held = det.held
+        if det.held:
+            response.message = (
+                f"{'found' if det.found else 'not found'} (held over frames; this frame's "
+                f'confidence {det.confidence:.2f})'
+            )
+        else:
+            response.message = (
+                f'found (confidence {det.confidence:.2f})'
+                if det.found
+                else f'not found (confidence {det.confidence:.2f} < presence_threshold '
+                f'{settings.frame.presence_threshold:g})'
+            )
         return response
 
     # --- frames ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from gem_ros import geometry
-from gem_ros.settings import FrameSettings, ModelSettings, check_setting
+from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_setting
 
 MAX_IMAGE_PIXELS = 50_000_000  # = gem_ros.gem.model.MAX_IMAGE_PIXELS (tested)
 DEFAULT_MAX_IMAGE_PIXELS = 3840 * 2160  # 4K UHD
@@ -248,12 +248,14 @@ DEPTH_PARAMETERS = (
 PARAMETERS = (
     _from_settings(ModelSettings, reloads_model=True)
     + _from_settings(FrameSettings)
+    + _from_settings(HoldSettings)
     + NODE_PARAMETERS
     + DEPTH_PARAMETERS
 )
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 MODEL_PARAMETERS = tuple(f.name for f in fields(ModelSettings))
 FRAME_PARAMETERS = tuple(f.name for f in fields(FrameSettings))
+HOLD_PARAMETERS = tuple(f.name for f in fields(HoldSettings))
 
 
 def check_value(name: str, value) -> Optional[str]:
@@ -264,7 +266,7 @@ def check_value(name: str, value) -> Optional[str]:
     spec = PARAMETERS_BY_NAME.get(name)
     if spec is None:
         return None
-    if name in MODEL_PARAMETERS or name in FRAME_PARAMETERS:
+    if name in MODEL_PARAMETERS or name in FRAME_PARAMETERS or name in HOLD_PARAMETERS:
         return check_setting(name, value)
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
