@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gem_ros.eval.scenes import COLOURS, SHAPES, _background, draw_shape_mask  # noqa: E402
-from gem_ros.gem.hold import PresenceHold  # noqa: E402
+from gem_ros.gem.hold import PresenceHold, judge_threshold  # noqa: E402
 from gem_ros.settings import HoldSettings  # noqa: E402
 
 WEIGHTS = REPO / 'gem_ros' / 'eval' / 'weights'
@@ -116,16 +116,20 @@ def main() -> None:
         settings = HoldSettings(True, float(margin), int(window), int(lost))
         if settings != default:
             rules[f'held, margin {margin} window {window} lost {lost}'] = settings.rule(threshold)
-    lowest = min(rule.lower for rule in rules.values())
     queries = list(COLOURS)
     rng = np.random.default_rng(args.seed)
-    # The model runs once per frame (judged at the lowest lower threshold); each decision
-    # rule then reads the same detections.
+    # The model runs once per frame (judged at no threshold, as with held presence:
+    # judge_threshold); each decision rule then reads the same detections.
     recorded = []
     for _ in range(args.sequences):
         images, truth = sequence(rng, args.frames)
         frames = [
-            model.locate(image, queries, input_size=SIZE, presence_threshold=lowest)
+            model.locate(
+                image,
+                queries,
+                input_size=SIZE,
+                presence_threshold=judge_threshold(default.rule(threshold), threshold),
+            )
             for image in images
         ]
         recorded.append((frames, truth))
@@ -145,9 +149,6 @@ def main() -> None:
                         decided[d.query].append(d.confidence >= threshold)
                     continue
                 dets = copy.deepcopy(dets)
-                for d in dets:  # as the model judges at this rule's lower threshold
-                    if d.found and d.confidence < rule.lower:
-                        d.mark_absent(d.confidence)
                 started = time.perf_counter()
                 hold.update(dets, rule)
                 hold_seconds += time.perf_counter() - started

@@ -108,6 +108,7 @@ def node(client, cameras, tmp_path_factory):
         'queries:=[red, blue]',
         f'input_size:={INPUT_SIZE}',
         'overlay_max_rate_hz:=0.0',
+        'hold:=false',  # each frame's results are its own, to compare with the model's
     )
     try:
         process.wait_for_log('loaded model')

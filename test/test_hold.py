@@ -3,7 +3,6 @@ smoothed confidence, peaks smoothed while found, state per query and reset when 
 change; and the engine applying it per stream (its questions still decided by one frame)."""
 
 import numpy as np
-import pytest
 
 from gem_ros.gem.hold import HoldRule, PresenceHold, judge_threshold
 from gem_ros.gem.postprocess import Detection
@@ -12,14 +11,14 @@ from gem_ros.settings import HoldSettings
 RULE = HoldRule(threshold=0.5, margin=0.1, window=3, lost_frames=3)
 
 
-def det(query, confidence, peak=(50, 40), lower=RULE.lower):
-    """A detection as the model gives it when judged at the lower threshold."""
+def det(query, confidence, peak=(50, 40)):
+    """A detection as the model gives it with held presence: judged at no threshold, so
+    found, with its mask (a box around its peak) and peaks."""
     mask = np.zeros((100, 120), bool)
-    mask[30:50, 40:60] = True
-    d = Detection(query, 0.3, peak[0], peak[1], (40, 30, 20, 20), 400, mask, [(*peak, 0.3)])
+    x, y = peak
+    mask[max(y - 10, 0) : y + 10, max(x - 10, 0) : x + 10] = True
+    d = Detection(query, 0.3, x, y, (x - 10, y - 10, 20, 20), int(mask.sum()), mask, [(x, y, 0.3)])
     d.confidence = confidence
-    if confidence < lower:
-        d.mark_absent(confidence)
     return d
 
 
@@ -57,15 +56,28 @@ def test_lost_after_lost_frames_under_the_threshold_even_if_the_average_holds():
     assert seen == [True, True, True, False, False, False]
 
 
-def test_held_through_a_frame_that_shows_nothing_at_the_smoothed_peak():
+def test_held_through_a_frame_under_the_threshold_with_its_mask_and_a_peak_on_it():
     hold = PresenceHold()
     for _ in range(3):
         hold.update([det('mug', 0.9, peak=(50, 40))], RULE)
-    d = det('mug', 0.05, peak=(10, 90))  # under even the lower threshold: masked away
-    assert not d.found
+    d = det('mug', 0.3, peak=(52, 44))  # under the threshold: one bad frame
     hold.update([d], RULE)
-    assert d.found and d.held and d.area == 0
-    assert (d.peak_x, d.peak_y) == (50, 40)  # not the frame's own peak
+    assert d.found and d.held and d.area > 0
+    assert (d.peak_x, d.peak_y) == (51, 42)  # the average, on this frame's mask
+    # Where the average falls off the frame's mask, the frame's own peak is taken instead.
+    d = det('mug', 0.9, peak=(62, 44))
+    d.mask[:] = False
+    d.mask[44, 60:70] = True
+    hold.update([d], RULE)
+    assert (d.peak_x, d.peak_y) == (62, 44) and d.mask[d.peak_y, d.peak_x]
+
+
+def test_a_query_held_absent_is_marked_absent():
+    hold = PresenceHold()
+    hold.update([det('mug', 0.1)], RULE)
+    d = det('mug', 0.55)  # over the threshold, but the average is not over the upper one
+    hold.update([d], RULE)
+    assert not d.found and d.held and d.area == 0 and d.peaks == [] and d.confidence == 0.55
 
 
 def test_peaks_are_smoothed_while_found_and_restart_on_a_jump():
@@ -101,4 +113,4 @@ def test_settings_make_the_rule_and_off_is_none():
     assert HoldSettings().rule(0.6) == HoldRule(0.6, 0.1, 3, 3)
     assert HoldSettings(hold=False).rule(0.6) is None
     assert judge_threshold(None, 0.6) == 0.6
-    assert judge_threshold(HoldRule(0.6, 0.1), 0.6) == pytest.approx(0.5)
+    assert judge_threshold(HoldRule(0.6, 0.1), 0.6) == 0.0

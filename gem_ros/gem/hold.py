@@ -13,11 +13,12 @@ its peak is smoothed the same way (restarted when it jumps by more than JUMP of 
 diagonal: another instance, not the same one moving); lost, its state starts afresh. New
 queries start afresh too: the state is per query, dropped when the query list changes.
 
-The model judges such frames with the lower threshold (`judge_threshold`), so a query held
-found keeps its mask and peaks on a frame under the threshold; one held absent is marked
-absent here. A query held found through a frame that shows nothing of it (its confidence
-under even the lower threshold) stays found at its smoothed peak, with that frame's empty
-mask. Detection.held says its found/absent is the held decision, not the frame's alone.
+The model judges such frames with no threshold (`judge_threshold`: every query comes with
+its mask and peaks), and the hold marks the ones it holds absent. A query held found through a
+frame under the threshold keeps that frame's mask, and its smoothed peak where that lies in
+the mask (else the frame's own peak, and the average restarts there): a peak is always on
+the mask it is published with. Detection.held says its found/absent is the held decision,
+not the frame's alone.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class HoldRule:
 
 
 def judge_threshold(rule: Optional[HoldRule], threshold: float) -> float:
-    """The threshold the model judges a frame with: the lower one when held."""
-    return threshold if rule is None else rule.lower
+    """The threshold the model judges a frame with: none (0) when held, as the hold
+    decides found itself and a query it holds needs the frame's mask."""
+    return threshold if rule is None else 0.0
 
 
 def ema(previous: Optional[Sequence[float]], new: Sequence[float], alpha: float) -> tuple:
@@ -110,16 +112,13 @@ class PresenceHold:
             if det.found:
                 det.mark_absent(det.confidence)
             return
-        if not det.found:
-            # Held through a frame under even the lower threshold: found, at the smoothed
-            # peak, with this frame's (empty) mask.
-            det.found = True
-            det.peak_x, det.peak_y = (int(round(v)) for v in s.peak)
-            return
         height, width = det.mask.shape[-2:]
-        if s.peak is not None and math.dist(s.peak, (det.peak_x, det.peak_y)) > JUMP * math.hypot(
-            height, width
-        ):
+        frame_peak = (det.peak_x, det.peak_y)
+        if s.peak is not None and math.dist(s.peak, frame_peak) > JUMP * math.hypot(height, width):
             s.peak = None  # another place: start the average afresh
-        s.peak = ema(s.peak, (det.peak_x, det.peak_y), rule.alpha)
-        det.peak_x, det.peak_y = (int(round(v)) for v in s.peak)
+        s.peak = ema(s.peak, frame_peak, rule.alpha)
+        x, y = (int(round(v)) for v in s.peak)
+        if det.area and not det.mask[y, x]:  # off this frame's mask: restart on its peak
+            s.peak = tuple(float(v) for v in frame_peak)
+            x, y = frame_peak
+        det.peak_x, det.peak_y = x, y
