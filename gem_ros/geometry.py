@@ -173,3 +173,37 @@ def apply_transform(
     c = np.cross(xyz, p)
     rotated = p + 2.0 * qw * c + 2.0 * np.cross(xyz, c)
     return tuple(float(a) for a in rotated + np.asarray(translation, dtype=np.float64))
+
+
+def invert_transform(
+    translation: tuple[float, float, float], rotation_xyzw: tuple[float, float, float, float]
+) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """The inverse of p -> R p + t: p -> R^T (p - t), as (translation, rotation xyzw)."""
+    x, y, z, w = rotation_xyzw
+    conjugate = (-x, -y, -z, w)
+    back = apply_transform(tuple(-c for c in translation), (0.0, 0.0, 0.0), conjugate)
+    return back, conjugate
+
+
+def point_visible(
+    point: tuple[float, float, float],
+    depth_m: np.ndarray,
+    K: np.ndarray,
+    margin: float,
+    window: int = 1,
+) -> bool:
+    """Whether a camera-frame point lies in the depth image's view with nothing in front of
+    it: it projects inside the image, in front of the camera, and the median valid reading
+    around its pixel is no nearer than its own depth less `margin`. No valid reading there
+    (a hole, out of range) is not evidence of anything: False. K belongs to depth_m's grid."""
+    x, y, z = point
+    if not (np.isfinite(point).all() and np.isfinite(K).all()) or z <= 0:
+        return False
+    h, w = depth_m.shape
+    u, v = K[0, 0] * x / z + K[0, 2], K[1, 1] * y / z + K[1, 2]
+    if not (0 <= u < w and 0 <= v < h):
+        return False
+    iu, iv = int(u), int(v)
+    patch = depth_m[max(iv - window, 0) : iv + window + 1, max(iu - window, 0) : iu + window + 1]
+    readings = patch[np.isfinite(patch) & (patch > 0)]
+    return readings.size > 0 and float(np.median(readings)) >= z - margin
