@@ -105,7 +105,7 @@ class Camera:
             )
         self._subscriptions = subs
         if self._use_depth:
-            self.depth = DepthInput(node, self._in)
+            self.depth = DepthInput(node, self._in, node.transforms)
 
     def stop(self) -> None:
         subs, self._subscriptions = self._subscriptions, []
@@ -128,11 +128,14 @@ class Camera:
         self.last_result_time = time.monotonic()
         depth = self.depth
         height, width = rgb.shape[:2]
-        points = (
-            depth.points_for(header, (width, height), detections, outputs.depth)
+        measured = (
+            depth.measure(header, (width, height), detections, outputs.depth)
             if depth is not None
             else None
         )
+        points = measured.fields if measured is not None else None
+        if measured is not None and self.node.memory is not None:
+            self.node.memory.observe(self.name, header, detections, measured)
         if points is not None and settings.hold is not None:
             self._smooth_points(detections, points, settings.hold.alpha)
         result = messages.gem_result(
@@ -149,7 +152,7 @@ class Camera:
             image = draw_heatmaps(as_host(rgb), detections, query, blend)
             self._publish(self.heatmap_image_pub, rgb_to_image_msg(image, header))
         if depth is not None:
-            markers = self.markers.build(result)
+            markers = self.markers.build(result, in_target_frame=bool(measured.target_frame))
             if markers.markers:
                 self._publish(self.markers_pub, markers)
         publish_overlay, overlay_rate = outputs.overlay

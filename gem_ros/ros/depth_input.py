@@ -3,23 +3,26 @@
     depth = DepthInput(node)           # when the use_depth parameter is true
     fields = depth.points_for(image_msg.header, (width, height), detections, settings)
     QueryResult(..., **fields[i])     # has_point, point, has_target_point, target_point
+    frame = depth.measure(...)        # the same, with the camera-frame points and the depth
 
 Depth and camera_info are synchronised with each other as they arrive; the pairs of the last
 HISTORY_S seconds are kept, and each colour frame takes the pair nearest its stamp, when
 that is within sync_slop (the colour frame comes from the node's own subscription, which
 keeps only the newest frame, so the lookup happens once the frame has been processed).
 Points are in the colour image's frame (header.frame_id): the depth must be aligned to it.
+With `target_frame` they are also given in that TF frame, through the node's Transforms
+(gem_ros/ros/transforms.py: at the frame's stamp, the wait bounded by tf_timeout).
 """
 
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -31,11 +34,7 @@ from gem_ros.geometry import (
     scale_intrinsics,
 )
 from gem_ros.ros.sync import message_filters, stamp_ns, subscribe_synchronised
-
-try:
-    import tf2_ros
-except ImportError:
-    tf2_ros = None
+from gem_ros.ros.transforms import TransformUnavailable
 
 HISTORY_S = 3.0  # how far back (stamps) depth is kept for frames still being processed
 HISTORY_MAX = 100  # pairs, whatever their stamps
@@ -80,9 +79,24 @@ def no_point() -> dict:
     return dict(has_point=False, point=Point(), has_target_point=False, target_point=PointStamped())
 
 
+@dataclass
+class FramePoints:
+    """One frame's 3D evidence: per detection QueryResult's point fields and its point in the
+    camera's frame (None: none), and the frame's depth (metres) and K of the depth grid, which
+    say what the camera could see (the memory's negative evidence); None without depth."""
+
+    fields: list
+    points: list = field(default_factory=list)
+    view: Optional[tuple] = None
+    # target_frame's transform at the frame's stamp (translation, xyzw), where looked up
+    target_frame: str = ''
+    transform: Optional[tuple] = None
+
+
 class DepthInput:
-    def __init__(self, node, prefix: str = ''):
-        """Depth and camera_info of one camera: `prefix`depth and `prefix`camera_info."""
+    def __init__(self, node, prefix: str = '', transforms=None):
+        """Depth and camera_info of one camera: `prefix`depth and `prefix`camera_info;
+        `transforms` (the node's Transforms) gives target points where target_frame is set."""
         self._node = node
         self._log = node.get_logger()
         self._slop = node.get_parameter('sync_slop').value
@@ -100,15 +114,12 @@ class DepthInput:
             self._on_pair,
         )
         self._target_frame = node.get_parameter('target_frame').value
-        self._tf_buffer = None
-        if self._target_frame and tf2_ros is None:
+        self._transforms = transforms if self._target_frame else None
+        if self._target_frame and transforms is None:  # the node refuses this; a host may not
             self._log.warning(
                 f'target_frame {self._target_frame!r} needs tf2_ros, which is not '
                 'importable: points are given in the camera frame only'
             )
-        elif self._target_frame:
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
         synchroniser = 'message_filters' if message_filters is not None else 'built-in'
         self._log.info(
             f'3D points from {self._topics} (sync_slop {self._slop} s, {synchroniser} synchroniser)'
@@ -156,9 +167,17 @@ class DepthInput:
     ) -> list[dict]:
         """Per detection, the QueryResult fields has_point, point, has_target_point,
         target_point, for the colour frame with this header and size (width, height)."""
+        return self.measure(header, colour_size, detections, settings).fields
+
+    def measure(
+        self, header, colour_size: tuple[int, int], detections, settings: 'DepthSettings'
+    ) -> FramePoints:
+        """points_for's fields, with each detection's camera-frame point and the frame's
+        depth view."""
+        none = FramePoints([no_point() for _ in detections], [None] * len(detections))
         pair = self._pair_for(header)
         if pair is None:
-            return [no_point() for _ in detections]
+            return none
         depth_msg, info = pair
         scale, window, min_depth, max_depth = (
             settings.depth_scale,
@@ -172,13 +191,14 @@ class DepthInput:
             )
         except ValueError as exc:
             self._warn('depth', f'bad depth image: {exc}; no 3D points')
-            return [no_point() for _ in detections]
+            return none
         K = self._intrinsics(info, depth_msg, colour_size)
-        transform = self._transform(header) if self._tf_buffer is not None else None
-        out = []
+        transform = self._transform(header) if self._transforms is not None else None
+        out = FramePoints([], [], (depth_m, K), self._target_frame, transform)
         for det in detections:
             if not det.found:  # nothing to point at
-                out.append(no_point())
+                out.fields.append(no_point())
+                out.points.append(None)
                 continue
             xyz, reason = peak_to_point(
                 depth_m,
@@ -196,16 +216,7 @@ class DepthInput:
             else:
                 fields.update(has_point=True, point=Point(x=xyz[0], y=xyz[1], z=xyz[2]))
             if xyz is not None and transform is not None:
-                x, y, z = apply_transform(
-                    xyz,
-                    (transform.translation.x, transform.translation.y, transform.translation.z),
-                    (
-                        transform.rotation.x,
-                        transform.rotation.y,
-                        transform.rotation.z,
-                        transform.rotation.w,
-                    ),
-                )
+                x, y, z = apply_transform(xyz, *transform)
                 fields.update(
                     has_target_point=True,
                     target_point=PointStamped(
@@ -213,7 +224,8 @@ class DepthInput:
                         point=Point(x=x, y=y, z=z),
                     ),
                 )
-            out.append(fields)
+            out.fields.append(fields)
+            out.points.append(xyz)
         return out
 
     def _intrinsics(self, info: CameraInfo, depth_msg: Image, colour_size) -> np.ndarray:
@@ -239,15 +251,9 @@ class DepthInput:
 
     def _transform(self, header):
         try:
-            return self._tf_buffer.lookup_transform(
-                self._target_frame, header.frame_id, Time.from_msg(header.stamp)
-            ).transform
-        except tf2_ros.TransformException as exc:
-            self._warn(
-                'tf',
-                f'no transform {header.frame_id!r} -> {self._target_frame!r}: '
-                f'{exc}; target points left out',
-            )
+            return self._transforms.lookup(self._target_frame, header.frame_id, header.stamp)
+        except TransformUnavailable as exc:
+            self._warn('tf', f'{exc}; target points left out')
             return None
 
     def _warn(self, kind: str, text: str) -> None:

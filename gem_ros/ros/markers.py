@@ -23,14 +23,20 @@ class QueryMarkers:
         self._ids: dict[str, int] = {}
         self._shown: dict[str, int] = {}  # query -> id of what rviz shows now
 
-    def build(self, result) -> MarkerArray:
+    def build(self, result, in_target_frame: bool = False) -> MarkerArray:
         """The markers of `result` (a GemResult: header, results with query, score,
-        has_point, point), in the header's frame and stamp."""
-        header = result.header
+        has_point, point), in the header's frame and stamp; with in_target_frame, those of
+        the target points, in their frame (a point without one is left out)."""
         markers, shown = [], {}
         colours = query_colours([r.query for r in result.results])  # the overlay's colours
         for index, r in enumerate(result.results):
-            if not r.has_point:
+            if in_target_frame:
+                if not r.has_target_point:
+                    continue
+                header, point = r.target_point.header, r.target_point.point
+            elif r.has_point:
+                header, point = result.header, r.point
+            else:
                 continue
             marker_id = self._ids.setdefault(r.query, len(self._ids))
             shown[r.query] = marker_id
@@ -44,12 +50,14 @@ class QueryMarkers:
                     id=marker_id,
                     type=Marker.SPHERE,
                     action=Marker.ADD,
-                    pose=_pose(r.point.x, r.point.y, r.point.z),
+                    pose=_pose(point.x, point.y, point.z),
                     scale=Vector3(x=d, y=d, z=d),
                     color=tint,
                 )
             )
-            # Above the sphere in the image: the optical frame's y points down.
+            # Above the sphere: in an optical frame y points down; in a robot frame
+            # (REP 103) z points up.
+            above = (0.0, 0.0, 1.5 * d) if in_target_frame else (0.0, -1.5 * d, 0.0)
             markers.append(
                 Marker(
                     header=header,
@@ -57,12 +65,13 @@ class QueryMarkers:
                     id=marker_id,
                     type=Marker.TEXT_VIEW_FACING,
                     action=Marker.ADD,
-                    pose=_pose(r.point.x, r.point.y - 1.5 * d, r.point.z),
+                    pose=_pose(point.x + above[0], point.y + above[1], point.z + above[2]),
                     scale=Vector3(z=d),
                     color=tint,
                     text=f'{r.query} ({r.score:.2f})',
                 )
             )
+        header = result.header  # rviz deletes by namespace and id, whatever the frame
         for query, marker_id in sorted(self._shown.items(), key=lambda item: item[1]):
             if query not in shown:
                 markers += [

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
@@ -36,11 +37,12 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 import gem_ros.gem as gem
 from gem_ros.deadline import Deadline
 from gem_ros.engine import Engine, RunSettings, error_kind
+from gem_ros.geometry import apply_transform
 from gem_ros.ros import diagnostics, messages, transports
 from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
@@ -53,6 +55,7 @@ from gem_ros.ros.compat import (
 from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe, spin_until_shutdown
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
+from gem_ros.ros.memory_input import MemorySettings, NodeMemory
 from gem_ros.ros.parameters import (
     FRAME_PARAMETERS,
     HOLD_PARAMETERS,
@@ -62,8 +65,9 @@ from gem_ros.ros.parameters import (
     check_value,
 )
 from gem_ros.ros.teardown import finish_middleware
+from gem_ros.ros.transforms import Transforms, TransformUnavailable, tf2_missing
 from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_input_budget
-from gem_ros.srv import Locate, SetQueries
+from gem_ros.srv import Locate, Recall, SetQueries
 from gem_ros.threads import ThrottledLog, cut
 
 IMAGE_QOS = {
@@ -174,6 +178,12 @@ class GemNode(CompatNode):
         self._read_settings()
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
         self._diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
+        # One TF buffer for every camera and the memory, where a frame is asked for (else
+        # made by the first ~/locate that asks for one).
+        self.transforms = None
+        if self.get_parameter('target_frame').value or self.get_parameter('memory_frame').value:
+            self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
+        self.memory = self._make_memory()
         # The camera streams, in the order named; one engine and one model serve them all.
         use_depth = self.get_parameter('use_depth').value
         self._cameras = {
@@ -215,6 +225,12 @@ class GemNode(CompatNode):
             answered(self._on_locate, self._log, '~/locate'),
             qos_profile=SERVICE_QOS,
             callback_group=ReentrantCallbackGroup(),
+        )
+        self.create_service(
+            Recall,
+            '~/recall',
+            answered(self._on_recall, self._log, '~/recall'),
+            qos_profile=SERVICE_QOS,
         )
         self.get_logger().info(f'active queries: {self._describe_queries()}')
         self._publish_active()
@@ -333,11 +349,41 @@ class GemNode(CompatNode):
 
     def _check_startup(self) -> None:
         values = self._values()
-        reason = check_input_budget(
-            values['input_size'], values['max_input_pixels']
-        ) or self._check_source(values)
+        reason = (
+            check_input_budget(values['input_size'], values['max_input_pixels'])
+            or self._check_source(values)
+            or self._check_frames(values)
+        )
         if reason:
             raise ValueError(reason)
+
+    @staticmethod
+    def _check_frames(values: dict):
+        """Why target_frame / memory_frame cannot work here (no tf2_ros, no depth), or None."""
+        asked = [name for name in ('target_frame', 'memory_frame') if values[name]]
+        if asked and tf2_missing():
+            return f"{' and '.join(asked)} need TF: {tf2_missing()}"
+        if values['memory_frame'] and not values['use_depth']:
+            return 'memory_frame remembers 3D points: it needs use_depth:=true'
+        return None
+
+    def _make_memory(self):
+        value = lambda name: self.get_parameter(name).value  # noqa: E731
+        if not value('memory_frame'):
+            return None
+        return NodeMemory(
+            self,
+            self.transforms,
+            MemorySettings(
+                frame=value('memory_frame'),
+                radius=value('memory_radius'),
+                ttl_s=value('memory_ttl_s'),
+                max_per_query=value('memory_max_places_per_query'),
+                max_places=value('memory_max_places'),
+                miss_frames=value('memory_miss_frames'),
+                file=value('memory_file'),
+            ),
+        )
 
     def _parameters_changed(self, params) -> None:
         names = {param.name for param in params}
@@ -545,6 +591,14 @@ class GemNode(CompatNode):
             )
             return response
         stream = request.camera.strip() or None
+        frame_id = request.frame.strip()
+        if frame_id and self.transforms is None:
+            missing = tf2_missing()
+            if missing:
+                response.message = f'cannot give the point in {cut(frame_id, 40)!r}: {missing}'
+                return response
+            # Listening from now on: TF's static transforms arrive while the frame is awaited.
+            self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
         if stream is not None and stream not in self._cameras:
             response.message = (
                 f'no camera {cut(stream, 40)!r}: this node has '
@@ -559,7 +613,7 @@ class GemNode(CompatNode):
                 answered.set_result(answer)
 
         def on_frame(frame, rgb, detection, settings) -> None:  # worker thread
-            answer = self._locate_answer(frame, rgb, detection, settings)
+            answer = self._locate_answer(frame, rgb, detection, settings, frame_id)
             self._call_on_executor(lambda: finish(answer))
 
         try:
@@ -592,8 +646,9 @@ class GemNode(CompatNode):
             return 'no images received on ' + ', '.join(c.image_topic for c in cameras)
         return f'the last image arrived {time.monotonic() - max(heard):.1f} s ago'
 
-    def _locate_answer(self, frame, rgb, det, settings):
-        """~/locate's response from one frame's detection (worker thread)."""
+    def _locate_answer(self, frame, rgb, det, settings, frame_id: str = ''):
+        """~/locate's response from one frame's detection (worker thread); its point in
+        `frame_id` where one is asked for."""
         msg, _, _, camera = frame
         header = msg.header
         response = Locate.Response(
@@ -612,6 +667,18 @@ class GemNode(CompatNode):
             (fields,) = depth.points_for(header, (width, height), [det], self._outputs.depth)
             response.has_point = fields['has_point']
             response.point.point = fields['point']
+        tf_failed = ''
+        if response.has_point and frame_id and frame_id != header.frame_id:
+            try:
+                pose = self.transforms.lookup(frame_id, header.frame_id, header.stamp)
+            except TransformUnavailable as exc:
+                response.has_point, tf_failed = False, f'; no point: {exc}'
+            else:
+                p = fields['point']
+                x, y, z = apply_transform((p.x, p.y, p.z), *pose)
+                # A header of its own: response.header stays the frame's.
+                response.point.header = Header(stamp=header.stamp, frame_id=frame_id)
+                response.point.point = Point(x=x, y=y, z=z)
         response.held = det.held
         if det.held:
             response.message = (
@@ -625,7 +692,17 @@ class GemNode(CompatNode):
                 else f'not found (confidence {det.confidence:.2f} < presence_threshold '
                 f'{settings.frame.presence_threshold:g})'
             )
+        response.message += tf_failed
         return response
+
+    # --- ~/recall -------------------------------------------------------------------------
+    def _on_recall(self, request, response):
+        if self.memory is None:
+            response.message = (
+                'no memory: set memory_frame (with use_depth) to remember where things were seen'
+            )
+            return response
+        return self.memory.recall(request, response)
 
     # --- frames ---------------------------------------------------------------------------
     def _offer(self, camera, msg, to_rgb) -> None:
@@ -776,6 +853,8 @@ class GemNode(CompatNode):
             f'stopping: finishing the {word} in flight ({what})' if frames else 'stopping: idle'
         )
         finished = self._engine.close(hurry)
+        if self.memory is not None:
+            self.memory.close()  # after the last frame: memory_file has every sighting
         if frames:
             done = self._engine.was_finished(frames)
             published = ' and published' if self.context.ok() else ''

@@ -241,7 +241,69 @@ DEPTH_PARAMETERS = (
     ParameterSpec(
         'target_frame',
         '',
-        'also give each point in this TF frame (target_point; needs tf2_ros); \'\' = none',
+        'also give each point in this TF frame (target_point, and the markers; needs '
+        "tf2_ros), at the frame's stamp; '' = none",
+        read_only=True,
+    ),
+    ParameterSpec(
+        'tf_timeout',
+        0.05,
+        "most seconds a frame's TF lookup waits for the transform at its stamp to arrive; "
+        'then its target point (and its sightings) are left out',
+        range=(0.0, 1.0),
+        read_only=True,
+    ),
+)
+# The memory of sightings (gem_ros.memory): where each query was seen, in memory_frame.
+MEMORY_PARAMETERS = (
+    ParameterSpec(
+        'memory_frame',
+        '',
+        'remember where each found query with a 3D point was seen, in this TF frame (map, '
+        "odom; needs use_depth and tf2_ros), answered by ~/recall; '' = no memory",
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_radius',
+        0.15,
+        'sightings of a query within this many metres of a place merge into it',
+        range=(0.01, 10.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_ttl_s',
+        3600.0,
+        'a place is forgotten this many seconds after it was last seen',
+        range=(1.0, 1e7),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_max_places_per_query',
+        16,
+        'most places remembered per query (a new one replaces the weakest)',
+        range=(1, 1000),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_max_places',
+        1024,
+        'most places remembered in all (a new one replaces the one seen longest ago)',
+        range=(1, 100000),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_miss_frames',
+        5,
+        'frames in a row a place is in view (depth reaches it) with its query absent '
+        'before it is forgotten',
+        range=(1, 1000),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'memory_file',
+        '',
+        "keep the memory across restarts in this JSON file (written atomically every few "
+        "seconds and at exit; read at start if its frame is memory_frame); '' = none",
         read_only=True,
     ),
 )
@@ -251,6 +313,7 @@ PARAMETERS = (
     + _from_settings(HoldSettings)
     + NODE_PARAMETERS
     + DEPTH_PARAMETERS
+    + MEMORY_PARAMETERS
 )
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 MODEL_PARAMETERS = tuple(f.name for f in fields(ModelSettings))

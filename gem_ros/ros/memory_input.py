@@ -1,0 +1,253 @@
+"""The node's memory of sightings (gem_ros.memory) in ROS: fed by every camera's frames,
+~/recall answered from it, ~/memory_markers drawn from it, memory_file kept.
+
+    memory = NodeMemory(node, transforms, MemorySettings(...))   # memory_frame set
+    memory.observe(camera.name, header, detections, frame_points)  # worker thread, per frame
+    memory.recall(request, response)                               # ~/recall, executor
+    memory.close()                                                 # saves memory_file
+
+Each frame's camera-frame points go to memory_frame through TF at the frame's stamp (one
+lookup, bounded by tf_timeout; the target_frame's transform is reused when the frames are the
+same). A frame whose transform is unavailable adds nothing, with a throttled warning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray, Vector3
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gem_ros.memory import MemoryFileError, SightingMemory, observe
+from gem_ros.overlay import query_colours
+from gem_ros.ros.transforms import TransformUnavailable
+from gem_ros.threads import cut
+
+MARKERS_PERIOD_S = 1.0  # ~/memory_markers (ages change) and expiry
+SAVE_PERIOD_S = 5.0  # memory_file written at most this often, when something changed
+MEMORY_NS = 'gem_memory'
+LABELS_NS = 'gem_memory_labels'
+MARKER_DIAMETER = 0.08
+LOG_PERIOD_S = 5.0
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    frame: str
+    radius: float
+    ttl_s: float
+    max_per_query: int
+    max_places: int
+    miss_frames: int
+    file: str
+
+
+def stamp_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class NodeMemory:
+    def __init__(self, node, transforms, settings: MemorySettings):
+        self._node = node
+        self._log = node._log  # the node's throttled log
+        self._transforms = transforms
+        self.frame = settings.frame
+        self.memory = SightingMemory(
+            settings.frame,
+            settings.radius,
+            settings.ttl_s,
+            settings.max_per_query,
+            settings.max_places,
+            settings.miss_frames,
+        )
+        self._file = Path(settings.file).expanduser() if settings.file else None
+        if self._file is not None:
+            self._load()
+        self._saved = self.memory.changes
+        self._last_save = time.monotonic()
+        self._shown: set = set()  # marker ids rviz shows now
+        self._markers_pub = node.create_publisher(MarkerArray, '~/memory_markers', 5)
+        self._timer = node.create_timer(MARKERS_PERIOD_S, self._tick)
+        node.get_logger().info(
+            f'memory of sightings in {self.frame!r}: radius {settings.radius} m, '
+            f'ttl {settings.ttl_s:g} s, at most {settings.max_per_query} places per query and '
+            f'{settings.max_places} in all' + (f', kept in {self._file}' if self._file else '')
+        )
+
+    def _load(self) -> None:
+        if not self._file.exists():
+            return
+        try:
+            count = self.memory.load(self._file)
+        except MemoryFileError as exc:
+            rejected = self._file.with_name(self._file.name + '.rejected')
+            self._file.replace(rejected)
+            self._node.get_logger().error(
+                f'memory_file not used: {exc}; moved to {rejected}, starting empty'
+            )
+            return
+        gone = self.memory.expire(self._now())
+        self._node.get_logger().info(
+            f'memory_file {self._file}: {count} places read'
+            + (f', {gone} of them expired' if gone else '')
+        )
+
+    def _now(self) -> float:
+        return self._node.get_clock().now().nanoseconds * 1e-9
+
+    # --- worker thread --------------------------------------------------------------------
+    def observe(self, camera: str, header, detections, frame_points) -> None:
+        """One frame's sightings (found queries with a point) and misses (absent queries
+        whose places were in view)."""
+        if not any(p is not None for p in frame_points.points) and frame_points.view is None:
+            return  # no depth for this frame: no evidence either way
+        reused = frame_points.transform if frame_points.target_frame == self.frame else None
+        try:
+            to_memory = reused or self._transforms.lookup(self.frame, header.frame_id, header.stamp)
+        except TransformUnavailable as exc:
+            self._log('warning', 'memory tf', f'{exc}; no sightings from this frame', LOG_PERIOD_S)
+            return
+        stamp = stamp_s(header.stamp)
+        lag = self._now() - stamp
+        if lag > self.memory.ttl_s:
+            self._log(
+                'warning',
+                'memory stamps',
+                f'frames are stamped {lag:.0f} s behind the node clock, over memory_ttl_s '
+                f'({self.memory.ttl_s:g} s): their sightings expire at once (use_sim_time?)',
+                LOG_PERIOD_S,
+            )
+        observe(
+            self.memory, camera, stamp, detections, frame_points.points, to_memory,
+            frame_points.view,
+        )  # fmt: skip
+
+    # --- executor thread ------------------------------------------------------------------
+    def recall(self, request, response):
+        """~/recall: where `query` was seen, best place first."""
+        query = request.query.strip()
+        now = self._now()
+        places = self.memory.places(query, now) if query else []
+        response.places = PoseArray(header=Header(frame_id=self.frame))
+        response.places.header.stamp = self._node.get_clock().now().to_msg()
+        if not places:
+            response.seen = False
+            response.message = (
+                'empty query'
+                if not query
+                else f'{cut(query, 40)!r} not seen (or forgotten: memory_ttl_s '
+                f'{self.memory.ttl_s:g} s, or missed where it was)'
+            )
+            return response
+        best = places[0]
+        response.seen = True
+        response.point = PointStamped(
+            header=Header(stamp=_time(best.last_seen), frame_id=self.frame),
+            point=Point(x=best.x, y=best.y, z=best.z),
+        )
+        response.age = float(max(now - best.last_seen, 0.0))
+        response.confidence = float(best.confidence)
+        response.sightings = best.sightings
+        for p in places:
+            response.places.poses.append(_pose(p.x, p.y, p.z))
+            response.place_ages.append(float(max(now - p.last_seen, 0.0)))
+            response.place_confidences.append(float(p.confidence))
+            response.place_sightings.append(p.sightings)
+            response.place_cameras.append(p.camera)
+        response.message = (
+            f'seen {response.age:.1f} s ago by camera {best.camera!r}'
+            if best.camera
+            else f'seen {response.age:.1f} s ago'
+        ) + f' ({best.sightings} sightings; {len(places)} place{"s" * (len(places) != 1)})'
+        return response
+
+    def _tick(self) -> None:
+        now = self._now()
+        self.memory.expire(now)
+        self._publish_markers(now)
+        if (
+            self._file is not None
+            and self.memory.changes != self._saved
+            and time.monotonic() - self._last_save >= SAVE_PERIOD_S
+        ):
+            self._save()
+
+    def _publish_markers(self, now: float) -> None:
+        places = sorted(self.memory.all_places(), key=lambda p: (p.query, p.first_seen))
+        if self._markers_pub.get_subscription_count() == 0:
+            return
+        header = Header(frame_id=self.frame, stamp=self._node.get_clock().now().to_msg())
+        colours = dict(zip(*_colour_table(places)))
+        markers, shown = [], set()
+        for index, p in enumerate(places):
+            red, green, blue = (c / 255.0 for c in colours[p.query])
+            tint = ColorRGBA(r=red, g=green, b=blue, a=0.8)
+            d = MARKER_DIAMETER
+            shown.add(index)
+            markers.append(
+                Marker(
+                    header=header, ns=MEMORY_NS, id=index, type=Marker.SPHERE,
+                    action=Marker.ADD, pose=_pose(p.x, p.y, p.z),
+                    scale=Vector3(x=d, y=d, z=d), color=tint,
+                )
+            )  # fmt: skip
+            markers.append(
+                Marker(
+                    header=header, ns=LABELS_NS, id=index, type=Marker.TEXT_VIEW_FACING,
+                    action=Marker.ADD, pose=_pose(p.x, p.y, p.z + 1.5 * d),
+                    scale=Vector3(z=d), color=tint, text=f'{p.query} ({_age(now - p.last_seen)})',
+                )
+            )  # fmt: skip
+        for index in sorted(self._shown - shown):
+            markers += [
+                Marker(header=header, ns=ns, id=index, action=Marker.DELETE)
+                for ns in (MEMORY_NS, LABELS_NS)
+            ]
+        self._shown = shown
+        if markers:
+            self._markers_pub.publish(MarkerArray(markers=markers))
+
+    def _save(self) -> None:
+        changes = self.memory.changes
+        try:
+            self.memory.save(self._file)
+        except OSError as exc:
+            self._log('error', 'memory save', f'memory_file {self._file}: {exc}', LOG_PERIOD_S)
+            return
+        self._saved, self._last_save = changes, time.monotonic()
+
+    def close(self) -> None:
+        """Write memory_file a last time (the node is stopping)."""
+        if self._file is not None and self.memory.changes != self._saved:
+            self._save()
+
+
+def _colour_table(places):
+    queries = sorted({p.query for p in places})
+    return queries, query_colours(queries)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    if seconds < 7200:
+        return f'{seconds / 60:.0f} min'
+    return f'{seconds / 3600:.1f} h'
+
+
+def _time(seconds: float):
+    from builtin_interfaces.msg import Time
+
+    whole = math.floor(seconds)
+    return Time(sec=int(whole), nanosec=min(int((seconds - whole) * 1e9), 999_999_999))
+
+
+def _pose(x: float, y: float, z: float) -> Pose:
+    pose = Pose(position=Point(x=x, y=y, z=z))
+    pose.orientation.w = 1.0
+    return pose
