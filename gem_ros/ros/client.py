@@ -1,9 +1,11 @@
-"""`gem-ros queries` and `gem-ros where`: talk to a running gem_node from a shell, for the
-venv route that has no `ros2` CLI (and for scripts that prefer one line).
+"""`gem-ros queries`, `gem-ros where` and `gem-ros recall`: talk to a running gem_node from a
+shell, for the venv route that has no `ros2` CLI (and for scripts that prefer one line).
 
     gem-ros queries "red mug; person"        # ~/set_queries (an empty string clears them)
     gem-ros queries "mug handle" --camera wrist   # one camera's own queries
     gem-ros where "red mug" --timeout 2      # ~/locate, prints the answer as JSON
+    gem-ros where "red mug" --frame base_link     # its point in base_link (through TF)
+    gem-ros recall "red mug"                 # ~/recall: where it was seen (memory_frame)
 
 The same in rclpy, for your own code: see `call`.
 """
@@ -36,8 +38,18 @@ def add_arguments(sub) -> None:
         default=5.0,
         help="seconds the node waits for a frame (default: %(default)s)",
     )
-    for p in (q, w):
+    w.add_argument(
+        "--frame",
+        default="",
+        help="the TF frame of the 3D point, e.g. base_link (default: the camera's)",
+    )
+    r = sub.add_parser(
+        "recall", help="ask a running gem_node where a thing was seen (~/recall, memory_frame)"
+    )
+    r.add_argument("query", help="what was seen, e.g. 'red mug'")
+    for p in (q, w, r):
         p.add_argument("--node", default="/gem", help="the node's name (default: %(default)s)")
+    for p in (q, w):
         p.add_argument(
             "--camera",
             default="",
@@ -50,8 +62,15 @@ def add_arguments(sub) -> None:
             default=10.0,
             help="seconds to wait for the node's service (default: %(default)s)",
         )
+    r.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the node's service (default: %(default)s)",
+    )
     q.set_defaults(func=run_queries)
     w.set_defaults(func=run_where)
+    r.set_defaults(func=run_recall)
 
 
 def call(service_type, name: str, request, wait: float, answer_within: float, report, tool: str):
@@ -113,13 +132,16 @@ def run_where(args: argparse.Namespace) -> int:
             "frame_id": r.header.frame_id,
             "stamp": r.header.stamp.sec + r.header.stamp.nanosec * 1e-9,
             "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.has_point else None,
+            "point_frame_id": r.point.header.frame_id if r.has_point else None,
             "message": r.message,
             "camera": r.camera,
         }
         print(json.dumps(answer))
         return 0
 
-    request = Locate.Request(query=args.query, timeout=args.timeout, camera=args.camera)
+    request = Locate.Request(
+        query=args.query, timeout=args.timeout, camera=args.camera, frame=args.frame
+    )
     return call(
         Locate,
         f"{args.node}/locate",
@@ -129,3 +151,41 @@ def run_where(args: argparse.Namespace) -> int:
         report,
         "gem-ros where",
     )
+
+
+def run_recall(args: argparse.Namespace) -> int:
+    from gem_ros.srv import Recall
+
+    def report(r) -> int:
+        places = [
+            {
+                "point": [pose.position.x, pose.position.y, pose.position.z],
+                "age": round(age, 3),
+                "confidence": round(confidence, 4),
+                "sightings": sightings,
+                "camera": camera,
+            }
+            for pose, age, confidence, sightings, camera in zip(
+                r.places.poses,
+                r.place_ages,
+                r.place_confidences,
+                r.place_sightings,
+                r.place_cameras,
+            )
+        ]
+        answer = {
+            "query": args.query,
+            "seen": r.seen,
+            "frame_id": r.point.header.frame_id if r.seen else r.places.header.frame_id,
+            "point": [r.point.point.x, r.point.point.y, r.point.point.z] if r.seen else None,
+            "age": round(r.age, 3) if r.seen else None,
+            "confidence": round(r.confidence, 4) if r.seen else None,
+            "sightings": r.sightings,
+            "places": places,
+            "message": r.message,
+        }
+        print(json.dumps(answer))
+        return 0
+
+    request = Recall.Request(query=args.query)
+    return call(Recall, f"{args.node}/recall", request, args.wait, 10.0, report, "gem-ros recall")
