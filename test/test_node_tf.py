@@ -353,3 +353,76 @@ def test_target_and_memory_frames_without_tf2_are_refused_with_the_reason(tmp_pa
     assert process.proc.returncode == 2, log[-2000:]
     assert 'target_frame and memory_frame need TF: tf2_ros is not importable' in log, log
     assert 'ros-tf2/install.sh' in log
+
+
+@needs_tf2
+def test_every_camera_feeds_the_one_memory(client, tmp_path):
+    """Two cameras of one node, at two places in the map, each seeing its red box: one memory
+    with two places of red, each saying which camera saw it."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from gem_ros.msg import GemResult
+
+    LEFT_AT = (-1.0, 0.0, 0.5)
+    origins = {'front': (STATIC, STATIC_AT), 'left': ('left_optical', LEFT_AT)}
+    # One latched message holds every static transform a later subscriber gets: both.
+    forever = Header().stamp
+    client.static_tf.sendTransform(
+        [transform(STATIC, forever, STATIC_AT), transform('left_optical', forever, LEFT_AT)]
+    )
+    node = client.node
+    pubs = {
+        name: (
+            node.create_publisher(Image, f'{name}/image', 10),
+            node.create_publisher(Image, f'{name}/depth', 5),
+            node.create_publisher(CameraInfo, f'{name}/camera_info', 5),
+        )
+        for name in origins
+    }
+    results = {name: [] for name in origins}
+    for name in origins:
+        node.create_subscription(
+            GemResult, f'/gem_cams/{name}/results', client._keep(results[name]), 50
+        )
+    recall_cams = node.create_client(Recall, '/gem_cams/recall')
+    process = NodeProcess(
+        tmp_path / 'cams.log',
+        *node_args(tmp_path / 'cams.json'),
+        'cameras:=[front, left]',
+        remaps=('__node:=gem_cams',),
+    )
+    try:
+        process.wait_for_log('loaded model')
+        deadline = time.monotonic() + 30
+        while not all(p.get_subscription_count() for ps in pubs.values() for p in ps):
+            assert time.monotonic() < deadline, 'camera topics not discovered'
+            time.sleep(0.05)
+        depth, box = wall_and_box()
+        rgb = np.full((HEIGHT, WIDTH, 3), 170, np.uint8)
+        rgb[box] = (200, 30, 30)
+        for name, (frame_id, _) in origins.items():
+            image_pub, depth_pub, info_pub = pubs[name]
+            for _ in range(5):  # best effort: until a frame of this camera got its points
+                header = stamped(next(_seconds), frame_id)
+                depth_pub.publish(depth_msg(depth, '32FC1', header))
+                info_pub.publish(camera_info_msg(header))
+                frame = image_msg(rgb, 'rgb8', frame_id=frame_id)
+                frame.header = header
+                image_pub.publish(frame)
+                got = client.wait_for(
+                    lambda kept=results[name], header=header: next(
+                        (r for r in kept if r.header == header), None
+                    ),
+                    f'a result of camera {name}',
+                )
+                if all(r.has_target_point for r in got.results):
+                    break
+            assert all(r.has_target_point for r in got.results), process.log()[-2000:]
+        assert recall_cams.wait_for_service(timeout_sec=10)
+        answer = client.call(recall_cams, Recall.Request(query='red'))
+        assert answer.seen, answer.message
+        assert sorted(answer.place_cameras) == ['front', 'left'], answer
+        places = [point(pose.position) for pose in answer.places.poses]
+        assert np.linalg.norm(places[0] - places[1]) > 1.0  # two places, 2 m apart
+    finally:
+        process.stop()
