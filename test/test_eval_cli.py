@@ -332,3 +332,12 @@ def test_predictor_scores_more_queries_than_the_model_takes_at_once(refine):
     np.testing.assert_allclose(
         maps[35:], predictor.scores(image, queries[35:], (48, 80)), atol=1e-5
     )
+
+
+def test_authors_protocol_with_method_all_leaves_clip_out(capsys):
+    from gem_ros.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "scenes", "--method", "all", "--protocol", "authors"])
+    methods = [s.method for _, s in settings(args)]
+    assert methods == ["gem", "naclip", "sclip", "clearclip", "scclip"]
+    assert "clip has none" in capsys.readouterr().err

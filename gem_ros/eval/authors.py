@@ -68,6 +68,7 @@ class AuthorsSettings:
             slide=self.slide,
             slide_stride=self.slide_stride,
             refine="pamr" if self.pamr_steps else "none",
+            # Unused where refine is none; the setting's range starts at 1.
             pamr_steps=self.pamr_steps or 10,
             pamr_dilations=self.pamr_dilations,
         )
@@ -80,7 +81,9 @@ class AuthorsSettings:
             parts.append(f"pamr {self.pamr_steps}")
         parts.append("scale CLIP's" if self.logit_scale is None else f"scale {self.logit_scale:g}")
         if self.background_queries is not None:
-            parts.append(f"{len(self.background_queries)} bg words, prob {self.prob_threshold:g}")
+            words = self.background_queries
+            named = f"{len(words)} bg words" if len(words) > 1 else f"bg word {words[0]!r}"
+            parts.append(f"{named}, prob {self.prob_threshold:g}")
         elif self.prob_threshold:
             parts.append(f"bg softmax < {self.prob_threshold:g}")
         if self.area_threshold is not None:

@@ -257,7 +257,7 @@ def settings(args) -> list[tuple[str, ModelSettings]]:
     out = []
     gem_only = dict(gem_depth=ModelSettings.gem_depth, ss_attn_iter=ModelSettings.ss_attn_iter)
     methods = METHODS if "all" in args.method else dict.fromkeys(args.method)
-    if args.protocol == "authors" and "all" in args.method:
+    if getattr(args, "protocol", None) == "authors" and "all" in args.method:
         methods = [m for m in methods if m in authors.SOURCES]
         print(
             "gem-ros eval: --protocol authors: 'all' runs the methods with published "
