@@ -40,7 +40,7 @@ SIZE = 224
 
 def sequence(rng: np.random.Generator, frames: int):
     """Frames (RGB uint8) and, per colour, whether it is in each frame."""
-    background = _background(rng, SIZE)
+    background = _background(rng, SIZE, SIZE)
     colours = list(COLOURS)
     present = rng.choice(len(colours), 3, replace=False)
     movers = []

@@ -2,10 +2,12 @@
 process, and the process's peak RSS.
 
     .venv/bin/python benchmarks/refine_cost.py [--sizes 1280x720 1920x1080] [--queries 5]
-        [--model tiny|vit] [--runs 3]
+        [--model tiny|vit|scene] [--runs 3] [--threads 2] [--input-size 448]
+        [--slide-input-size 336]
 
 `locate` on a random frame with `presence_rule` off: plain (one forward), `slide 224`,
-`refine pamr`, and both; median of --runs after a warm-up, torch on 2 threads.
+`refine pamr`, and both; median of --runs after a warm-up, torch on --threads threads.
+--slide-input-size feeds the slide rows at another short side (the successors' 336).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ sys.path.insert(0, str(REPO))
 MODELS = {
     'tiny': tuple(str(REPO / 'test' / 'fixtures' / f'gem-tiny-test.{e}') for e in ('json', 'pt')),
     'vit': ('ViT-B-16', 'none'),
+    'scene': tuple(
+        str(REPO / 'gem_ros' / 'eval' / 'weights' / f'scene-clip-s16.{e}') for e in ('json', 'pt')
+    ),
 }
 QUERIES = ['cat', 'dog', 'cup', 'table', 'sky', 'chair', 'person', 'bottle']
 
@@ -37,22 +42,27 @@ def main() -> None:
     ap.add_argument('--model', default='tiny', choices=list(MODELS))
     ap.add_argument('--method', default='sclip')
     ap.add_argument('--runs', type=int, default=3)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--input-size', type=int, default=448)
+    ap.add_argument('--slide-input-size', type=int, default=None)
     args = ap.parse_args()
     import torch
 
     import gem_ros.gem as gem
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = gem.load_model(*MODELS[args.model], method=args.method, device='cpu')
     queries = QUERIES[: args.queries]
+    slide = dict(slide=224, input_size=args.slide_input_size or args.input_size)
     settings = {
         'plain': {},
-        'slide 224': dict(slide=224),
+        'slide 224': slide,
         'refine pamr': dict(pamr_steps=10),
-        'slide + pamr': dict(slide=224, pamr_steps=10),
+        'slide + pamr': dict(slide, pamr_steps=10),
     }
-    print(f'CPU: {platform.machine()} {platform.processor() or ""}, torch 2 threads; '
-          f'{args.model} {args.method}, {len(queries)} queries, median of {args.runs}')  # fmt: skip
+    print(f'CPU: {platform.machine()} {platform.processor() or ""}, torch {args.threads} threads; '
+          f'{args.model} {args.method}, {len(queries)} queries, input {args.input_size} '
+          f'(slide rows {slide["input_size"]}), median of {args.runs}')  # fmt: skip
     print('| frame | ' + ' | '.join(settings) + ' |')
     print('|---|' + '---|' * len(settings))
     for size in args.sizes:
@@ -60,6 +70,7 @@ def main() -> None:
         image = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
         times = {}
         for name, extra in settings.items():
+            extra = {'input_size': args.input_size, **extra}
             model.locate(image, queries, presence_rule='off', **extra)  # warm
             runs = []
             for _ in range(args.runs):

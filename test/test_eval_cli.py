@@ -248,3 +248,96 @@ def test_presence_protocol_on_a_directory(tmp_path, capsys):
     assert main(argv + ["--input-size", "224", "--no-progress", "--threads", "1"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert row.startswith("| clip |") and "| 4 |" in row
+
+
+def test_authors_protocol_runs_each_method_with_its_published_settings(tmp_path, capsys):
+    common = ["scenes", "--vocab", "colour", "--count", "3", "--size", "64", "--seed", "9"]
+    common += ["--threads", "1", "--no-progress"]
+    authors_json, default_json = tmp_path / "authors.json", tmp_path / "default.json"
+    argv = ["--method", "gem", "sclip", "naclip", "--protocol", "authors"]
+    assert main(common + argv + ["--json", str(authors_json)]) == 0
+    table = capsys.readouterr().out
+    assert "| inference |" in table
+    assert "input 336, slide 224/112, scale 65, 26 bg words, prob 0.1, area 0.1 |" in table
+    rows = {r["method"]: r for r in json.loads(authors_json.read_text())["results"]}
+    gem_, sclip, naclip = (rows[m]["inference"] for m in ("gem", "sclip", "naclip"))
+    assert (gem_["input_size"], gem_["slide"], gem_["logit_scale"]) == (448, 0, None)
+    assert (gem_["background_queries"], gem_["prob_threshold"]) == (None, 0.8)
+    assert (sclip["input_size"], sclip["slide"], sclip["slide_stride"]) == (336, 224, 112)
+    assert (sclip["logit_scale"], sclip["prob_threshold"], sclip["area_threshold"]) == (
+        65.0,
+        0.1,
+        0.1,
+    )
+    assert sclip["background_queries"][:2] == ["sky", "wall"] and sclip["pamr_steps"] == 0
+    assert naclip["pamr_steps"] == 10 and naclip["area_threshold"] is None
+    assert "wangf3014/SCLIP" in sclip["source"] and "sinahmr/NACLIP" in naclip["source"]
+    # GEM's published inference is this project's default segmentation; SCLIP's is not.
+    argv = ["--method", "gem", "sclip", "--protocol", "segmentation"]
+    assert main(common + argv + ["--json", str(default_json)]) == 0
+    plain = {r["method"]: r["metrics"] for r in json.loads(default_json.read_text())["results"]}
+    assert "inference" not in json.loads(default_json.read_text())["results"][0]
+    for key in ("mIoU", "pixel_accuracy", "per_class_IoU"):
+        assert rows["gem"]["metrics"][key] == pytest.approx(plain["gem"][key])
+    assert rows["sclip"]["metrics"]["per_class_IoU"] != pytest.approx(
+        plain["sclip"]["per_class_IoU"]
+    )
+
+
+def test_authors_protocol_refuses_clip_and_names_the_flags_it_replaces(capsys):
+    common = ["scenes", "--vocab", "colour", "--count", "1", "--size", "64"]
+    common += ["--threads", "1", "--no-progress", "--protocol", "authors"]
+    assert main(common + ["--method", "clip", "gem"]) == 2
+    err = capsys.readouterr().err
+    assert "method 'clip' has no authors' settings" in err and "--protocol segmentation" in err
+    assert main(common + ["--method", "sclip", "--input-size", "224", "--slide", "112"]) == 0
+    err = capsys.readouterr().err
+    assert "sclip runs with its authors' input_size 336, not --input-size 224" in err
+    assert "sclip runs with its authors' slide 224, not --slide 112" in err
+    with pytest.raises(SystemExit):
+        main(["openimages", "--points", "p", "--classes", "c", "--images", "i"] + common[-2:])
+
+
+def test_scenes_take_a_width_and_height(tmp_path, capsys):
+    out = tmp_path / "wide"
+    assert main(["write-scenes", str(out), "--count", "2", "--size", "96x64"]) == 0
+    from PIL import Image
+
+    for name in ("images/scene00000.png", "labels/scene00001.png"):
+        assert Image.open(out / name).size == (96, 64)
+    for bad in ("96x8", "96x", "x64", "0"):
+        with pytest.raises(SystemExit):
+            main(["write-scenes", str(out), "--size", bad])
+        assert "--size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("refine", ["none", "pamr"])
+def test_predictor_scores_more_queries_than_the_model_takes_at_once(refine):
+    """Context59's 59 classes, or background words and classes: asked in groups, each
+    query's map the same as asked alone."""
+    import numpy as np
+
+    import gem_ros.gem as gem
+    from gem_ros.eval.runner import GemPredictor
+    from gem_ros.settings import FrameSettings
+
+    model = gem.load_model(
+        str(FIXTURES / "gem-tiny-test.json"), str(FIXTURES / "gem-tiny-test.pt"), device="cpu"
+    )
+    predictor = GemPredictor(model, FrameSettings(input_size=64, refine=refine, pamr_steps=2))
+    image = np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)
+    queries = [f"thing {i}" for i in range(40)]
+    maps = predictor.scores(image, queries, (48, 80))
+    assert maps.shape == (40, 48, 80)
+    np.testing.assert_allclose(
+        maps[35:], predictor.scores(image, queries[35:], (48, 80)), atol=1e-5
+    )
+
+
+def test_authors_protocol_with_method_all_leaves_clip_out(capsys):
+    from gem_ros.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "scenes", "--method", "all", "--protocol", "authors"])
+    methods = [s.method for _, s in settings(args)]
+    assert methods == ["gem", "naclip", "sclip", "clearclip", "scclip"]
+    assert "clip has none" in capsys.readouterr().err

@@ -237,3 +237,62 @@ def test_directory_errors_name_the_missing_piece(tmp_path):
         datasets.directory(tmp_path)
     with pytest.raises(datasets.DatasetError, match="JPEGImages"):
         datasets.voc(tmp_path)
+
+
+def _area_scores() -> np.ndarray:
+    """Scores over 10x10 of [background word, cat, dog]: cat wins 50 pixels (the top half),
+    dog 8 (the first 8 pixels of row 5), the background word the rest (42)."""
+    scores = np.zeros((3, 10, 10), np.float32)
+    scores[0] = 0.5
+    scores[1, :5] = 1.0
+    scores[2, 5, :8] = 1.0
+    return scores
+
+
+def test_area_threshold_is_a_share_of_the_foreground_area_not_of_the_image():
+    # SCLIP's postprocess_result: dog's 8 pixels are 8% of the image but 13.8% of the
+    # foreground (58 pixels), so area_thd 0.1 keeps it; at 0.15 it is dropped and its pixels
+    # go to the next best class, the background word (cat scores 0 on row 5).
+    scores = _area_scores()
+    kept = protocols.background_queries_labels(scores, 10.0, 1, 0.0, area_threshold=0.1)
+    assert (kept[5, :8] == 2).all() and (kept[:5] == 1).all() and (kept[6:] == 0).all()
+    dropped = protocols.background_queries_labels(scores, 10.0, 1, 0.0, area_threshold=0.15)
+    assert (dropped[5, :8] == 0).all() and (dropped[:5] == 1).all()
+    # Without an area threshold nothing is dropped.
+    plain = protocols.background_queries_labels(scores, 10.0, 1, 0.0)
+    np.testing.assert_array_equal(plain, kept)
+
+
+def test_prob_threshold_sends_unsure_pixels_to_background_and_words_take_their_best():
+    scores = _area_scores()
+    # Two background words: background's probability is the better one's.
+    two = np.concatenate([scores[:1] - 1.0, scores])
+    np.testing.assert_array_equal(
+        protocols.background_queries_labels(two, 10.0, 2, 0.0),
+        protocols.background_queries_labels(scores, 10.0, 1, 0.0),
+    )
+    # At logit scale 1 no class is sure: softmax of (1, 0.5, 0) is at most 0.5 < 0.6.
+    unsure = protocols.background_queries_labels(scores, 1.0, 1, 0.6)
+    assert (unsure == 0).all()
+    sure = protocols.background_queries_labels(scores, 1.0, 1, 0.4)
+    assert (sure[:5] == 1).all()
+
+
+def test_segmentation_with_background_words_asks_them_first_and_uses_its_scale(tmp_path):
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 0, 0]], np.uint8)
+    sample = datasets.Sample("s", encode(labels), labels.astype(np.int64))
+    names = ["background", "cat", "dog"]
+    # The predictor's own scale (1) leaves every pixel unsure at prob_thd 0.6 (softmax of
+    # (1, 0, 0) is 0.58); the protocol's 20 makes the oracle sure.
+    predictor = CodePredictor({"sky": 0, "cat": 1, "dog": 2, "background": 0}, logit_scale=1.0)
+    seg = protocols.Segmentation(
+        names, True, 0.6, logit_scale=20.0, background_queries=["sky", "cat"], area_threshold=0.1
+    )
+    seg.update(sample, predictor)
+    assert predictor.asked == [["sky", "cat", "dog"]]  # 'cat' is a class, not background
+    assert seg.summary()["mIoU"] == pytest.approx(1.0)
+    unscaled = protocols.Segmentation(names, True, 0.6, background_queries=["sky"])
+    unscaled.update(sample, predictor)
+    assert unscaled.summary()["mIoU"] < 1.0
+    with pytest.raises(ValueError, match="background class"):
+        protocols.Segmentation(["cat", "dog"], False, background_queries=["sky"])

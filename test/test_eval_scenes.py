@@ -73,3 +73,27 @@ def test_generated_dataset_labels_follow_the_vocabulary():
             assert (sample.labels == 0).sum() == (
                 ~np.logical_or.reduce([o.mask for o in scene.objects])
             ).sum()
+
+
+def test_square_scenes_are_the_same_given_as_a_side_or_a_pair():
+    for a, b in zip(scenes.generate_scenes(1000, 3, 96), scenes.generate_scenes(1000, 3, (96, 96))):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert [o.name for o in a.objects] == [o.name for o in b.objects]
+
+
+def test_wide_scenes_keep_their_objects_inside_and_size_them_by_the_shorter_side():
+    rng = np.random.default_rng(2)
+    centres = []
+    for _ in range(10):
+        scene = scenes.generate_scene(rng, (240, 96), min_objects=3, max_objects=3)
+        centres += [np.nonzero(o.mask)[1].mean() for o in scene.objects]
+        assert scene.image.shape == (96, 240, 3)
+        for obj in scene.objects:
+            assert obj.mask.shape == (96, 240)
+            ys, xs = np.nonzero(obj.mask)
+            assert ys.min() > 0 and xs.min() > 0 and ys.max() < 95 and xs.max() < 239
+            # Radius at most 0.2 x 96: no object spans more than the short side.
+            assert xs.max() - xs.min() < 96 and ys.max() - ys.min() < 96
+    assert max(centres) > 144  # objects are placed across the whole width
+    with pytest.raises(ValueError, match="16x16"):
+        scenes.generate_scene(rng, (240, 8))

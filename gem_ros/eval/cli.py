@@ -9,6 +9,8 @@
     gem-ros eval scenes --method all                          # every method, one row each
     gem-ros eval scenes --vocab colour --protocol presence    # is each class there at all?
     gem-ros eval scenes --protocol presence --objects 0 3 --radii 0.04 0.08  # empty, small
+    gem-ros eval scenes --method gem sclip naclip --protocol authors  # each its published settings
+    gem-ros eval scenes --size 960x540 --count 100            # wide scenes
     gem-ros eval write-scenes out/scenes --count 300          # the same scenes as a directory
 
 Each run evaluates every combination of --method, --gem-depth and --ss-attn-iter given, prints
@@ -18,12 +20,13 @@ a table and, with --json, writes all figures (per class too).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
 
 from ..settings import METHODS, FrameSettings, ModelSettings, add_arguments, from_arguments
-from . import datasets, protocols
+from . import authors, datasets, protocols
 from .runner import GemPredictor, evaluate, format_table, write_json
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -61,12 +64,15 @@ def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     if kind == "openimages":
         choices, text = ("points",), "points: OpenImages V7 point IoU"
     else:
-        choices = ("segmentation", "localisation", "presence")
+        choices = ("segmentation", "localisation", "presence", "authors")
         text = (
             "segmentation: mIoU of label maps; localisation: per present class, pointing "
             "accuracy and IoU of the thresholded heatmap; presence: every class asked in "
             "every image, AUROC of the presence confidence, precision/recall/F1 of found, "
-            "pointing on the present ones"
+            "pointing on the present ones; authors: segmentation with each method's "
+            "published inference settings (input size, sliding windows, PAMR, logit scale, "
+            "background words and thresholds: gem_ros/eval/authors.py), which replace the "
+            "frame flags and --background-threshold for every row"
         )
     g.add_argument(
         "--protocol",
@@ -148,7 +154,14 @@ def _scene_arguments(parser: argparse.ArgumentParser) -> None:
         help="scene seed (default: 1000; training used other streams)",
     )
     parser.add_argument("--count", type=int, default=300, help="number of scenes")
-    parser.add_argument("--size", type=int, default=224, help="scene side in pixels")
+    parser.add_argument(
+        "--size",
+        type=_scene_size,
+        default=224,
+        metavar="N|WxH",
+        help="scene side in pixels, or WIDTHxHEIGHT for a non-square scene such as 960x540 "
+        "(object sizes scale with the shorter side) (default: %(default)s)",
+    )
     parser.add_argument(
         "--objects",
         type=int,
@@ -172,6 +185,17 @@ def _scene_arguments(parser: argparse.ArgumentParser) -> None:
         default="colour-shape",
         help="class names: '<colour> <shape>' or the colour alone",
     )
+
+
+def _scene_size(text: str):
+    """'224' -> 224 (the square scenes, as before); '960x540' -> (960, 540)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or WIDTHxHEIGHT, e.g. 960x540, got {text!r}")
+    values = [int(p) for p in parts]
+    if not all(16 <= v <= 4096 for v in values):
+        raise argparse.ArgumentTypeError(f"scene sides must be 16 to 4096 pixels, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _dataset(args):
@@ -203,7 +227,16 @@ def _scenes(args, count: int):
     )
 
 
-def _protocol(args, dataset):
+def _protocol(args, dataset, published=None):
+    if published is not None:
+        return protocols.Segmentation(
+            dataset.class_names,
+            dataset.background,
+            published.prob_threshold,
+            logit_scale=published.logit_scale,
+            background_queries=published.background_queries,
+            area_threshold=published.area_threshold,
+        )
     if args.protocol == "points":
         return protocols.PointLabels(args.mask_threshold)
     if args.protocol == "presence":
@@ -224,6 +257,13 @@ def settings(args) -> list[tuple[str, ModelSettings]]:
     out = []
     gem_only = dict(gem_depth=ModelSettings.gem_depth, ss_attn_iter=ModelSettings.ss_attn_iter)
     methods = METHODS if "all" in args.method else dict.fromkeys(args.method)
+    if getattr(args, "protocol", None) == "authors" and "all" in args.method:
+        methods = [m for m in methods if m in authors.SOURCES]
+        print(
+            "gem-ros eval: --protocol authors: 'all' runs the methods with published "
+            f"settings ({', '.join(methods)}); clip has none",
+            file=sys.stderr,
+        )
     for method in methods:
         if method != "gem":
             name = f"naclip std {args.naclip_std:g}" if method == "naclip" else method
@@ -274,10 +314,26 @@ def _evaluate_all(args: argparse.Namespace) -> int:
         return 2
     rows = []
     frame = from_arguments(FrameSettings, args)
-    for name, model_settings in settings(args):
+    runs = settings(args)
+    published = {}
+    if args.protocol == "authors":
+        try:
+            published = {
+                m.method: authors.settings_for(m.method, dataset.background) for _, m in runs
+            }
+        except authors.NoAuthorsSettings as exc:
+            print(f"gem-ros eval: --protocol authors: {exc}", file=sys.stderr)
+            return 2
+        for own in published.values():
+            _say_overridden(args, own)
+    for name, model_settings in runs:
+        own = published.get(model_settings.method)
+        row_frame = frame if own is None else dataclasses.replace(frame, **own.frame_overrides())
         try:
             model = gem.load_model(
-                model_settings, input_size=frame.input_size, max_input_pixels=frame.max_input_pixels
+                model_settings,
+                input_size=row_frame.input_size,
+                max_input_pixels=row_frame.max_input_pixels,
             )
         except gem.ModelLoadError as exc:
             print(f"gem-ros eval: {exc.told('--pretrained /path/to/file.bin')}", file=sys.stderr)
@@ -285,9 +341,9 @@ def _evaluate_all(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"gem-ros eval: {exc}", file=sys.stderr)
             return 2
-        protocol = _protocol(args, dataset)
+        protocol = _protocol(args, dataset, own)
         metrics = evaluate(
-            GemPredictor(model, frame),
+            GemPredictor(model, row_frame),
             dataset,
             protocol,
             progress=not args.no_progress,
@@ -302,12 +358,18 @@ def _evaluate_all(args: argparse.Namespace) -> int:
                     model_settings.ss_attn_iter if model_settings.method == "gem" else None
                 ),
                 "metrics": metrics,
+                **(
+                    {}
+                    if own is None
+                    else {"inference": own.as_dict(), "inference_summary": own.describe()}
+                ),
             }
         )
     templates = list(model.templates)
+    inputs = "input per row" if published else f"input {args.input_size}"
     print(
         f"\n{dataset.name}: {args.protocol}, model {args.model} ({args.pretrained}), "
-        f"input {args.input_size}, prompts {templates}"
+        f"{inputs}, prompts {templates}"
     )
     print(format_table(rows, args.protocol))
     if getattr(dataset, "missing_images", 0):
@@ -335,6 +397,35 @@ def _evaluate_all(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _say_overridden(args, own: authors.AuthorsSettings) -> None:
+    """A line for each flag given a value of its own that a method's published settings
+    replace, so none is replaced silently."""
+    given = dict(
+        input_size=(args.input_size, own.input_size),
+        slide=(args.slide, own.slide),
+        slide_stride=(args.slide_stride, own.slide_stride) if own.slide else None,
+        refine=(args.refine, "pamr" if own.pamr_steps else "none"),
+        pamr_steps=(args.pamr_steps, own.pamr_steps) if own.pamr_steps else None,
+        pamr_dilations=(args.pamr_dilations, own.pamr_dilations) if own.pamr_steps else None,
+        background_threshold=(args.background_threshold, own.prob_threshold),
+    )
+    defaults = dict(
+        background_threshold=protocols.DEFAULT_BACKGROUND_THRESHOLD,
+        **{f.name: f.default for f in dataclasses.fields(FrameSettings)},
+    )
+    for key, pair in given.items():
+        if pair is None:
+            continue
+        yours, theirs = pair
+        if yours != defaults[key] and yours != theirs:
+            flag = "--" + key.replace("_", "-")
+            print(
+                f"gem-ros eval: --protocol authors: {own.method} runs with its authors' "
+                f"{key} {theirs}, not {flag} {yours}",
+                file=sys.stderr,
+            )
 
 
 def main(argv=None) -> int:

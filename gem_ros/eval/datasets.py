@@ -349,7 +349,8 @@ class OpenImagesPoints:
 
 class GeneratedScenes:
     """Procedural scenes (see `scenes`) made on the fly from a seed: exact masks, and
-    class names that are colours or '<colour> <shape>'."""
+    class names that are colours or '<colour> <shape>'; `size` is a square side or
+    (width, height)."""
 
     name = "scenes"
     background = True
@@ -358,7 +359,7 @@ class GeneratedScenes:
         self,
         seed: int = 1000,
         count: int = 300,
-        size: int = 224,
+        size: int | tuple[int, int] = 224,
         vocabulary: str = "colour-shape",
         objects: tuple[int, int] = (1, 3),
         radii: tuple[float, float] = (0.09, 0.2),

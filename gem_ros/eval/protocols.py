@@ -9,7 +9,7 @@ predictions.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,31 @@ def threshold_background(scores: np.ndarray, logit_scale: float, threshold: floa
     ).numpy()
 
 
+def background_queries_labels(
+    scores: np.ndarray,
+    logit_scale: float,
+    background_count: int,
+    prob_threshold: float,
+    area_threshold: Optional[float] = None,
+) -> np.ndarray:
+    """The successors' rule (SCLIP's `postprocess_result`), on numpy score maps [Q, H, W]
+    whose first `background_count` queries are background words -> labels [H, W], 0 =
+    background, k = the k-th other query. Softmax of logit_scale x the scores over all
+    queries; background's probability is the best of its words'; with `area_threshold`,
+    a class whose argmax area is not over area_threshold x the foreground area (pixels whose
+    argmax is not background) is zeroed; then argmax, and background where the best remaining
+    probability is under `prob_threshold`."""
+    probs = (torch.from_numpy(scores).float() * logit_scale).softmax(dim=0)
+    classes = torch.cat([probs[:background_count].amax(0, keepdim=True), probs[background_count:]])
+    if area_threshold is not None:
+        counts = torch.bincount(classes.argmax(0).flatten(), minlength=len(classes))[1:]
+        keep = (counts > area_threshold * counts.sum()).to(classes.dtype)
+        classes[1:] *= keep[:, None, None]
+    best, labels = classes.max(dim=0)
+    labels[best < prob_threshold] = 0
+    return labels.numpy()
+
+
 class Segmentation:
     """Semantic segmentation mIoU over all classes.
 
@@ -53,6 +78,11 @@ class Segmentation:
     classes stays under the threshold (paper's VOC protocol: VOC21); a second figure,
     "mIoU_no_background", takes the argmax over the other classes and ignores background
     pixels (the VOC20 figure of later papers). Without one, plain argmax (Context59).
+
+    The successors' rule instead (`background_queries`, see `background_queries_labels`):
+    background is asked as words alongside the classes, with `background_threshold` their
+    prob_thd and `area_threshold` their area_thd. `logit_scale` replaces the predictor's
+    (CLIP's) in the softmax.
     """
 
     name = "segmentation"
@@ -62,23 +92,42 @@ class Segmentation:
         class_names: Sequence[str],
         background: bool,
         background_threshold: float = DEFAULT_BACKGROUND_THRESHOLD,
+        *,
+        logit_scale: Optional[float] = None,
+        background_queries: Optional[Sequence[str]] = None,
+        area_threshold: Optional[float] = None,
     ):
         self.class_names = list(class_names)
         self.background = background
         self.threshold = background_threshold
+        self.logit_scale = logit_scale
+        if not background and (background_queries or area_threshold is not None):
+            raise ValueError("background words and an area threshold need a background class")
+        # A class is not its own background: a word that is also a class name is dropped.
+        self.background_queries = [
+            q for q in background_queries or [] if q not in self.class_names[1:]
+        ]
+        self.area_threshold = area_threshold
         self.queries = self.class_names[1:] if background else self.class_names
         self.matrix = ConfusionMatrix(self.class_names)
         self.foreground = ConfusionMatrix(self.queries) if background else None
 
     def update(self, sample: Sample, predictor: Predictor) -> None:
         labels = sample.labels
-        scores = predictor.scores(sample.image, self.queries, labels.shape)
+        words = self.background_queries
+        scores = predictor.scores(sample.image, words + self.queries, labels.shape)
+        scale = predictor.logit_scale if self.logit_scale is None else self.logit_scale
         if not self.background:
             self.matrix.update(scores.argmax(0), labels)
             return
-        self.matrix.update(
-            threshold_background(scores, predictor.logit_scale, self.threshold), labels
-        )
+        if words:
+            predicted = background_queries_labels(
+                scores, scale, len(words), self.threshold, self.area_threshold
+            )
+            scores = scores[len(words) :]
+        else:
+            predicted = threshold_background(scores, scale, self.threshold)
+        self.matrix.update(predicted, labels)
         fg_labels = np.where((labels == 0) | (labels == IGNORE_INDEX), IGNORE_INDEX, labels - 1)
         self.foreground.update(scores.argmax(0), fg_labels)
 

@@ -30,19 +30,28 @@ class GemPredictor:
         self, image: np.ndarray, queries: Sequence[str], size: tuple[int, int]
     ) -> np.ndarray:
         """[P, H, W] at `size`: the frame settings' pipeline (one forward, or sliding
-        windows; PAMR where refine is 'pamr'), as the node's maps."""
+        windows; PAMR where refine is 'pamr'), as the node's maps. More queries than the
+        model takes at once (Context59's 59, background words and classes) run in groups,
+        a forward each: every query's map is computed on its own, so grouping changes
+        nothing."""
+        from gem_ros.gem.text import MAX_QUERIES
+
         args = self.frame.locate_arguments()
         pixels = self.model.preprocess(image, self.frame.input_size, self.frame.max_input_pixels)
-        logits = self.model.slide_logits(
-            pixels,
-            list(queries),
-            crop=args["slide"],
-            stride=args["slide_stride"],
-            out_size=tuple(size),
-            pamr_steps=args["pamr_steps"],
-            pamr_dilations=args["pamr_dilations"],
-        )
-        return logits[0].cpu().numpy()
+        queries = list(queries)
+        maps = []
+        for start in range(0, len(queries), MAX_QUERIES):
+            logits = self.model.slide_logits(
+                pixels,
+                queries[start : start + MAX_QUERIES],
+                crop=args["slide"],
+                stride=args["slide_stride"],
+                out_size=tuple(size),
+                pamr_steps=args["pamr_steps"],
+                pamr_dilations=args["pamr_dilations"],
+            )
+            maps.append(logits[0].cpu().numpy())
+        return np.concatenate(maps)
 
 
 def evaluate(predictor, dataset, protocol, progress: bool = True, description: str = "") -> dict:
@@ -72,6 +81,7 @@ HEADLINES = {
     "points": ("mIoU", "classes"),
     "presence": ("AUROC", "F1", "precision", "recall", "pointing_accuracy", "present", "absent"),
 }
+HEADLINES["authors"] = HEADLINES["segmentation"]
 
 
 def _cell(value) -> str:
@@ -83,10 +93,12 @@ def _cell(value) -> str:
 
 
 def format_table(rows: Iterable[dict], protocol: str) -> str:
-    """Markdown table: one row per setting; rates shown in percent."""
+    """Markdown table: one row per setting; rates shown in percent; rows that ran their
+    own inference settings (--protocol authors) say which in a last column."""
     rows = list(rows)
     keys = [k for k in HEADLINES[protocol] if any(k in r["metrics"] for r in rows)]
-    header = ["setting", *keys, "images", "s/img"]
+    described = any(r.get("inference_summary") for r in rows)
+    header = ["setting", *keys, "images", "s/img", *(["inference"] if described else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         m = r["metrics"]
@@ -96,6 +108,7 @@ def format_table(rows: Iterable[dict], protocol: str) -> str:
             *(_cell(m.get(k)) for k in keys),
             str(m["images"]),
             f"{per_image:.2f}",
+            *([r.get("inference_summary", "")] if described else []),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -62,11 +62,26 @@ def _polygon(
     return np.round(pts).astype(np.int32)
 
 
+def scene_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a scene side `size` or a (width, height) pair."""
+    width, height = (size, size) if isinstance(size, (int, np.integer)) else size
+    if width < 16 or height < 16:
+        raise ValueError(f"a scene needs at least 16x16 pixels, got {width}x{height}")
+    return int(width), int(height)
+
+
 def draw_shape_mask(
-    shape: str, size: int, cx: float, cy: float, radius: float, rotation: float
+    shape: str,
+    size: int | tuple[int, int],
+    cx: float,
+    cy: float,
+    radius: float,
+    rotation: float,
 ) -> np.ndarray:
-    """Binary mask (bool [size, size]) of one shape centred at (cx, cy)."""
-    canvas = np.zeros((size, size), np.uint8)
+    """Binary mask (bool [height, width]; `size` is a side or (width, height)) of one shape
+    centred at (cx, cy)."""
+    width, height = (size, size) if isinstance(size, (int, np.integer)) else size
+    canvas = np.zeros((height, width), np.uint8)
     if shape == "circle":
         cv2.circle(canvas, (round(cx), round(cy)), round(radius), 1, -1, cv2.LINE_8)
     elif shape == "ring":
@@ -101,33 +116,38 @@ def draw_shape_mask(
     return canvas.astype(bool)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Low-saturation textured background: grey tint, gradient, blotches, noise."""
     base = rng.uniform(60, 200)
     tint = rng.uniform(-12, 12, size=3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy / height, xx / width  # the gradient spans the frame on both axes
     angle = rng.uniform(0, 2 * math.pi)
     gradient = (np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(-50, 50)
     coarse = cv2.resize(
-        rng.normal(0, 18, (6, 6)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        rng.normal(0, 18, (6, 6)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
     )
     img = base + gradient[..., None] + coarse[..., None] + tint
-    img = img + rng.normal(0, rng.uniform(2, 10), (size, size, 1))
+    img = img + rng.normal(0, rng.uniform(2, 10), (height, width, 1))
     return img
 
 
 def generate_scene(
     rng: np.random.Generator,
-    size: int = 224,
+    size: int | tuple[int, int] = 224,
     min_objects: int = 1,
     max_objects: int = 3,
     distinct_colours: bool = True,
     radii: tuple[float, float] = (0.09, 0.2),
 ) -> Scene:
     """One scene of non-overlapping shapes; with ``distinct_colours`` a colour names
-    at most one object, so a colour query has a single right answer. Shapes have a radius in
-    ``radii`` (low, high) times the side: the default gives objects of 2 to 12% of the image
-    (circles), (0.04, 0.08) small ones of 0.5 to 2%; ``min_objects=0`` allows empty scenes."""
+    at most one object, so a colour query has a single right answer. ``size`` is the side of a
+    square scene or (width, height). Shapes have a radius in ``radii`` (low, high) times the
+    shorter side: on a square scene the default gives objects of 2 to 12% of the image
+    (circles), (0.04, 0.08) small ones of 0.5 to 2%; ``min_objects=0`` allows empty scenes.
+    A square scene of a seed is the same whether its size is given as N or (N, N)."""
+    width, height = scene_size(size)
+    side = min(width, height)
     count = int(rng.integers(min_objects, max_objects + 1))
     colour_names = list(COLOURS)
     colours = (
@@ -135,16 +155,18 @@ def generate_scene(
         if distinct_colours
         else rng.integers(0, len(colour_names), count)
     )
-    image = _background(rng, size)
-    occupied = np.zeros((size, size), bool)
+    image = _background(rng, width, height)
+    occupied = np.zeros((height, width), bool)
     objects: list[SceneObject] = []
     for colour_index in colours:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         for _ in range(50):
-            radius = rng.uniform(*radii) * size
+            radius = rng.uniform(*radii) * side
             margin = radius + 2
-            cx, cy = rng.uniform(margin, size - margin, 2)
-            mask = draw_shape_mask(shape, size, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+            cx, cy = rng.uniform(margin, (width - margin, height - margin))
+            mask = draw_shape_mask(
+                shape, (width, height), cx, cy, radius, rng.uniform(0, 2 * math.pi)
+            )
             grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             if not (grown & occupied).any():
                 break
@@ -154,14 +176,16 @@ def generate_scene(
         name = colour_names[int(colour_index)]
         rgb = np.array(COLOURS[name], np.float32) + rng.uniform(-15, 15, 3)
         # Shading across the object so colour is not one flat value.
-        shade = 1.0 + rng.uniform(-0.15, 0.15) * np.linspace(-1, 1, size)[None, :]
+        shade = 1.0 + rng.uniform(-0.15, 0.15) * np.linspace(-1, 1, width)[None, :]
         image[mask] = rgb[None, :] * np.broadcast_to(shade, mask.shape)[mask][:, None]
         objects.append(SceneObject(name, shape, mask))
     image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
     return Scene(image, tuple(objects))
 
 
-def generate_scenes(seed: int, count: int, size: int = 224, **kwargs) -> Iterator[Scene]:
+def generate_scenes(
+    seed: int, count: int, size: int | tuple[int, int] = 224, **kwargs
+) -> Iterator[Scene]:
     rng = np.random.default_rng(seed)
     for _ in range(count):
         yield generate_scene(rng, size, **kwargs)
