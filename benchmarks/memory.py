@@ -153,7 +153,7 @@ def run_sequence(model, rng, frames: int, queries, threshold, rule, timings, pip
     from rclpy.time import Time as RclTime
 
     balls = world(rng)
-    background = _background(rng, WIDTH)[:HEIGHT]
+    background = _background(rng, WIDTH, WIDTH)[:HEIGHT]  # the square the figures were made with
     period = frames / FRAME_HZ
     buffer = tf2_ros.Buffer()
     for j in range(int(period * TF_HZ) + 2):  # the camera's TF, at 50 Hz
