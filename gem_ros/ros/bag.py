@@ -53,7 +53,7 @@ class BagError(ValueError):
 
 
 def add_arguments(sub) -> None:
-    from gem_ros.cli import add_model_arguments
+    from gem_ros.model_args import add_model_arguments
 
     p = sub.add_parser(
         'bag',
@@ -275,8 +275,8 @@ class BagJob:
     def run(self, stop: threading.Event) -> int:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        from gem_ros.cli import model_from_args
         from gem_ros.engine import Engine, RunSettings
+        from gem_ros.model_args import model_from_args
         from gem_ros.ros.image_conversion import compressed_msg_to_rgb
         from gem_ros.settings import ModelSettings, from_arguments
         from gem_ros.threads import ThrottledLog
@@ -472,7 +472,7 @@ class BagJob:
     def _record(
         self, index, timestamp, header, detections=None, shape=None, seconds=None, error=''
     ):
-        from gem_ros.cli import detection_records
+        from gem_ros.model_args import detection_records
 
         record = {'frame': index, 'log_time_ns': timestamp}
         if len(self.cameras) > 1:
