@@ -60,11 +60,22 @@ def add_arguments(sub) -> None:
         help='GEM over every frame of a recorded bag: an output bag with the node\'s messages '
         'and a JSON-lines file',
     )
-    p.add_argument('input', help='the rosbag2 bag (a folder with metadata.yaml)')
+    p.add_argument(
+        'input',
+        nargs='+',
+        help='the rosbag2 bag (a folder with metadata.yaml); or several, a folder of bags, a '
+        'list file (.txt, one bag a line): then OUT is a folder with OUT/<name> per bag',
+    )
     p.add_argument(
         '-q', '--queries', action='append', required=True, help="queries separated by ',' or ';'"
     )
-    p.add_argument('-o', '--out', required=True, help='the output bag folder (must not exist)')
+    p.add_argument(
+        '-o',
+        '--out',
+        required=True,
+        help='the output bag folder (must not exist); with several bags or --ray, the folder of '
+        'the output bags and their index.jsonl',
+    )
     p.add_argument(
         '--topic',
         action='append',
@@ -82,12 +93,14 @@ def add_arguments(sub) -> None:
     p.add_argument('--node-name', default='gem', help='topics are /<this>/results, ...')
     p.add_argument('--resume', action='store_true', help='continue an interrupted output')
     p.add_argument('--quiet', action='store_true', help='no progress line')
+    from gem_ros.ros.bag_set import add_set_arguments
+
+    add_set_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import gem_ros.gem as gem
     from gem_ros.settings import FrameSettings, from_arguments
 
     try:
@@ -98,16 +111,27 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.every < 1:
         raise BagError(f'--every must be 1 or more, got {args.every}')
-    queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
-    if not queries:
-        raise gem.QueryError("no queries: pass -q 'red mug; person'")
-    source = _open_input(Path(args.input), args.topic)
+    queries = checked_queries(args)
+    from gem_ros.ros import bag_set
+
+    if bag_set.is_set(args):  # several bags, a folder or list of them, or --ray: OUT/<name>
+        return bag_set.run(args)
+    source = _open_input(Path(args.input[0]), args.topic)
     out = Path(args.out)
     previous = _take_previous(out, args.resume)
     frame_settings = from_arguments(FrameSettings, args)
     job = BagJob(args, queries, frame_settings, source, out, previous)
     with StopOnSignals() as stop:
         return job.run(stop)
+
+
+def checked_queries(args) -> list:
+    import gem_ros.gem as gem
+
+    queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
+    if not queries:
+        raise gem.QueryError("no queries: pass -q 'red mug; person'")
+    return queries
 
 
 class Source:
@@ -256,9 +280,18 @@ class StopOnSignals:
 
 
 class BagJob:
-    def __init__(self, args, queries, frame_settings, source: Source, out: Path, previous):
+    """One bag labelled into `out`. `load(settings)` gives the model (default: loads it from
+    the flags); a set of bags passes one that loads it once for all of them."""
+
+    def __init__(
+        self, args, queries, frame_settings, source: Source, out: Path, previous, load=None
+    ):
+        from gem_ros.model_args import model_from_args
+
         self.args, self.queries, self.frame_settings = args, queries, frame_settings
         self.source, self.out, self.previous = source, out, previous
+        self.load = load or (lambda settings: model_from_args(self.args))
+        self.error = ''  # why the run did not finish every frame, for a set's index
         node = args.node_name.strip('/') or 'gem'
         # Per camera (one per input topic), its output topics: /<node>[/<camera>]/<kind>.
         self.cameras = {topic: source.camera(topic) for topic in source.kinds}
@@ -276,7 +309,6 @@ class BagJob:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         from gem_ros.engine import Engine, RunSettings
-        from gem_ros.model_args import model_from_args
         from gem_ros.ros.image_conversion import compressed_msg_to_rgb
         from gem_ros.settings import ModelSettings, from_arguments
         from gem_ros.threads import ThrottledLog
@@ -292,14 +324,15 @@ class BagJob:
             ThrottledLog(log, 5.0),
             convert,
             self._write,
-            load=lambda settings: model_from_args(self.args),
+            load=self.load,
             local_weights_hint='--pretrained /path/to/open_clip_pytorch_model.bin',
             threads=False,
         )
         engine.update_settings(RunSettings(frame=self.frame_settings))
         engine.want_patch_logits = self.args.mask_format == 'patch'
         engine.set_queries(self.queries)
-        if engine.load_now(from_arguments(ModelSettings, self.args)):
+        self.error = engine.load_now(from_arguments(ModelSettings, self.args)) or ''
+        if self.error:
             self.source.close()
             return 2  # the engine said why
 
@@ -413,15 +446,12 @@ class BagJob:
             except StopIteration:
                 break
             except Exception as exc:  # a corrupt or truncated bag: keep what was read
-                log.error(
-                    'the input bag ends at frame %d (after %s): %s: %s; the %d frames before '
-                    'it are written',
-                    index + 1,
-                    _when(self._last_time) if index >= 0 else 'its start',
-                    type(exc).__name__,
-                    exc,
-                    self.written,
+                self.error = (
+                    f'the input bag ends at frame {index + 1} (after '
+                    f'{_when(self._last_time) if index >= 0 else "its start"}): '
+                    f'{type(exc).__name__}: {exc}'
                 )
+                log.error('%s; the %d frames before it are written', self.error, self.written)
                 return EXIT_BAD_INPUT
             index += 1
             self._last_time = timestamp
