@@ -20,6 +20,7 @@ import copy
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -170,7 +171,7 @@ class Index:
         self.records = {}
         for item in items:
             record = {'input': item.input, 'output': item.name, 'status': 'pending'}
-            record.update(frames=0, seconds=0.0, error='', attempts=0)
+            record.update(frames=0, seconds=0.0, error='', attempts=0, host='', worker=0)
             previous = old.get(item.name, {})
             if (out / item.name).exists():  # renamed there only when finished
                 record.update(previous, status='done', input=item.input)
@@ -240,7 +241,8 @@ class Labeller:
         import gem_ros.gem as gem
 
         started = time.monotonic()
-        result = {'status': 'failed', 'frames': 0, 'error': '', 'worker': os.getpid()}
+        result = {'status': 'failed', 'frames': 0, 'error': ''}
+        result.update(host=socket.gethostname(), worker=os.getpid())
         try:
             self._load()
             source = _open_input(Path(item.input), self.args.topic)
