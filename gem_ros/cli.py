@@ -172,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_arguments(doc)
     doc.set_defaults(func=doctor.run)
-    from .ros import bag, client  # import rclpy only when their commands run
+    from .ros import bag_command, client  # import rclpy only when their commands run
 
     client.add_arguments(sub)
-    bag.add_arguments(sub)
+    bag_command.add_arguments(sub)
     return ap
 
 

@@ -3,6 +3,8 @@
     gem-ros bag recording/ -q "red mug; person" -o labelled/ [--topic /cam/image_raw]
         [--every 5] [--overlay] [--resume] [--model ... --method ... (as gem-ros locate)]
     gem-ros bag recording/ -q "red mug" -o labelled/ --topic /front/image --topic /left/image
+    gem-ros bag a/ b/ fleet/ bags.txt -q "red mug" -o out/ [--ray [ADDRESS]]   (many bags:
+        OUT/<name> per bag and OUT/index.jsonl, serially or on Ray: gem_ros/ros/bag_command.py)
 
 Reads a rosbag2 bag (MCAP or sqlite3, with `rosbags`), the image topics given or the only one
 there (sensor_msgs/Image or CompressedImage). With several topics each is a camera of the
@@ -52,14 +54,10 @@ class BagError(ValueError):
     """An input or output the tool cannot use, said plainly."""
 
 
-def add_arguments(sub) -> None:
+def add_bag_arguments(p) -> None:
+    """The flags of `gem-ros bag` (its parser: gem_ros/ros/bag_command.py, which adds the set's)."""
     from gem_ros.model_args import add_model_arguments
 
-    p = sub.add_parser(
-        'bag',
-        help='GEM over every frame of a recorded bag: an output bag with the node\'s messages '
-        'and a JSON-lines file',
-    )
     p.add_argument(
         'input',
         nargs='+',
@@ -93,16 +91,11 @@ def add_arguments(sub) -> None:
     p.add_argument('--node-name', default='gem', help='topics are /<this>/results, ...')
     p.add_argument('--resume', action='store_true', help='continue an interrupted output')
     p.add_argument('--quiet', action='store_true', help='no progress line')
-    from gem_ros.ros.bag_set import add_set_arguments
-
-    add_set_arguments(p)
     add_model_arguments(p)
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from gem_ros.settings import FrameSettings, from_arguments
-
+def check_arguments(args: argparse.Namespace) -> list:
+    """What one bag and a set both need, checked before anything runs: the queries."""
     try:
         import rosbags  # noqa: F401
     except ImportError:
@@ -111,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.every < 1:
         raise BagError(f'--every must be 1 or more, got {args.every}')
-    queries = checked_queries(args)
-    from gem_ros.ros import bag_set
+    return checked_queries(args)
 
-    if bag_set.is_set(args):  # several bags, a folder or list of them, or --ray: OUT/<name>
-        return bag_set.run(args)
+
+def run(args: argparse.Namespace) -> int:
+    """One bag: `-o` is its output bag."""
+    from gem_ros.settings import FrameSettings, from_arguments
+
+    queries = check_arguments(args)
     source = _open_input(Path(args.input[0]), args.topic)
     out = Path(args.out)
     previous = _take_previous(out, args.resume)

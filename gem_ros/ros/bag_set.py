@@ -1,21 +1,10 @@
-"""`gem-ros bag` over many bags: one output bag per input under OUT, an index of them all,
-serially here or on a Ray cluster (gem_ros/ros/bag_ray.py).
-
-    gem-ros bag a/ b/ c/ -o out/            out/a, out/b, out/c and out/index.jsonl
-    gem-ros bag fleet/ -o out/              every bag under fleet/, named by its path there
-    gem-ros bag bags.txt -o out/ --ray      one bag a line, on a local Ray instance
-
-Each bag is labelled by the single-bag labeller (gem_ros/ros/bag.py's BagJob) into
-OUT/<name>.partial, renamed OUT/<name> once its output is closed with every frame in it: a
-bag's output under its own name is always a finished one. `OUT/index.jsonl` has one line per
-input (status, frames, seconds, error), rewritten whole after each bag. `--resume` skips the
-finished bags and continues the partial ones as the single-bag resume does; a bag that failed
-is tried again.
+"""The parts of `gem-ros bag` over many bags (gem_ros/ros/bag_command.py runs them): the
+inputs expanded to bags, their index, the labeller that runs bag after bag with one model,
+the set's progress display, and the serial run (gem_ros/ros/bag_ray.py: the run on Ray).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -32,7 +21,6 @@ from gem_ros.ros.bag import (
     EXIT_INTERRUPTED,
     BagError,
     BagJob,
-    StopOnSignals,
     _open_input,
     _take_previous,
     checked_queries,
@@ -41,53 +29,11 @@ from gem_ros.ros.bag import (
 log = logging.getLogger('gem-ros')
 
 INDEX, SUMMARY, PARTIAL = 'index.jsonl', 'summary.json', '.partial'
-EXIT_SOME_FAILED = 1
 LIST_SUFFIXES = ('.txt', '.list')
 LOCAL = 'local'  # `--ray` without an address: a Ray instance of this run's own
-RAY_INSTALL = 'pip install "gem_ros[ray]"'
 
 
-def add_set_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group('several bags (OUT/<name> per bag, OUT/index.jsonl)')
-    g.add_argument(
-        '--ray',
-        nargs='?',
-        const=LOCAL,
-        metavar='ADDRESS',
-        help='label the bags on Ray: `auto` joins the running cluster (RAY_ADDRESS), '
-        'ray://host:10001 a remote one; no address: a local Ray instance on this machine',
-    )
-    g.add_argument(
-        '--workers',
-        type=int,
-        help='Ray actors, one model each (default: as many as the cluster fits, at most one '
-        'per bag)',
-    )
-    g.add_argument(
-        '--num-gpus',
-        type=float,
-        default=0.0,
-        help='GPUs per actor, a fraction shares one (default: 0, CPU only)',
-    )
-    g.add_argument('--cpus-per-worker', type=float, default=1.0, help='CPUs per actor (default: 1)')
-    g.add_argument(
-        '--retries',
-        type=int,
-        default=2,
-        help='times a bag whose worker died (killed, out of memory) is tried again from where '
-        'its output ends, before it is recorded as failed (default: %(default)s)',
-    )
-
-
-def is_set(args) -> bool:
-    """Several inputs, a folder of bags, a list file or --ray: OUT is a folder of outputs."""
-    if len(args.input) > 1 or args.ray is not None:
-        return True
-    path = Path(args.input[0])
-    return _is_list(path) or (path.is_dir() and not _is_bag(path))
-
-
-def _is_bag(path: Path) -> bool:
+def is_bag(path: Path) -> bool:
     """A bag folder: metadata.yaml, or the storage files of a recording cut short."""
     if path.is_file():
         return path.suffix in ('.mcap', '.db3')
@@ -96,7 +42,7 @@ def _is_bag(path: Path) -> bool:
     )
 
 
-def _is_list(path: Path) -> bool:
+def is_list(path: Path) -> bool:
     return path.is_file() and path.suffix in LIST_SUFFIXES
 
 
@@ -115,12 +61,12 @@ def expand(inputs: list) -> list:
     items = []
     for text in inputs:
         path = Path(text)
-        if _is_list(path):
+        if is_list(path):
             for line in path.read_text(encoding='utf-8').splitlines():
                 line = line.strip()
                 if line and not line.startswith('#'):
                     items.append(Item(line, Path(line).name))
-        elif path.is_dir() and not _is_bag(path):
+        elif path.is_dir() and not is_bag(path):
             found = _bags_under(path)
             if not found:
                 raise BagError(f'{path} is no bag and has none under it')
@@ -145,7 +91,7 @@ def _bags_under(folder: Path) -> list:
     for root, dirs, _ in os.walk(folder):
         dirs.sort()
         here = Path(root)
-        if here != folder and _is_bag(here):
+        if here != folder and is_bag(here):
             found.append(here)
             dirs.clear()  # a bag's own folders are no bags
     return found
@@ -318,6 +264,7 @@ class SetProgress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self.poll({})  # the finished bags' frames, the last state
             self.bar.close()
 
 
@@ -334,53 +281,7 @@ def _total_frames(index: Index, args) -> Optional[int]:
     return total or None
 
 
-def run(args) -> int:
-    """The set, serially or on Ray: 0 when every bag finished, EXIT_SOME_FAILED when some
-    failed, 130 when stopped; OUT/summary.json and a summary line on stdout at the end."""
-    if args.ray is not None:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise BagError(f'--ray needs Ray: {RAY_INSTALL}') from None
-    if args.workers is not None and args.workers < 1:
-        raise BagError(f'--workers must be 1 or more, got {args.workers}')
-    if args.retries < 0:
-        raise BagError(f'--retries must be 0 or more, got {args.retries}')
-    out = Path(args.out)
-    index = Index(out, expand(args.input), args.resume)
-    skipped = len(index.items) - len(index.pending())
-    if skipped:
-        log.info('%d of %d bags already finished in %s: skipped', skipped, len(index.items), out)
-    started = time.monotonic()
-    progress = SetProgress(index, args)
-    extra = {}
-    with StopOnSignals() as stop:
-        try:
-            if args.ray is not None:
-                from gem_ros.ros.bag_ray import run_on_ray
-
-                code, extra = run_on_ray(args, index, stop, progress)
-            else:
-                code = _run_serially(args, index, stop, progress)
-        finally:
-            progress.close()
-    summary = index.summary(time.monotonic() - started, **extra)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=1) + '\n')
-    print(json.dumps(summary), flush=True)
-    if code == 0 and summary['failed']:
-        code = EXIT_SOME_FAILED
-    log.info(
-        '%s: %d of %d bags done, %d failed%s',
-        out,
-        summary['done'],
-        summary['bags'],
-        summary['failed'],
-        '; interrupted: --resume continues it' if code == EXIT_INTERRUPTED else '',
-    )
-    return code
-
-
-def _run_serially(args, index: Index, stop: threading.Event, progress: SetProgress) -> int:
+def run_serially(args, index: Index, stop: threading.Event, progress: SetProgress) -> int:
     labeller = Labeller(args)
     polling = _Poller(lambda: progress.poll({'serial': labeller.frames()}))
     try:
