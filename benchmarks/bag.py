@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,8 +44,12 @@ def timed(command: list[str]) -> float:
 
 
 def summary(command: list[str], out: Path) -> dict:
-    """Run a set of bags to `out`; its OUT/summary.json."""
-    run = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, cwd=ROOT)
+    """Run a set of bags to `out`; its OUT/summary.json. One torch thread, as a Ray actor of
+    1 CPU has (Ray sets OMP_NUM_THREADS to its CPUs): the serial run the same, per CPU."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [*command, "-o", str(out)], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr[-3000:]}")
     return json.loads((out / "summary.json").read_text())
@@ -67,14 +72,14 @@ def ray_main(args, gem: list[str], model: list[str]) -> None:
         one = tmp / "one.txt"  # a list of one bag: a set, with its summary, run serially
         one.write_text(f"{bags[0]}\n")
         for r in range(args.rounds):
-            for name, (count, flags) in runs.items():
-                out = tmp / f"out{r}_{len(measured[name])}_{count}_{len(flags)}"
+            for k, (name, (count, flags)) in enumerate(runs.items()):
+                out = tmp / f"out{r}_{k}"
                 inputs = [one] if count == 1 else bags
                 command = [*gem, "bag", *map(str, inputs), "-q", "red mug", *model]
                 measured[name].append(summary([*command, *flags], out))
     print(
         f"{args.model} at {args.input_size}, 640x480 frames, bags of {args.frames} frames, "
-        f"median of {args.rounds} runs; Ray actors 1 CPU each"
+        f"median of {args.rounds} runs; 1 torch thread per process (a Ray actor's 1 CPU)"
     )
     print("| run | frames | Ray start-up s | rest s | frames/s |\n|---|---|---|---|---|")
     for name, found in measured.items():

@@ -8,6 +8,7 @@ skipped without it; they take about a minute each on 2 cores."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,16 +220,18 @@ def _start(args, out: Path, log: Path):
 
 
 def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_available):
+    """Killed 30 frames in: the retry keeps the frames of the output's complete MCAP chunks
+    (1 MiB each: some tens of frames here, with the overlays), computes the rest, each once."""
     a, b = write_bag(tmp_path / 'in' / 'a', 60), write_bag(tmp_path / 'in' / 'b', 60)
     out, log = tmp_path / 'out', tmp_path / 'log.txt'
-    args = (a, b, '-q', 'red', '--input-size', '192', '--ray', '--workers', '2')
+    args = (a, b, '-q', 'red', '--input-size', '192', '--overlay', '--ray', '--workers', '2')
     run = _start(args, out, log)
     try:
         running = _wait_for(
             run, out, log,
             lambda lines: next((r for r in lines.values() if r['status'] == 'running'
-                                and r['worker'] and _frames_in(out, r['output']) >= 5), None),
-            'bag 5 frames in, on a worker of known pid',
+                                and r['worker'] and _frames_in(out, r['output']) >= 30), None),
+            'bag 30 frames in, on a worker of known pid',
         )  # fmt: skip
         os.kill(running['worker'], signal.SIGKILL)
         code = run.wait(RUN_TIMEOUT_S)
@@ -241,9 +244,14 @@ def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_av
     assert lines[running['output']]['attempts'] == 2, text
     assert lines[running['output']]['worker'] != running['worker'], text
     assert 'died' in log.read_text() and 'trying it again (2 of 2)' not in log.read_text(), text
+    kept = re.search(r'keeping the (\d+) frames of its complete chunks', text)
+    assert kept and 0 < int(kept[1]) < 60, text
+    assert f'resuming: {kept[1]} frames kept' in text, text
     for name in ('a', 'b'):
         assert lines[name]['status'] == 'done', text
         every_frame_once(out / name, 60)
+        overlays = read_output(out / name)['/gem/overlay']
+        assert [t for t, _ in overlays] == [(2000 + i) * 10**9 for i in range(60)], text
 
 
 def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_available):
@@ -273,3 +281,9 @@ def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_a
     for name in ('a', 'b'):
         assert f'resuming: {kept[name]} frames kept' in again.stderr, again.stderr
         every_frame_once(out / name, 150)
+
+
+def test_ray_refuses_workers_this_machine_cannot_fit(tmp_path, ray_available):
+    single = write_bag(tmp_path / 'single', 1)
+    run = gem_bag(single, '-q', 'red', '--ray', '--num-gpus', '64', out=tmp_path / 'out', check=2)
+    assert 'no worker fits' in run.stderr and '--num-gpus' in run.stderr, run.stderr

@@ -395,23 +395,36 @@ class BagJob:
                     lines[camera, record['log_time_ns']] = line
                 except (ValueError, KeyError):
                     continue  # a line cut by a kill
+        by_topic = {
+            c.topic: (camera, k)
+            for camera, kinds in self.connections.items()
+            for k, c in kinds.items()
+        }
+        old = None
         try:
-            with Reader(self.previous) as old:
-                by_topic = {
-                    c.topic: (camera, k)
-                    for camera, kinds in self.connections.items()
-                    for k, c in kinds.items()
-                }
-                for connection, timestamp, raw in old.messages():
-                    camera, kind = by_topic.get(connection.topic, (None, None))
-                    if kind is None:
-                        continue
-                    self.writer.write(self.connections[camera][kind], timestamp, raw)
-                    if kind == 'results':
-                        done.add((camera, timestamp))
-        except Exception as exc:  # killed without closing: its frames are computed again
-            log.warning('the previous output cannot be read (%s): starting again', exc)
-            return set()
+            old = Reader(self.previous)
+            old.open()
+            messages = ((c.topic, t, raw) for c, t, raw in old.messages())
+        except Exception as exc:  # killed without closing: what its complete chunks hold
+            old = None
+            keys, messages = _complete_frames(self.previous, by_topic, self.connections, lines)
+            kept = f'keeping the {len(keys)} frames of its complete chunks' if keys else ''
+            log.warning(
+                'the previous output cannot be read (%s): %s', exc, kept or 'starting again'
+            )
+        try:
+            for topic, timestamp, raw in messages:
+                camera, kind = by_topic.get(topic, (None, None))
+                if kind is None:
+                    continue
+                self.writer.write(self.connections[camera][kind], timestamp, raw)
+                if kind == 'results':
+                    done.add((camera, timestamp))
+        except Exception as exc:  # noqa: BLE001 - damaged further on: keep what was copied
+            log.warning('the previous output ends early (%s): %d frames kept', exc, len(done))
+        finally:
+            if old is not None:
+                old.close()
         for key in sorted(done, key=lambda k: (k[1], k[0])):
             if key in lines:
                 self.jsonl.write(lines[key] + '\n')
@@ -520,6 +533,40 @@ class BagJob:
         # Flushed per frame: after a kill the lines say what was finished.
         self.jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
         self.jsonl.flush()
+
+
+def _complete_frames(folder: Path, by_topic: dict, connections: dict, lines: dict):
+    """An output killed before it closed has no MCAP summary, which rosbags needs; its
+    chunks written whole (about 1 MiB each) are read with the `mcap` library. The frames in
+    them with every kind of message and a line in results.jsonl: (their keys (camera, time), a
+    generator of their (topic, time, raw)); nothing without `mcap` or one MCAP file."""
+    files = sorted(folder.glob('*.mcap'))
+    try:
+        from mcap.records import Channel, Message
+        from mcap.stream_reader import StreamReader
+    except ImportError:
+        return set(), iter(())
+    if len(files) != 1:
+        return set(), iter(())
+
+    def records():
+        topics = {}
+        with open(files[0], 'rb') as f:
+            try:
+                for record in StreamReader(f, emit_chunks=False).records:
+                    if isinstance(record, Channel):
+                        topics[record.id] = record.topic
+                    elif isinstance(record, Message) and topics.get(record.channel_id) in by_topic:
+                        yield topics[record.channel_id], record.log_time, record.data
+            except Exception:  # noqa: BLE001 - where the kill cut the file
+                return
+
+    seen = {}
+    for topic, timestamp, _ in records():
+        camera, kind = by_topic[topic]
+        seen.setdefault((camera, timestamp), set()).add(kind)
+    keys = {k for k, got in seen.items() if got == set(connections[k[0]]) and k in lines}
+    return keys, (m for m in records() if (by_topic[m[0]][0], m[1]) in keys)
 
 
 def _when(timestamp_ns: int) -> str:

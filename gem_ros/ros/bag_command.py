@@ -111,6 +111,8 @@ def run(args) -> int:
         raise BagError(f'--workers must be 1 or more, got {args.workers}')
     if args.retries < 0:
         raise BagError(f'--retries must be 0 or more, got {args.retries}')
+    if args.num_gpus < 0 or args.cpus_per_worker <= 0:
+        raise BagError('--num-gpus must be 0 or more, --cpus-per-worker more than 0')
     out = Path(args.out)
     index = Index(out, expand(args.input), args.resume)
     skipped = len(index.items) - len(index.pending())

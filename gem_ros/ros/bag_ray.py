@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from gem_ros.ros.bag import EXIT_INTERRUPTED
+from gem_ros.ros.bag import EXIT_INTERRUPTED, BagError
 from gem_ros.ros.bag_set import LOCAL, Index, Item, Labeller, SetProgress
 
 log = logging.getLogger('gem-ros')
@@ -56,21 +56,41 @@ class BagActor:
 
 
 def _connect(address: str) -> None:
-    options = {'include_dashboard': False, 'logging_level': logging.WARNING}
-    if address == LOCAL:  # a Ray of this run's own, even where RAY_ADDRESS names another
-        ray.init(address='local', **options)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        if address == LOCAL:  # a Ray of this run's own, even where RAY_ADDRESS names another
+            ray.init(address='local', include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
+    except Exception as exc:  # ConnectionError, ValueError, ...: whatever Ray says, said plainly
+        raise BagError(
+            f'cannot {"start" if address == LOCAL else "reach"} Ray at {address}: '
+            f'{type(exc).__name__}: {exc}'
+        ) from exc
 
 
 def _workers(args, count: int) -> int:
-    """--workers, or as many actors as the cluster's CPUs and GPUs fit, one per bag at most."""
-    if args.workers is not None:
-        return args.workers
+    """--workers, or as many actors as the cluster's CPUs and GPUs fit, one per bag at most.
+    None fitting is refused on a local instance (it never grows), and said on a cluster
+    (an autoscaler may add the nodes they wait for)."""
     resources = ray.cluster_resources()
-    fit = int(resources.get('CPU', 1) // max(args.cpus_per_worker, 1e-3))
+    fit = int(resources.get('CPU', 0) // args.cpus_per_worker)
     if args.num_gpus > 0:
         fit = min(fit, int(resources.get('GPU', 0) // args.num_gpus))
+    if fit < 1:
+        have = f'{resources.get("CPU", 0):g} CPU and {resources.get("GPU", 0):g} GPU'
+        needs = f'{args.cpus_per_worker:g} CPU and {args.num_gpus:g} GPU'
+        if args.ray == LOCAL:
+            raise BagError(
+                f'this machine has {have}: no worker fits ({needs} each; --cpus-per-worker, '
+                '--num-gpus)'
+            )
+        log.warning('the cluster has %s, no worker fits (%s each): they wait for it', have, needs)
+    if args.workers is not None:
+        if args.workers > max(fit, 1):
+            log.warning(
+                '%d workers asked, %d fit the cluster now: the rest wait', args.workers, fit
+            )
+        return args.workers
     return max(1, min(fit, count))
 
 
