@@ -255,7 +255,11 @@ def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_av
 
 
 def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_available):
-    a, b = write_bag(tmp_path / 'in' / 'a', 150), write_bag(tmp_path / 'in' / 'b', 150)
+    """SIGINT to the driver while both workers label: exit 130, each bag's output closed
+    (readable, as many results as lines; or finished, where its last frame was in flight),
+    then --resume finishes them, each frame once."""
+    count = 300
+    a, b = write_bag(tmp_path / 'in' / 'a', count), write_bag(tmp_path / 'in' / 'b', count)
     out, log = tmp_path / 'out', tmp_path / 'log.txt'
     args = (a, b, '-q', 'red', '--input-size', '192', '--ray', '--workers', '2')
     run = _start(args, out, log)
@@ -274,16 +278,23 @@ def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_a
     lines = index(out)
     kept = {}
     for name in ('a', 'b'):
+        if lines[name]['status'] == 'done':
+            continue
         assert lines[name]['status'] == 'interrupted', text
         kept[name] = len(jsonl(out / f'{name}.partial'))
         assert len(read_output(out / f'{name}.partial')['/gem/results']) == kept[name], text
+    assert kept and all(n < count for n in kept.values()), text
     again = gem_bag(*args, '--resume', out=out, check=0)
+    for frames in kept.values():
+        assert f'resuming: {frames} frames kept' in again.stderr, again.stderr
     for name in ('a', 'b'):
-        assert f'resuming: {kept[name]} frames kept' in again.stderr, again.stderr
-        every_frame_once(out / name, 150)
+        every_frame_once(out / name, count)
 
 
-def test_ray_refuses_workers_this_machine_cannot_fit(tmp_path, ray_available):
+def test_ray_refuses_workers_that_cannot_fit_and_an_address_unreachable(tmp_path, ray_available):
     single = write_bag(tmp_path / 'single', 1)
     run = gem_bag(single, '-q', 'red', '--ray', '--num-gpus', '64', out=tmp_path / 'out', check=2)
     assert 'no worker fits' in run.stderr and '--num-gpus' in run.stderr, run.stderr
+    # An address where no Ray listens: said within seconds (Ray itself retries for minutes).
+    run = gem_bag(single, '-q', 'red', '--ray', '127.0.0.1:9', out=tmp_path / 'o2', check=2)
+    assert 'cannot reach Ray at 127.0.0.1:9' in run.stderr, run.stderr

@@ -119,18 +119,26 @@ def run(args) -> int:
     if skipped:
         log.info('%d of %d bags already finished in %s: skipped', skipped, len(index.items), out)
     started = time.monotonic()
+    if args.ray is not None:
+        from gem_ros.ros import bag_ray
+
+        try:
+            startup = bag_ray.connect(args.ray)
+        except KeyboardInterrupt:
+            log.warning('stopped while starting Ray: nothing labelled')
+            return EXIT_INTERRUPTED
     progress = SetProgress(index, args)
     extra = {}
     with StopOnSignals() as stop:
         try:
             if args.ray is not None:
-                from gem_ros.ros.bag_ray import run_on_ray
-
-                code, extra = run_on_ray(args, index, stop, progress)
+                code, extra = bag_ray.run_on_ray(args, index, stop, progress, startup)
             else:
                 code = run_serially(args, index, stop, progress)
         finally:
             progress.close()
+            if args.ray is not None:
+                bag_ray.disconnect()
     summary = index.summary(time.monotonic() - started, **extra)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + '\n')
     print(json.dumps(summary), flush=True)

@@ -55,7 +55,13 @@ class BagActor:
         self.stopping.set()
 
 
-def _connect(address: str) -> None:
+def connect(address: str) -> float:
+    """Start or join Ray; the seconds it took. Before the set's signal handlers: ctrl-c here
+    is a KeyboardInterrupt (Ray's start blocks in its own code). An address with a port is
+    first tried over TCP, for a bounded answer: Ray itself retries an unreachable one for
+    minutes."""
+    started = time.monotonic()
+    _reachable(address)
     try:
         if address == LOCAL:  # a Ray of this run's own, even where RAY_ADDRESS names another
             ray.init(address='local', include_dashboard=False, logging_level=logging.WARNING)
@@ -66,6 +72,21 @@ def _connect(address: str) -> None:
             f'cannot {"start" if address == LOCAL else "reach"} Ray at {address}: '
             f'{type(exc).__name__}: {exc}'
         ) from exc
+    return time.monotonic() - started
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    host, _, port = address.removeprefix('ray://').rpartition(':')
+    if not (host and port.isdigit()):
+        return  # `local`, `auto`: Ray finds (or starts) it and answers promptly
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BagError(f'cannot reach Ray at {address}: {exc}') from None
+
+
+def disconnect() -> None:
+    ray.shutdown()  # a local instance stops with it; a cluster keeps running
 
 
 def _workers(args, count: int) -> int:
@@ -94,27 +115,21 @@ def _workers(args, count: int) -> int:
     return max(1, min(fit, count))
 
 
-def run_on_ray(args, index: Index, stop: threading.Event, progress: SetProgress):
-    """(exit code, the summary's Ray fields)."""
-    started = time.monotonic()
-    _connect(args.ray)
-    startup = time.monotonic() - started
-    try:
-        pending = index.pending()
-        workers = _workers(args, len(pending)) if pending else 0
-        log.info(
-            'Ray at %s: %s; %d workers (%g CPU, %g GPU each), started in %.1f s',
-            args.ray,
-            {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')},
-            workers,
-            args.cpus_per_worker,
-            args.num_gpus,
-            startup,
-        )
-        code = _Driver(args, index, stop, progress, workers).run(pending)
-        return code, {'ray_startup_seconds': round(startup, 3), 'workers': workers}
-    finally:
-        ray.shutdown()  # a local instance stops with it; a cluster keeps running
+def run_on_ray(args, index: Index, stop: threading.Event, progress: SetProgress, startup):
+    """On the Ray `connect` joined: (exit code, the summary's Ray fields)."""
+    pending = index.pending()
+    workers = _workers(args, len(pending)) if pending else 0
+    log.info(
+        'Ray at %s: %s; %d workers (%g CPU, %g GPU each), started in %.1f s',
+        args.ray,
+        {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')},
+        workers,
+        args.cpus_per_worker,
+        args.num_gpus,
+        startup,
+    )
+    code = _Driver(args, index, stop, progress, workers).run(pending)
+    return code, {'ray_startup_seconds': round(startup, 3), 'workers': workers}
 
 
 class _Driver:
