@@ -254,6 +254,33 @@ def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_av
         assert [t for t, _ in overlays] == [(2000 + i) * 10**9 for i in range(60)], text
 
 
+def test_a_bag_whose_workers_keep_dying_is_recorded_failed_after_its_retries(
+    tmp_path, ray_available
+):
+    a, b = write_bag(tmp_path / 'in' / 'a', 60), write_bag(tmp_path / 'in' / 'b', 4)
+    out, log = tmp_path / 'out', tmp_path / 'log.txt'
+    args = (a, b, '-q', 'red', '--input-size', '192', '--ray', '--workers', '1', '--retries', '0')
+    run = _start(args, out, log)
+    try:
+        running = _wait_for(
+            run, out, log,
+            lambda lines: lines['a'] if lines and lines['a']['worker']
+            and _frames_in(out, 'a') >= 5 else None,
+            'bag a 5 frames in, on a worker of known pid',
+        )  # fmt: skip
+        os.kill(running['worker'], signal.SIGKILL)
+        code = run.wait(RUN_TIMEOUT_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    text = explain(out, log.read_text())
+    assert code == 1, text
+    lines = index(out)
+    assert lines['a']['status'] == 'failed' and 'worker died' in lines['a']['error'], text
+    assert lines['b']['status'] == 'done', text  # on the worker that replaced the dead one
+    every_frame_once(out / 'b', 4)
+
+
 def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_available):
     """SIGINT to the driver while both workers label: exit 130, each bag's output closed
     (readable, as many results as lines; or finished, where its last frame was in flight),

@@ -145,6 +145,7 @@ class _Driver:
         for worker in range(workers):
             self._spawn(worker)
         self.running = {}  # ObjectRef -> (worker, Item)
+        self.deaths = collections.Counter()  # bag name -> its workers that died
 
     def _spawn(self, worker: int) -> None:
         self.actors[worker] = actor = self.actor_class.remote(self.args)
@@ -192,21 +193,22 @@ class _Driver:
         try:
             result = ray.get(ref)
         except RayActorError as exc:  # the actor's process died: a new one takes the bag
-            attempts = self.index.records[item.name]['attempts']
+            self.deaths[item.name] += 1  # this run's; an earlier run's stops are no deaths
+            deaths = self.deaths[item.name]
             self._spawn(worker)
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if attempts <= self.args.retries:
+            if deaths <= self.args.retries:
                 log.warning(
                     'the worker labelling %s died (%s): trying it again (%d of %d)',
                     item.input,
                     why,
-                    attempts,
+                    deaths,
                     self.args.retries,
                 )
                 self.index.update(item.name, status='pending', error=f'worker died: {why}')
                 queue.appendleft(item)
             else:
-                log.error('%s: its worker died %d times: recorded as failed', item.input, attempts)
+                log.error('%s: its worker died %d times: recorded as failed', item.input, deaths)
                 self.index.update(item.name, status='failed', error=f'worker died: {why}')
             return
         except RayTaskError as exc:  # the labeller raised what it does not expect: a bug
