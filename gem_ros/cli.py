@@ -23,56 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .model_args import add_model_arguments, detection_records, model_from_args
+
 log = logging.getLogger("gem-ros")
-
-
-def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    """The model and frame flags (the node's parameter names, from gem_ros.settings)."""
-    from .settings import FrameSettings, ModelSettings, add_arguments
-
-    add_arguments(ap, ModelSettings)
-    add_arguments(ap, FrameSettings, title="frame")
-
-
-def model_from_args(args: argparse.Namespace):
-    import gem_ros.gem as gem
-
-    from .settings import FrameSettings, ModelSettings, check_input_budget, from_arguments
-
-    frame = from_arguments(FrameSettings, args)
-    reason = check_input_budget(frame.input_size, frame.max_input_pixels)
-    if reason:
-        raise ValueError(
-            reason.replace("input_size", "--input-size").replace(
-                "max_input_pixels", "--max-input-pixels"
-            )
-        )
-    return gem.load_model(
-        from_arguments(ModelSettings, args),
-        input_size=frame.input_size,
-        max_input_pixels=frame.max_input_pixels,
-    )
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")[:40] or "query"
-
-
-def detection_records(detections) -> list[dict]:
-    """Each query's result as JSON: what `locate` and `bag` write per image."""
-    return [
-        {
-            "query": d.query,
-            "found": d.found,
-            "confidence": d.confidence,
-            "score": d.score,
-            "peak": [d.peak_x, d.peak_y],
-            "peaks": [list(p) for p in d.peaks],
-            "bbox": list(d.bbox),
-            "area": d.area,
-        }
-        for d in detections
-    ]
 
 
 def run_locate(args: argparse.Namespace) -> int:
@@ -215,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_arguments(doc)
     doc.set_defaults(func=doctor.run)
-    from .ros import bag, client  # import rclpy only when their commands run
+    from .ros import bag_command, client  # import rclpy only when their commands run
 
     client.add_arguments(sub)
-    bag.add_arguments(sub)
+    bag_command.add_arguments(sub)
     return ap
 
 

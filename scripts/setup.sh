@@ -72,7 +72,7 @@ if torch_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print
 fi
 # The build backend reads GEM_ROS_DISTRO to pick the ament/rosidl wheels of the same distro.
 GEM_ROS_DISTRO="$distro" "$venv/bin/python" -m pip install "${constraints[@]}" \
-    ".[$distro,build-$distro,colcon,onnx,bag,test]"
+    ".[$distro,build-$distro,colcon,onnx,bag,ray,test]"
 
 bundle="${GEM_ROS_LAUNCH_BUNDLE:-../shared/ros-launch}"
 if "$venv/bin/python" -c 'import launch_ros, ros2launch, message_filters, vision_msgs' \

@@ -3,6 +3,8 @@
     gem-ros bag recording/ -q "red mug; person" -o labelled/ [--topic /cam/image_raw]
         [--every 5] [--overlay] [--resume] [--model ... --method ... (as gem-ros locate)]
     gem-ros bag recording/ -q "red mug" -o labelled/ --topic /front/image --topic /left/image
+    gem-ros bag a/ b/ fleet/ bags.txt -q "red mug" -o out/ [--ray [ADDRESS]]   (many bags:
+        OUT/<name> per bag and OUT/index.jsonl, serially or on Ray: gem_ros/ros/bag_command.py)
 
 Reads a rosbag2 bag (MCAP or sqlite3, with `rosbags`), the image topics given or the only one
 there (sensor_msgs/Image or CompressedImage). With several topics each is a camera of the
@@ -52,19 +54,26 @@ class BagError(ValueError):
     """An input or output the tool cannot use, said plainly."""
 
 
-def add_arguments(sub) -> None:
-    from gem_ros.cli import add_model_arguments
+def add_bag_arguments(p) -> None:
+    """The flags of `gem-ros bag` (its parser: gem_ros/ros/bag_command.py, which adds the set's)."""
+    from gem_ros.model_args import add_model_arguments
 
-    p = sub.add_parser(
-        'bag',
-        help='GEM over every frame of a recorded bag: an output bag with the node\'s messages '
-        'and a JSON-lines file',
+    p.add_argument(
+        'input',
+        nargs='+',
+        help='the rosbag2 bag (a folder with metadata.yaml); or several, a folder of bags, a '
+        'list file (.txt, one bag a line): then OUT is a folder with OUT/<name> per bag',
     )
-    p.add_argument('input', help='the rosbag2 bag (a folder with metadata.yaml)')
     p.add_argument(
         '-q', '--queries', action='append', required=True, help="queries separated by ',' or ';'"
     )
-    p.add_argument('-o', '--out', required=True, help='the output bag folder (must not exist)')
+    p.add_argument(
+        '-o',
+        '--out',
+        required=True,
+        help='the output bag folder (must not exist); with several bags or --ray, the folder of '
+        'the output bags and their index.jsonl',
+    )
     p.add_argument(
         '--topic',
         action='append',
@@ -83,13 +92,10 @@ def add_arguments(sub) -> None:
     p.add_argument('--resume', action='store_true', help='continue an interrupted output')
     p.add_argument('--quiet', action='store_true', help='no progress line')
     add_model_arguments(p)
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import gem_ros.gem as gem
-    from gem_ros.settings import FrameSettings, from_arguments
-
+def check_arguments(args: argparse.Namespace) -> list:
+    """What one bag and a set both need, checked before anything runs: the queries."""
     try:
         import rosbags  # noqa: F401
     except ImportError:
@@ -98,16 +104,30 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.every < 1:
         raise BagError(f'--every must be 1 or more, got {args.every}')
-    queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
-    if not queries:
-        raise gem.QueryError("no queries: pass -q 'red mug; person'")
-    source = _open_input(Path(args.input), args.topic)
+    return checked_queries(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """One bag: `-o` is its output bag."""
+    from gem_ros.settings import FrameSettings, from_arguments
+
+    queries = check_arguments(args)
+    source = _open_input(Path(args.input[0]), args.topic)
     out = Path(args.out)
     previous = _take_previous(out, args.resume)
     frame_settings = from_arguments(FrameSettings, args)
     job = BagJob(args, queries, frame_settings, source, out, previous)
     with StopOnSignals() as stop:
         return job.run(stop)
+
+
+def checked_queries(args) -> list:
+    import gem_ros.gem as gem
+
+    queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
+    if not queries:
+        raise gem.QueryError("no queries: pass -q 'red mug; person'")
+    return queries
 
 
 class Source:
@@ -256,9 +276,18 @@ class StopOnSignals:
 
 
 class BagJob:
-    def __init__(self, args, queries, frame_settings, source: Source, out: Path, previous):
+    """One bag labelled into `out`. `load(settings)` gives the model (default: loads it from
+    the flags); a set of bags passes one that loads it once for all of them."""
+
+    def __init__(
+        self, args, queries, frame_settings, source: Source, out: Path, previous, load=None
+    ):
+        from gem_ros.model_args import model_from_args
+
         self.args, self.queries, self.frame_settings = args, queries, frame_settings
         self.source, self.out, self.previous = source, out, previous
+        self.load = load or (lambda settings: model_from_args(self.args))
+        self.error = ''  # why the run did not finish every frame, for a set's index
         node = args.node_name.strip('/') or 'gem'
         # Per camera (one per input topic), its output topics: /<node>[/<camera>]/<kind>.
         self.cameras = {topic: source.camera(topic) for topic in source.kinds}
@@ -275,7 +304,6 @@ class BagJob:
     def run(self, stop: threading.Event) -> int:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        from gem_ros.cli import model_from_args
         from gem_ros.engine import Engine, RunSettings
         from gem_ros.ros.image_conversion import compressed_msg_to_rgb
         from gem_ros.settings import ModelSettings, from_arguments
@@ -292,14 +320,15 @@ class BagJob:
             ThrottledLog(log, 5.0),
             convert,
             self._write,
-            load=lambda settings: model_from_args(self.args),
+            load=self.load,
             local_weights_hint='--pretrained /path/to/open_clip_pytorch_model.bin',
             threads=False,
         )
         engine.update_settings(RunSettings(frame=self.frame_settings))
         engine.want_patch_logits = self.args.mask_format == 'patch'
         engine.set_queries(self.queries)
-        if engine.load_now(from_arguments(ModelSettings, self.args)):
+        self.error = engine.load_now(from_arguments(ModelSettings, self.args)) or ''
+        if self.error:
             self.source.close()
             return 2  # the engine said why
 
@@ -366,23 +395,36 @@ class BagJob:
                     lines[camera, record['log_time_ns']] = line
                 except (ValueError, KeyError):
                     continue  # a line cut by a kill
+        by_topic = {
+            c.topic: (camera, k)
+            for camera, kinds in self.connections.items()
+            for k, c in kinds.items()
+        }
+        old = None
         try:
-            with Reader(self.previous) as old:
-                by_topic = {
-                    c.topic: (camera, k)
-                    for camera, kinds in self.connections.items()
-                    for k, c in kinds.items()
-                }
-                for connection, timestamp, raw in old.messages():
-                    camera, kind = by_topic.get(connection.topic, (None, None))
-                    if kind is None:
-                        continue
-                    self.writer.write(self.connections[camera][kind], timestamp, raw)
-                    if kind == 'results':
-                        done.add((camera, timestamp))
-        except Exception as exc:  # killed without closing: its frames are computed again
-            log.warning('the previous output cannot be read (%s): starting again', exc)
-            return set()
+            old = Reader(self.previous)
+            old.open()
+            messages = ((c.topic, t, raw) for c, t, raw in old.messages())
+        except Exception as exc:  # killed without closing: what its complete chunks hold
+            old = None
+            keys, messages = _complete_frames(self.previous, by_topic, self.connections, lines)
+            kept = f'keeping the {len(keys)} frames of its complete chunks' if keys else ''
+            log.warning(
+                'the previous output cannot be read (%s): %s', exc, kept or 'starting again'
+            )
+        try:
+            for topic, timestamp, raw in messages:
+                camera, kind = by_topic.get(topic, (None, None))
+                if kind is None:
+                    continue
+                self.writer.write(self.connections[camera][kind], timestamp, raw)
+                if kind == 'results':
+                    done.add((camera, timestamp))
+        except Exception as exc:  # noqa: BLE001 - damaged further on: keep what was copied
+            log.warning('the previous output ends early (%s): %d frames kept', exc, len(done))
+        finally:
+            if old is not None:
+                old.close()
         for key in sorted(done, key=lambda k: (k[1], k[0])):
             if key in lines:
                 self.jsonl.write(lines[key] + '\n')
@@ -413,15 +455,12 @@ class BagJob:
             except StopIteration:
                 break
             except Exception as exc:  # a corrupt or truncated bag: keep what was read
-                log.error(
-                    'the input bag ends at frame %d (after %s): %s: %s; the %d frames before '
-                    'it are written',
-                    index + 1,
-                    _when(self._last_time) if index >= 0 else 'its start',
-                    type(exc).__name__,
-                    exc,
-                    self.written,
+                self.error = (
+                    f'the input bag ends at frame {index + 1} (after '
+                    f'{_when(self._last_time) if index >= 0 else "its start"}): '
+                    f'{type(exc).__name__}: {exc}'
                 )
+                log.error('%s; the %d frames before it are written', self.error, self.written)
                 return EXIT_BAD_INPUT
             index += 1
             self._last_time = timestamp
@@ -472,7 +511,7 @@ class BagJob:
     def _record(
         self, index, timestamp, header, detections=None, shape=None, seconds=None, error=''
     ):
-        from gem_ros.cli import detection_records
+        from gem_ros.model_args import detection_records
 
         record = {'frame': index, 'log_time_ns': timestamp}
         if len(self.cameras) > 1:
@@ -494,6 +533,40 @@ class BagJob:
         # Flushed per frame: after a kill the lines say what was finished.
         self.jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
         self.jsonl.flush()
+
+
+def _complete_frames(folder: Path, by_topic: dict, connections: dict, lines: dict):
+    """An output killed before it closed has no MCAP summary, which rosbags needs; its
+    chunks written whole (about 1 MiB each) are read with the `mcap` library. The frames in
+    them with every kind of message and a line in results.jsonl: (their keys (camera, time), a
+    generator of their (topic, time, raw)); nothing without `mcap` or one MCAP file."""
+    files = sorted(folder.glob('*.mcap'))
+    try:
+        from mcap.records import Channel, Message
+        from mcap.stream_reader import StreamReader
+    except ImportError:
+        return set(), iter(())
+    if len(files) != 1:
+        return set(), iter(())
+
+    def records():
+        topics = {}
+        with open(files[0], 'rb') as f:
+            try:
+                for record in StreamReader(f, emit_chunks=False).records:
+                    if isinstance(record, Channel):
+                        topics[record.id] = record.topic
+                    elif isinstance(record, Message) and topics.get(record.channel_id) in by_topic:
+                        yield topics[record.channel_id], record.log_time, record.data
+            except Exception:  # noqa: BLE001 - where the kill cut the file
+                return
+
+    seen = {}
+    for topic, timestamp, _ in records():
+        camera, kind = by_topic[topic]
+        seen.setdefault((camera, timestamp), set()).add(kind)
+    keys = {k for k, got in seen.items() if got == set(connections[k[0]]) and k in lines}
+    return keys, (m for m in records() if (by_topic[m[0]][0], m[1]) in keys)
 
 
 def _when(timestamp_ns: int) -> str:
