@@ -325,12 +325,27 @@ class RosClient:
                     flush=True,
                 )
 
-    def call(self, client, request, timeout: float = 30.0):
+    def call(self, client, request, timeout: float = 30.0, resend_s: float = 0.0):
+        """The service's answer. With resend_s (idempotent requests only), the request goes
+        out again when unanswered that long: a client whose service is 'ready' as soon as
+        its request writer is matched can still lose the answer, the server not having
+        matched its response reader yet (seen on Jazzy: get_parameters right after
+        service_is_ready() unanswered for 30 s, in a full run)."""
         done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        assert done.wait(timeout), f'no answer from {client.srv_name} within {timeout} s'
-        return future.result()
+        deadline = time.monotonic() + timeout
+        futures = []
+        while True:
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            futures.append(future)
+            left = deadline - time.monotonic()
+            if done.wait(min(resend_s, left) if resend_s else left):
+                return next(f for f in futures if f.done()).result()
+            assert time.monotonic() < deadline, (
+                f'no answer from {client.srv_name} within {timeout} s '
+                f'({len(futures)} request(s) sent)'
+            )
+            print(f'call: no answer from {client.srv_name} within {resend_s:g} s; asking again')
 
     def set_parameters(self, **values):
         """Set the node's parameters all at once (one change for its callbacks); the
@@ -351,7 +366,7 @@ class RosClient:
         from rclpy.parameter import parameter_value_to_python
 
         response = self.call(
-            self.get_parameters_client, GetParameters.Request(names=list(names)), timeout
+            self.get_parameters_client, GetParameters.Request(names=list(names)), timeout, 5.0
         )
         return {
             name: parameter_value_to_python(value) for name, value in zip(names, response.values)
