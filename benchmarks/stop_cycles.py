@@ -10,7 +10,9 @@ before the node in two cycles of four, after it in the other two. A process that
 exited `--bound` seconds after its stop is killed and counted: each is a failure.
 Fast DDS 2.14.5's teardown deadlock (eProsima/Fast-DDS#6066) shows as a process that
 leaves through gem_ros's bounded teardown ('the middleware teardown hung' in its log),
-counted apart: it exited, with its normal status, about TEARDOWN_BOUND_S late.
+counted apart: it exited, with its normal status, about TEARDOWN_BOUND_S late. A client
+participant that never discovers the node is counted apart too (DISCOVERY_S below); the
+cycle's stops still happen and are counted.
 
 `--client` runs the client side (used by the cycles; not for people).
 """
@@ -30,18 +32,47 @@ sys.path[:0] = [str(REPO), str(REPO / 'test')]
 from ros_helpers import RECOMMENDED_TRANSPORTS, TINY_MODEL, NodeProcess, source_env  # noqa: E402
 
 HUNG = 'the middleware teardown hung'
+# The client's lines that say how its cycle went (one of the last two ends the wait).
+NOT_DISCOVERED = 'DISCOVERY the first participant did not discover the node'
+REDISCOVERED = 'DISCOVERY a second participant discovered the node'
+SERVED = 'READY served'
+UNSERVED = 'READY not served'
+# On Jazzy (Fast DDS 2.14.5, LARGE_DATA) a fresh client participant has, rarely, never
+# matched the node started beside it (in the 1st, 3rd and 10th cycle of a run, in CI and
+# here; not in 80 cycles run alone here; not understood: docs/deployment.md). A cycle's
+# subject is the stops, so the client then tries a second participant of its own and says
+# whether it found the node: a stuck client participant, or a node nobody discovers.
+DISCOVERY_S = 20.0
 
 
 def client_main() -> int:
     """One frame served by the node, then, at 'stop' on stdin, a bounded teardown."""
-    from ros_helpers import RosClient, close_shared_context, image_msg, random_rgb
+    import rclpy
 
-    client = RosClient()
-    client.wait_matched()
-    client.publish_and_wait(image_msg(random_rgb(48, 64), 'rgb8'), timeout=60)
-    print('served', flush=True)
+    from ros_helpers import RosClient, close_ros, close_shared_context, image_msg, random_rgb
+
+    clients, second, served = [RosClient()], None, True
+    try:
+        clients[0].wait_matched(timeout=DISCOVERY_S)
+    except AssertionError as error:
+        print(f'{NOT_DISCOVERED}: {error}', flush=True)
+        second = rclpy.Context()
+        rclpy.init(args=[], context=second)
+        clients.append(RosClient(context=second))
+        try:
+            clients[1].wait_matched(timeout=DISCOVERY_S)
+            print(REDISCOVERED, flush=True)
+        except AssertionError as again:
+            print(f'DISCOVERY nor did a second participant: {again}', flush=True)
+            served = False
+    if served:
+        clients[-1].publish_and_wait(image_msg(random_rgb(48, 64), 'rgb8'), timeout=60)
+    print(SERVED if served else UNSERVED, flush=True)
     sys.stdin.readline()
-    client.close()
+    for client in clients:  # each executor thread ends before its participant goes
+        client.close()
+    if second is not None:
+        close_ros('the second participant', second, status=0)
     close_shared_context(status=0)
     return 0
 
@@ -62,11 +93,16 @@ class Client:
     def log(self) -> str:
         return self.log_path.read_text(errors='replace')
 
-    def wait_served(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float) -> bool:
+        """True once served a frame, False when no participant of the client discovered
+        the node; a client that fails otherwise (or says nothing in time) raises."""
         deadline = time.monotonic() + timeout
-        while 'served' not in self.log():
+        while True:
+            log = self.log()
+            if SERVED in log or UNSERVED in log:
+                return SERVED in log
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f'client not served:\n{self.log()[-2000:]}')
+                raise RuntimeError(f'client not served:\n{log[-2000:]}')
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -99,7 +135,7 @@ def cycle(index: int, log_dir: Path, bound: float) -> dict:
     out = {'signal': signum.name, 'client_first': client_first}
     try:
         node.wait_for_log('loaded model', timeout=120)
-        client.wait_served(120)
+        out['served'] = client.wait_ready(120)
         if client_first:
             started = time.monotonic()
             client.stop()
@@ -119,6 +155,7 @@ def cycle(index: int, log_dir: Path, bound: float) -> dict:
         node.stop()
     out['node_hung'] = HUNG in node.log()
     out['client_hung'] = HUNG in client.log()
+    out['discovery'] = [line for line in client.log().splitlines() if line.startswith('DISCOVERY')]
     out['logs'] = (node.log()[-1500:], client.log()[-1500:])
     return out
 
@@ -128,7 +165,12 @@ def run_cycles(cycles: int, bound: float, log_dir: Path, report=print) -> list[d
     for index in range(cycles):
         results.append(cycle(index, log_dir, bound))
         r = results[-1]
-        if r.get('node_code') is None or r.get('client_code') is None or r['node_hung']:
+        if (
+            r.get('node_code') is None
+            or r.get('client_code') is None
+            or r['node_hung']
+            or r['discovery']
+        ):
             report(f'cycle {index}: {r}')
     return results
 
@@ -151,6 +193,13 @@ def summary(results: list[dict], bound: float) -> str:
             f'(killed): {killed}; bounded teardown used (Fast DDS hang): {hung}; '
             f'exit codes {codes}'
         )
+    missed = [r for r in results if r['discovery']]
+    lines.append(
+        f'discovery: {len(missed)} of {len(results)} cycles had a client participant that '
+        f'did not discover the node in {DISCOVERY_S:g} s; a second one did in '
+        f'{sum(REDISCOVERED in r["discovery"] for r in missed)}; '
+        f'served: {sum(r.get("served", False) for r in results)}'
+    )
     return '\n'.join(lines)
 
 

@@ -188,7 +188,8 @@ class RosClient:
     """The test side: publishers of images and queries, subscribers of the node's outputs,
     clients of its services, spun by an executor thread of its own."""
 
-    def __init__(self, node_name: str = 'gem'):
+    def __init__(self, node_name: str = 'gem', context=None):
+        """context: the rclpy context (participant) to use; None: the shared one."""
         import rclpy
         from rcl_interfaces.srv import GetParameters, SetParametersAtomically
         from rclpy.executors import SingleThreadedExecutor
@@ -200,7 +201,7 @@ class RosClient:
         from gem_ros.srv import SetQueries
 
         self.node_name = node_name
-        self.context = shared_context()
+        self.context = context or shared_context()
         self.node = rclpy.create_node('gem_test_client', context=self.context)
         latched = QoSProfile(
             depth=1,
@@ -271,8 +272,25 @@ class RosClient:
             not all(p.get_subscription_count() for p in endpoints)
             or not self.set_queries_client.service_is_ready()
         ):
-            assert time.monotonic() < deadline, 'node endpoints not discovered'
+            assert time.monotonic() < deadline, (
+                f'node endpoints not discovered in {timeout:g} s: {self.graph(endpoints)}'
+            )
             time.sleep(0.05)
+
+    def graph(self, publishers=()) -> str:
+        """What discovery has found: the nodes this participant knows (none of the node's
+        means its participant was never discovered; the node but not its endpoints, that
+        endpoint discovery stalled), and the subscribers each publisher has."""
+        names = sorted(
+            f'{ns.rstrip("/")}/{n}' for n, ns in self.node.get_node_names_and_namespaces()
+        )
+        counts = {p.topic_name: p.get_subscription_count() for p in publishers}
+        return (
+            f'nodes known {names}; subscribers {counts}; set_queries service ready '
+            f'{self.set_queries_client.service_is_ready()}; '
+            f'FASTDDS_BUILTIN_TRANSPORTS={os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")!r}, '
+            f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}'
+        )
 
     def add_depth(self, node_name: str = 'gem'):
         """Publishers of depth and camera_info and a subscription of the node's markers."""
