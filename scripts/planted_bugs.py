@@ -197,6 +197,58 @@ BUGS = {
         '            groups.setdefault(0, []).append(i)',
         ['test/test_gem_core.py::test_locate_batch_is_locate_per_image_in_one_forward_per_shape'],
     ),
+    # Issue 37: four bugs the suite passed before.
+    'locate across cameras picks the lowest confidence': (
+        'gem_ros/engine.py',
+        'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
+        'max(views, key=lambda v: (v[3].found, -v[3].confidence, v[3].score))',
+        [
+            'test/test_engine.py::test_a_question_for_any_stream_gets_the_view_of_highest_confidence',
+            'test/test_node_presence.py::'
+            'test_locate_across_cameras_answers_from_the_camera_that_sees_the_thing',
+        ],
+    ),
+    'locate across cameras picks the worst view': (
+        'gem_ros/engine.py',
+        'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
+        'min(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
+        [
+            'test/test_node_presence.py::'
+            'test_locate_across_cameras_answers_from_the_camera_that_sees_the_thing',
+        ],
+    ),
+    'a stream slot keeps its oldest frame': (
+        'gem_ros/threads.py',
+        '            self._items[key] = item\n            self._cond.notify()\n'
+        '            return replaced',
+        '            self._items.setdefault(key, item)\n            self._cond.notify()\n'
+        '            return replaced',
+        [
+            'test/test_engine.py::'
+            'test_a_streams_slot_keeps_its_newest_frame_and_counts_the_one_replaced',
+        ],
+    ),
+    'expiry keeps the stale place and drops the fresh': (
+        'gem_ros/memory.py',
+        '[p for p in places if now - p.last_seen <= self.ttl_s]',
+        '[p for p in places if now - p.last_seen > self.ttl_s]',
+        [
+            'test/test_memory.py::test_places_expire_after_the_ttl',
+            'test/test_memory.py::'
+            'test_expiry_drops_the_stale_place_and_keeps_the_fresh_one_of_a_query',
+        ],
+    ),
+    'a cycle published under its first frame': (
+        'gem_ros/engine.py',
+        '                self._publish(frame, rgb, detections[:active], batch.seconds, '
+        'batch.settings)',
+        '                self._publish(batch.frames[0][1], rgb, detections[:active], batch.seconds,'
+        ' batch.settings)',
+        [
+            'test/test_cameras.py::'
+            'test_the_frames_of_one_cycle_are_each_published_under_their_own_header',
+        ],
+    ),
 }
 
 

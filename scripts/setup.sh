@@ -15,6 +15,13 @@
 # Re-run it after changing msg/, srv/, CMakeLists.txt, launch/ or config/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step says how long it took, so that a set-up that grows shows where.
+setup_started=$SECONDS
+step_started=$SECONDS
+step_done() {
+    echo "setup: [$((SECONDS - step_started)) s] $1"
+    step_started=$SECONDS
+}
 distro="${GEM_ROS_DISTRO:-jazzy}"
 venv="${GEM_ROS_VENV:-.venv}"
 python="${PYTHON:-python3}"
@@ -58,6 +65,7 @@ else
         system_site=(--system-site-packages)
     fi
     "$python" -m venv "${system_site[@]}" "$venv"
+    step_done "venv made"
 fi
 echo "setup: ROS 2 $distro in $venv"
 # Builds use at most two jobs: this is meant to run on small shared machines too.
@@ -73,6 +81,7 @@ fi
 # The build backend reads GEM_ROS_DISTRO to pick the ament/rosidl wheels of the same distro.
 GEM_ROS_DISTRO="$distro" "$venv/bin/python" -m pip install "${constraints[@]}" \
     ".[$distro,build-$distro,colcon,onnx,bag,ray,test]"
+step_done "gem_ros and its Python dependencies installed (pip)"
 
 bundle="${GEM_ROS_LAUNCH_BUNDLE:-../shared/ros-launch}"
 if "$venv/bin/python" -c 'import launch_ros, ros2launch, message_filters, vision_msgs' \
@@ -81,6 +90,7 @@ if "$venv/bin/python" -c 'import launch_ros, ros2launch, message_filters, vision
 elif [ -f "$bundle/install.sh" ]; then
     echo "setup: installing the ROS launch bundle from $bundle"
     bash "$bundle/install.sh" "$venv"
+    step_done "ROS launch bundle installed"
 else
     echo "setup: no ROS launch bundle at $bundle: the launch tests will be skipped" \
          "(or source a ROS 2 installation that has launch_ros)"
@@ -94,8 +104,11 @@ if "$venv/bin/python" -c 'import tf2_ros, tf2_geometry_msgs' 2>/dev/null; then
 elif [ -f "$tf2_bundle/install.sh" ]; then
     echo "setup: installing the tf2 bundle from $tf2_bundle"
     bash "$tf2_bundle/install.sh" "$venv"
+    step_done "tf2 bundle installed"
 else
     echo "setup: no tf2 bundle at $tf2_bundle: target_frame and memory_frame are refused and" \
          "their tests skipped (or source a ROS 2 installation that has tf2_ros)"
 fi
 "$venv/bin/gem-ros" doctor || true
+step_done "doctor"
+echo "setup: ROS 2 $distro in $venv took $((SECONDS - setup_started)) s"

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite in the venv made by scripts/setup.sh (GEM_ROS_VENV, default
 # .venv). Extra arguments go to pytest.
+#
+# In parallel by default: GEM_ROS_TEST_WORKERS pytest-xdist workers (default from the
+# machine's cores and memory; 1 runs serially), each in a DDS domain of its own
+# (test/ros_helpers.py), then the tests marked `serial` one at a time (docs/build.md says
+# which and why). `-p no:xdist` among the arguments runs everything serially in one pytest.
+# Then scripts/check_test_run.py checks both parts against test/allowed_skips.yaml (an
+# unlisted skip fails the run) and prints the slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(cd "${GEM_ROS_VENV:-.venv}" && pwd)"
@@ -24,4 +31,49 @@ export PATH="$venv/bin:$PATH"
 # What this environment has (this checkout's doctor; exit 1 when the node cannot run here).
 "$venv/bin/python" -m gem_ros.cli doctor --model test/fixtures/gem-tiny-test.json \
     --pretrained test/fixtures/gem-tiny-test.pt
-exec "$venv/bin/python" -m pytest "$@"
+
+distro="$(cat "$venv/share/gem_ros/ros_distro" 2>/dev/null || echo "${ROS_DISTRO:-jazzy}")"
+# Each ViT-B-16 node is about 1.5 GB and most tests wait on DDS, model loads and frames:
+# twice the cores, as memory allows (docs/build.md has the measurements).
+default_workers() {
+    "$venv/bin/python" - <<'PY'
+import os
+cores = len(os.sched_getaffinity(0))
+with open('/proc/meminfo') as f:
+    avail_gib = next(int(l.split()[1]) for l in f if l.startswith('MemAvailable')) / 2**20
+print(max(1, min(2 * cores, int((avail_gib - 2) // 2.5), 8)))
+PY
+}
+workers="${GEM_ROS_TEST_WORKERS:-$(default_workers)}"
+serially=0
+[ "$workers" -le 1 ] && serially=1
+whole=(--whole)
+for arg in "$@"; do
+    case "$arg" in
+        no:xdist) serially=1 ;;
+        -*) ;;
+        *) whole=() ;;  # tests named: not the whole suite
+    esac
+done
+records="$(mktemp -d "${TMPDIR:-/tmp}/gem_ros_test_records.XXXXXX")"
+trap 'rm -rf "$records"' EXIT
+pytest=("$venv/bin/python" -m pytest)
+status=0
+if [ "$serially" = 1 ]; then
+    echo "=== tests: serially ==="
+    GEM_ROS_TEST_RECORD="$records/serial.jsonl" "${pytest[@]}" "$@" || status=$?
+else
+    echo "=== tests: $workers workers, then the serial group ==="
+    # Exit 5 is "no tests collected": a part can be empty when tests are named.
+    GEM_ROS_TEST_RECORD="$records/parallel.jsonl" "${pytest[@]}" -n "$workers" \
+        --dist loadfile -m 'not serial' "$@" || status=$?
+    [ "$status" = 5 ] && status=0
+    part=0
+    GEM_ROS_TEST_RECORD="$records/serial.jsonl" "${pytest[@]}" -p no:xdist -m serial "$@" \
+        || part=$?
+    [ "$part" = 5 ] && part=0
+    [ "$status" = 0 ] && status=$part
+fi
+"$venv/bin/python" scripts/check_test_run.py "$records"/*.jsonl --distro "$distro" \
+    "${whole[@]}" || { [ "$status" = 0 ] && status=1; }
+exit "$status"

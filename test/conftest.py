@@ -17,6 +17,7 @@ from gem_ros import deadline
 from gem_ros.deadline import Deadline
 
 import ros_helpers
+import suite_record
 
 LOG_TAIL = 6000
 # Graphs exported by backend 'onnxruntime' go to a folder of this session, not ~/.cache, and
@@ -81,6 +82,7 @@ def pytest_configure(config):
     # pytest's terminal, while the capture of the tests' output is suspended: a watchdog's
     # report must reach it, not a capture file.
     deadline.report_to(os.dup(sys.stdout.fileno()))
+    suite_record.register(config)
 
 
 def pytest_runtest_setup(item):

@@ -29,9 +29,27 @@ TINY_MODEL = (
 )
 
 # Set before any rclpy.init, in this process and (inherited) in the node's.
-# No crosstalk between sessions; a helper process of this session (a benchmark's client)
-# inherits the session's domain.
-os.environ.setdefault('GEM_ROS_TEST_DOMAIN_ID', str(10 + os.getpid() % 200))
+# No crosstalk between sessions, nor between the workers of one parallel session: each
+# pytest-xdist worker (gw0, gw1, ...) takes the session's base domain plus its index, so two
+# workers never share a domain. A helper process of a test (a benchmark's client) inherits its
+# worker's domain. Fast DDS's ports are 7400 + 250 * domain + ...: domains stay <= 232.
+MAX_WORKERS = 32
+
+
+def _test_domain() -> str:
+    worker = os.environ.get('PYTEST_XDIST_WORKER', '')
+    if worker and os.environ.get('GEM_ROS_TEST_DOMAIN_WORKER') != worker:
+        # The controller's domain (inherited) is the base of its workers'.
+        base = int(os.environ.get('GEM_ROS_TEST_DOMAIN_ID') or 10 + os.getpid() % 190)
+        index = int(worker.removeprefix('gw'))
+        if index >= MAX_WORKERS:
+            raise RuntimeError(f'at most {MAX_WORKERS} test workers (a DDS domain each)')
+        os.environ['GEM_ROS_TEST_DOMAIN_WORKER'] = worker
+        return str(min(base, 232 - MAX_WORKERS) + index)
+    return os.environ.get('GEM_ROS_TEST_DOMAIN_ID') or str(10 + os.getpid() % 190)
+
+
+os.environ['GEM_ROS_TEST_DOMAIN_ID'] = _test_domain()
 os.environ['ROS_DOMAIN_ID'] = os.environ['GEM_ROS_TEST_DOMAIN_ID']
 os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # Fast DDS's default transports lose most 640x480 frames; so does Jazzy's plain LARGE_DATA

@@ -20,7 +20,9 @@ from test_bag import TINY_FLAGS, jsonl, read_output, write_bag
 
 from ros_helpers import source_env
 
-pytestmark = pytest.mark.timeout(300)
+# Alone, after the parallel part: the Ray tests start a local Ray instance with two workers
+# (all of the machine's cores), and the rest kill and resume whole runs.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]
 RUN_TIMEOUT_S = 240
 
 

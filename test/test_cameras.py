@@ -168,6 +168,37 @@ def test_a_frame_gives_what_the_model_gives_for_it_alone_while_another_camera_st
     assert cameras.results['front'], 'the streaming camera was served too'
 
 
+def test_the_frames_of_one_cycle_are_each_published_under_their_own_header(node, cameras):
+    """All three cameras send at once, again and again: while the model runs one cycle the
+    next one's frames wait together, so cycles hold frames of several cameras; each result
+    is published on its own camera's topic under its own frame's header."""
+    sent = {c: set() for c in CAMERAS}
+    before = {c: len(cameras.results[c]) for c in CAMERAS}
+    pictures = {c: image_msg(_picture(i), 'rgb8', frame_id=f'{c}_optical') for i, c in
+                enumerate(CAMERAS)}  # fmt: skip
+
+    def check():
+        for c in CAMERAS:
+            for r in cameras.results[c][before[c] :]:
+                stamp = (r.header.stamp.sec, r.header.stamp.nanosec)
+                assert r.header.frame_id == f'{c}_optical' and stamp in sent[c], (
+                    f'a result on {c} under the header of another frame: {r.header} '
+                    f'(sent on {c}: {sorted(sent[c])[-3:]}...)'
+                )
+
+    deadline = time.monotonic() + 60
+    while not all(len(cameras.results[c]) >= before[c] + 4 for c in CAMERAS):
+        check()
+        served = {c: len(cameras.results[c]) - before[c] for c in CAMERAS}
+        assert time.monotonic() < deadline, f'results per camera in 60 s: {served}'
+        for c, msg in pictures.items():
+            msg.header = header(f'{c}_optical')
+            sent[c].add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            cameras.images[c].publish(msg)
+        time.sleep(0.05)
+    check()
+
+
 def test_locate_through_one_camera_or_the_best_view(node, cameras, client):
     def locate(camera: str):
         done = threading.Event()

@@ -343,6 +343,61 @@ def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
     assert answers["right"] is worse and answers["any"] is better
 
 
+def test_a_question_for_any_stream_gets_the_view_of_highest_confidence(rig):
+    """Presence on, every query found (presence_threshold 0) but with the confidence of its
+    own frame: the question for any stream is answered by the frame of higher confidence."""
+    found = FrameSettings(presence_threshold=0.0)
+    rig.engine.update_settings(RunSettings(frame=found))
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    model = rig.engine.model
+    a = two_colour_image()
+    b = np.ascontiguousarray(a[::-1, ::-1] // 2)
+    args = found.locate_arguments()
+    confidence = {id(x): model.locate(x, ["blue"], **args)[0].confidence for x in (a, b)}
+    assert confidence[id(a)] != confidence[id(b)], confidence
+    better = max((a, b), key=lambda x: confidence[id(x)])
+    rig.engine.update_settings(RunSettings(frame=found, max_rate_hz=0.001))
+    rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "left")
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    answers = []
+    rig.engine.ask("blue", lambda f, rgb, det, s: answers.append((f, det)))
+    rig.engine.offer(a, "left")
+    rig.engine.offer(b, "right")
+    rig.engine.update_settings(RunSettings(frame=found))  # both taken in one cycle
+    rig.wait(lambda: answers, "the answer")
+    frame, det = answers[0]
+    assert det.found and frame is better, (confidence, det.confidence)
+
+
+def test_a_streams_slot_keeps_its_newest_frame_and_counts_the_one_replaced(rig):
+    """While a cycle is held (another stream's frame waits in its conversion), frames A then
+    B arrive on one stream: B is served, A never is, and one drop is counted for it."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        if not held.is_set():
+            held.set()
+            assert release.wait(30)
+
+    rig.during_conversion = hold
+    other = np.zeros((48, 64, 3), np.uint8)
+    a, b = two_colour_image(), two_colour_image(64, 64)
+    assert rig.engine.offer(other, "other") is None
+    assert held.wait(30)
+    assert rig.engine.offer(a, "cam") is None
+    assert rig.engine.offer(b, "cam") is None
+    release.set()
+    rig.wait(lambda: any(f is b for f, _ in rig.published), "B served")
+    rig.wait(lambda: any(f is other for f, _ in rig.published), "the held frame served")
+    time.sleep(0.3)  # nothing else is coming
+    assert len(rig.published) == 2 and not any(f is a for f, _ in rig.published)
+    assert rig.engine.dropped_of("cam") == 1 and rig.engine.dropped_of("other") == 0
+    assert rig.engine.dropped == 1
+
+
 def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
     """Two streams' frames in one cycle (held back by max_rate_hz until both wait): `wrist`
     runs its own queries, `head` the shared ones, each as locate alone gives them; once

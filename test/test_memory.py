@@ -72,6 +72,16 @@ def test_places_expire_after_the_ttl():
     assert [p.query for p in memory.places('mug', now=159.0)] == ['mug']
     assert memory.places('mug', now=161.0) == []  # answers leave out the expired at once
     assert memory.expire(161.0) == 1 and len(memory) == 1
+    assert [p.query for p in memory.all_places()] == ['cup']  # the stale one went
+
+
+def test_expiry_drops_the_stale_place_and_keeps_the_fresh_one_of_a_query():
+    memory = SightingMemory('map', ttl_s=60)
+    memory.add('mug', (0, 0, 0), 100.0, 0.9, 'front')  # stale by 161
+    memory.add('mug', (5, 0, 0), 150.0, 0.9, 'left')  # fresh: 11 s old at 161
+    assert memory.expire(161.0) == 1
+    (kept,) = memory.all_places()
+    assert (kept.position, kept.last_seen, kept.camera) == ((5.0, 0.0, 0.0), 150.0, 'left')
 
 
 def test_the_budgets_bound_the_memory_whatever_is_seen():

@@ -10,7 +10,6 @@ import pytest
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
-import gem_ros.ros.node
 from gem_ros.geometry import scale_intrinsics
 from gem_ros.ros.markers import LABELS_NS, POINTS_NS
 from gem_ros.srv import SetQueries
@@ -18,12 +17,7 @@ from gem_ros.srv import SetQueries
 from depth_scene import BOX_Z, HEIGHT, WALL_Z, WIDTH, K, camera_info_msg, depth_msg, wall_and_box
 from ros_helpers import TINY_MODEL, NodeProcess, RosClient, image_msg
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not hasattr(gem_ros.ros.node, 'DepthInput'), reason='needs the node integration'
-    ),
-]
+pytestmark = pytest.mark.timeout(180)
 FRAME_ID = 'camera_color_optical_frame'
 DEPTH_WINDOW = 4  # depth pixels
 TOLERANCE = 0.01  # m

@@ -270,3 +270,58 @@ def test_held_presence_holds_a_thing_that_left_for_a_frame_then_loses_it(node, c
         assert not future.result().held and future.result().found
     finally:
         assert client.set_parameters(hold=False).successful
+
+
+def test_locate_across_cameras_answers_from_the_camera_that_sees_the_thing(client, tmp_path):
+    """Two cameras, presence on: only `left` sees red. ~/locate for any camera answers with
+    left's frame (found, its confidence), though front's frame comes first. max_rate_hz
+    spaces the cycles, so that each takes a frame of both cameras."""
+    from sensor_msgs.msg import Image
+
+    process = NodeProcess(
+        tmp_path / 'node.log',
+        f'model:={SCENE_MODEL}',
+        f'pretrained:={SCENE_WEIGHTS}',
+        'device:=cpu',
+        f'input_size:={SIZE}',
+        'cameras:=[front, left]',
+        'queries:=[green]',
+        'max_rate_hz:=2.0',
+        'publish_overlay:=false',
+        'hold:=false',
+    )
+    locate = client.node.create_client(Locate, '/gem/locate', qos_profile=KEEP_ALL)
+    images = {c: client.node.create_publisher(Image, f'{c}/image', 10) for c in ('front', 'left')}
+    scenes = {'front': WITHOUT_RED, 'left': WITH_RED}
+    try:
+        process.wait_for_log('loaded model')
+        assert locate.wait_for_service(timeout_sec=30)
+        client.wait_for(
+            lambda: all(p.get_subscription_count() for p in images.values()), 'the cameras'
+        )
+
+        def send_both():  # front's frame first
+            for camera in ('front', 'left'):
+                images[camera].publish(
+                    image_msg(scenes[camera].image, 'rgb8', frame_id=f'{camera}_optical')
+                )
+                time.sleep(0.02)
+            time.sleep(0.06)
+
+        warm = time.monotonic() + 1.5  # cycles paced by max_rate_hz, both cameras waiting
+        while time.monotonic() < warm:
+            send_both()
+        for attempt in range(3):
+            future = locate.call_async(Locate.Request(query='red', timeout=20.0))
+            deadline = time.monotonic() + 30
+            while not future.done():
+                assert time.monotonic() < deadline, 'no answer from ~/locate'
+                send_both()
+            answer = future.result()
+            assert answer.camera == 'left' and answer.found, (attempt, answer)
+            assert answer.header.frame_id == 'left_optical', answer
+    finally:
+        client.node.destroy_client(locate)
+        for publisher in images.values():
+            client.node.destroy_publisher(publisher)
+        process.stop()
