@@ -24,7 +24,9 @@ def _run(*args, timeout=60):
 
 
 def test_gem_node_help_prints_usage_and_starts_nothing():
-    out = _run('-m', 'gem_ros.ros.node', '--help', timeout=20)
+    # A node it started would never exit: any bound shows that. 60 s, not 20: importing torch
+    # and rclpy took over 20 s on 2 cores shared by six test workers.
+    out = _run('-m', 'gem_ros.ros.node', '--help', timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith('usage: gem_node')
     assert "mask_format (default 'full')" in out.stdout and 'presence_threshold' in out.stdout
