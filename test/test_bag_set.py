@@ -96,6 +96,25 @@ def test_several_bags_a_folder_and_a_list_each_an_output_and_a_line(tmp_path):
     assert 'two inputs would write one output' in clash.stderr
 
 
+def test_an_output_folder_inside_the_input_folder_is_never_an_input(tmp_path):
+    """`gem-ros bag recordings/ -o recordings/labelled`, then the same with --resume, then
+    the folder's contents by a shell glob: its own outputs (bags too) are never inputs."""
+    recordings = tmp_path / 'recordings'
+    write_bag(recordings / 'monday', 2)
+    write_bag(recordings / 'tuesday', 2)
+    out = recordings / 'labelled'
+    first = gem_bag(recordings, '-q', 'red', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, first.stderr)
+    again = gem_bag(recordings, '-q', 'red', '--resume', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, again.stderr)
+    assert '2 of 2 bags already finished' in again.stderr, again.stderr
+    globbed = gem_bag(*sorted(recordings.iterdir()), '-q', 'red', '--resume', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, globbed.stderr)
+    assert 'inside the output folder' in globbed.stderr, globbed.stderr
+    for name in ('monday', 'tuesday'):
+        every_frame_once(out / name, 2)
+
+
 def test_sigterm_mid_set_then_resume_skips_the_finished_and_continues_the_partial(tmp_path):
     first, second = (
         write_bag(tmp_path / 'a' / 'first', 2),
