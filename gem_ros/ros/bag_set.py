@@ -125,16 +125,25 @@ class Index:
     def __init__(self, out: Path, items: list, resume: bool):
         self.out, self.items = out, items
         path = out / INDEX
+        if out.exists() and not out.is_dir():
+            raise BagError(f'{out} is not a folder: -o names the folder the outputs go to')
         if out.exists() and any(out.iterdir()) and not resume:
             raise BagError(f'{out} exists: --resume continues it, or choose another -o')
         old = {}
         if path.is_file():
-            for line in path.read_text(encoding='utf-8').splitlines():
+            for line in path.read_text(encoding='utf-8', errors='replace').splitlines():
                 try:
                     record = json.loads(line)
                     old[record['output']] = record
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError):
                     continue
+        # --resume continues a set's own output folder only: what it would write over (the
+        # index, the outputs) must be ours.
+        if resume and out.is_dir() and any(out.iterdir()) and not old:
+            raise BagError(
+                f'{out} holds no {INDEX} of a gem-ros bag run: --resume continues a set of '
+                'bags in its own output folder; nothing there was changed'
+            )
         self.records = {}
         for item in items:
             record = {'input': item.input, 'output': item.name, 'status': 'pending'}
