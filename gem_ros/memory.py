@@ -6,7 +6,7 @@ benchmarks/memory.py, through the same `observe`.
     memory = SightingMemory('map', radius=0.15, ttl_s=600)
     observe(memory, 'front', stamp_s, detections, camera_points, to_memory, view)
     memory.places('red mug', now_s)     # best first
-    memory.save(path); SightingMemory.load(path, 'map', ...)
+    memory.save(path); memory.load(path, now_s)
 
 - A sighting is one found query with a 3D point: its point in the memory's frame, stamp,
   presence confidence and camera.
@@ -20,6 +20,9 @@ benchmarks/memory.py, through the same `observe`.
 - Places expire `ttl_s` after they were last seen.
 - Bounded: at most `max_per_query` places per query (a new one replaces the weakest) and
   `max_places` in all (a new one replaces the one seen longest ago), whatever the queries.
+- The file: written atomically, starting with its format's name (gem_ros.owned_files), so
+  that a file that is not one is never read as one, nor overwritten; every place read back is
+  checked field by field (`place_from`), a bad one dropped with the reason.
 
 Stamps are seconds on the clock of the frames' headers (the node's ROS time); ages are
 measured on it too.
@@ -29,23 +32,29 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from gem_ros.geometry import apply_transform, invert_transform, point_visible
+from gem_ros.owned_files import ours, write_atomically
 
 MEAN_WINDOW = 20  # sightings a place's mean position follows at most
 CONFIRMED = 3  # sightings that make a place confirmed (ranked before unconfirmed ones)
 FILE_VERSION = 1
+# A memory file starts with its format's name; files of before it, with their version.
+FILE_FORMAT = 'gem_ros memory'
+SIGNATURES = (b'{"format": "gem_ros memory"', b'{"version": 1, "frame": ')
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a memory file larger than this is not read
 
 
 class MemoryFileError(ValueError):
     """A memory file that cannot be used, said plainly."""
+
+
+class ForeignFileError(MemoryFileError):
+    """What is at the memory file's path is not a memory file: it is left as it is."""
 
 
 @dataclass
@@ -68,6 +77,65 @@ class Place:
     def rank(self) -> tuple:
         """Best first: confirmed places before unconfirmed, then the most recently seen."""
         return (self.sightings >= CONFIRMED, self.last_seen, self.confidence)
+
+
+PLACE_FIELDS = {f.name: {'float': float, 'int': int, 'str': str}[f.type] for f in fields(Place)}
+
+
+# What a place read from a file may hold: a query as long as a query may be, a camera name,
+# coordinates within this many metres of the frame's origin, and times not after the node's
+# clock by more than FUTURE_SLACK_S.
+MAX_QUERY_CHARS = 200
+MAX_CAMERA_CHARS = 64
+MAX_COORDINATE_M = 1e6
+FUTURE_SLACK_S = 60.0
+MAX_COUNT = 2**31 - 1
+
+
+def place_from(entry, now: Optional[float] = None) -> Place:
+    """A Place from one entry of a memory file, every field checked; ValueError says which
+    field is wrong and why."""
+    if not isinstance(entry, dict):
+        raise ValueError(f'a {type(entry).__name__}, not an object')
+    values = {}
+    for name, kind in PLACE_FIELDS.items():
+        if name not in entry:
+            if name == 'misses':
+                values[name] = 0
+                continue
+            raise ValueError(f'no {name}')
+        value = entry[name]
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value):
+                raise ValueError(f'{name} is {value!r}, not a finite number')
+            value = float(value)
+        elif kind is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f'{name} is {value!r}, not a whole number')
+        elif not isinstance(value, str):
+            raise ValueError(f'{name} is {value!r}, not text')
+        values[name] = value
+    place = Place(**values)
+    checks = (
+        (not place.query.strip() or len(place.query) > MAX_QUERY_CHARS, 'query'),
+        (len(place.camera) > MAX_CAMERA_CHARS, 'camera'),
+        (any(abs(c) > MAX_COORDINATE_M for c in place.position), 'x, y, z'),
+        (not 1 <= place.sightings <= MAX_COUNT, 'sightings'),
+        (not 0 <= place.misses <= MAX_COUNT, 'misses'),
+        (not 0.0 <= place.confidence <= 1.0, 'confidence'),
+        (not 0.0 <= place.first_seen <= place.last_seen, 'first_seen, last_seen'),
+        (now is not None and place.last_seen > now + FUTURE_SLACK_S, 'last_seen (future)'),
+    )
+    problem = next((name for bad, name in checks if bad), None)
+    if problem:
+        raise ValueError(f'{problem} out of range in {_short(entry)}')
+    return place
+
+
+def _short(entry: dict) -> str:
+    text = json.dumps(entry, default=str)
+    return text if len(text) <= 160 else text[:157] + '...'
 
 
 class SightingMemory:
@@ -114,9 +182,12 @@ class SightingMemory:
         camera: str,
     ) -> Place:
         """One sighting: merged into the nearest place of `query` within the radius, or a
-        new place (within the budgets). A non-finite point or stamp is refused."""
-        if not (all(math.isfinite(c) for c in point) and math.isfinite(stamp)):
-            raise ValueError(f'a sighting needs a finite point and stamp, got {point} at {stamp}')
+        new place (within the budgets). A non-finite point, stamp or confidence is refused."""
+        if not all(math.isfinite(c) for c in (*point, stamp, confidence)):
+            raise ValueError(
+                f'a sighting needs a finite point, stamp and confidence, got {point} at {stamp}, '
+                f'confidence {confidence}'
+            )
         with self._lock:
             places = self._places.setdefault(query, [])
             near = _nearest(places, point, self.radius)
@@ -193,50 +264,52 @@ class SightingMemory:
 
     # --- file -----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        """Written atomically: a temporary file in the same folder, renamed over `path`."""
-        path = Path(path)
+        """Written atomically; PathRefused (nothing changed) when what is at `path` is not a
+        memory file (gem_ros.owned_files)."""
         with self._lock:
             content = {
+                'format': FILE_FORMAT,
                 'version': FILE_VERSION,
                 'frame': self.frame,
                 'places': [asdict(p) for ps in self._places.values() for p in ps],
             }
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent or '.')
-        try:
-            with os.fdopen(fd, 'w') as out:
-                json.dump(content, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(Path(path), json.dumps(content), SIGNATURES)
 
-    def load(self, path: Path) -> int:
-        """Read the places of a file written by save(); MemoryFileError when it cannot be
-        read, is not such a file, or holds another frame's places (nothing is changed then).
-        Places over the budgets are left out, the most recently seen kept. Returns the count."""
+    def load(self, path: Path, now: Optional[float] = None) -> tuple[int, list[str]]:
+        """Read the places of a file written by save(): (places kept, why each dropped place
+        was dropped). ForeignFileError when the file is not a memory file (to be left as it
+        is); MemoryFileError when it is one that cannot be used (cut short, another version
+        or frame); nothing is changed then. Every place is checked field by field (types,
+        finite, ranges, not seen after `now` + FUTURE_SLACK_S); places over the budgets are
+        left out, the most recently seen kept."""
         path = Path(path)
+        if not ours(path, SIGNATURES):
+            raise ForeignFileError(f'{path} is not a gem_ros memory file: left as it is')
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise MemoryFileError(f'{path} is over {MAX_FILE_BYTES >> 20} MiB')
             content = json.loads(path.read_text())
-            frame, version = content['frame'], content['version']
-            places = [Place(**p) for p in content['places']]
+            frame, version, entries = content['frame'], content['version'], content['places']
         except MemoryFileError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise MemoryFileError(f'{path} is not a gem_ros memory file: {exc}') from exc
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise MemoryFileError(f'{path} cannot be read: {type(exc).__name__}: {exc}') from exc
         if version != FILE_VERSION:
             raise MemoryFileError(f'{path} is version {version!r}, not {FILE_VERSION}')
         if frame != self.frame:
             raise MemoryFileError(
                 f'{path} holds places in frame {frame!r}, not memory_frame {self.frame!r}'
             )
+        if not isinstance(entries, list):
+            raise MemoryFileError(f'{path}: places is a {type(entries).__name__}, not a list')
+        places, dropped = [], []
+        for i, entry in enumerate(entries):
+            try:
+                places.append(place_from(entry, now))
+            except ValueError as exc:
+                dropped.append(f'place {i}: {exc}')
         kept = 0
         for place in sorted(places, key=lambda p: p.last_seen, reverse=True):
-            if not all(math.isfinite(c) for c in (*place.position, place.last_seen)):
-                continue
             with self._lock:
                 mine = self._places.setdefault(place.query, [])
                 if len(mine) < self.max_per_query and self._count() < self.max_places:
@@ -244,7 +317,7 @@ class SightingMemory:
                     kept += 1
                 self._drop_empty()
         self.changes += 1
-        return kept
+        return kept, dropped
 
     def _count(self) -> int:
         return sum(len(ps) for ps in self._places.values())

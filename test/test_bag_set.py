@@ -98,6 +98,46 @@ def test_several_bags_a_folder_and_a_list_each_an_output_and_a_line(tmp_path):
     assert 'two inputs would write one output' in clash.stderr
 
 
+def test_an_output_folder_inside_the_input_folder_is_never_an_input(tmp_path):
+    """`gem-ros bag recordings/ -o recordings/labelled`, then the same with --resume, then
+    the folder's contents by a shell glob: its own outputs (bags too) are never inputs."""
+    recordings = tmp_path / 'recordings'
+    write_bag(recordings / 'monday', 2)
+    write_bag(recordings / 'tuesday', 2)
+    out = recordings / 'labelled'
+    first = gem_bag(recordings, '-q', 'red', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, first.stderr)
+    again = gem_bag(recordings, '-q', 'red', '--resume', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, again.stderr)
+    assert '2 of 2 bags already finished' in again.stderr, again.stderr
+    globbed = gem_bag(*sorted(recordings.iterdir()), '-q', 'red', '--resume', out=out, check=0)
+    assert sorted(index(out)) == ['monday', 'tuesday'], explain(out, globbed.stderr)
+    assert 'inside the output folder' in globbed.stderr, globbed.stderr
+    for name in ('monday', 'tuesday'):
+        every_frame_once(out / name, 2)
+
+
+def test_a_file_or_a_foreign_folder_at_out_is_refused_and_left_as_it_is(tmp_path):
+    """-o naming a user's file, or a folder of theirs (with or without --resume): refused
+    with the reason before anything is written; both found unchanged."""
+    bags = tmp_path / 'bags'
+    write_bag(bags / 'one', 1)
+    write_bag(bags / 'two', 1)
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('mine')
+    run = gem_bag(bags, '-q', 'red', out=notes, check=2)
+    assert 'is not a folder' in run.stderr, run.stderr
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir()
+    (theirs / 'index.jsonl').write_text('my own index, not JSON lines\n')
+    for extra in ((), ('--resume',)):
+        run = gem_bag(bags, '-q', 'red', *extra, out=theirs, check=2)
+        assert 'exists: --resume' in run.stderr or 'holds no index.jsonl' in run.stderr, run.stderr
+    assert notes.read_text() == 'mine'
+    assert [p.name for p in theirs.iterdir()] == ['index.jsonl']
+    assert (theirs / 'index.jsonl').read_text() == 'my own index, not JSON lines\n'
+
+
 def test_sigterm_mid_set_then_resume_skips_the_finished_and_continues_the_partial(tmp_path):
     first, second = (
         write_bag(tmp_path / 'a' / 'first', 2),

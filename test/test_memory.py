@@ -3,13 +3,22 @@ evidence through depth, expiry, budgets, the file; and the geometry it uses."""
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from gem_ros.geometry import apply_transform, invert_transform, point_visible
-from gem_ros.memory import CONFIRMED, MemoryFileError, SightingMemory, observe
+from gem_ros.memory import (
+    CONFIRMED,
+    SIGNATURES,
+    ForeignFileError,
+    MemoryFileError,
+    SightingMemory,
+    observe,
+)
+from gem_ros.owned_files import PathRefused, check_path, move_aside, ours
 
 from depth_scene import HEIGHT, WIDTH, K
 
@@ -148,17 +157,117 @@ def test_the_file_round_trips_and_another_frame_is_refused(tmp_path):
     memory.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ['memory.json']  # no temporary left
     again = SightingMemory('map')
-    assert again.load(path) == 1
+    assert again.load(path) == (1, [])
     assert again.places('mug') == memory.places('mug')
     with pytest.raises(MemoryFileError, match="frame 'map', not memory_frame 'odom'"):
         SightingMemory('odom').load(path)
+    # Cut short (a power cut while writing): still recognised as a memory file, unusable.
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(MemoryFileError, match='cannot be read') as raised:
+        SightingMemory('map').load(path)
+    assert not isinstance(raised.value, ForeignFileError)
+    # Not a memory file at all: told apart, so that the node leaves it as it is.
     path.write_text('{"frame": "map"')
-    with pytest.raises(MemoryFileError, match='not a gem_ros memory file'):
+    with pytest.raises(ForeignFileError, match='not a gem_ros memory file'):
         SightingMemory('map').load(path)
-    content = {'version': 1, 'frame': 'map', 'places': [{'query': 'x'}]}
-    path.write_text(json.dumps(content))
-    with pytest.raises(MemoryFileError, match='not a gem_ros memory file'):
+
+
+# One good place, then one bad field each (issue 39: each of these once reached ~/recall or
+# the markers: a NaN confidence, a response that failed to serialise, a TypeError a second).
+GOOD = {
+    'query': 'red', 'x': 1.0, 'y': 2.0, 'z': 0.5, 'sightings': 4, 'first_seen': 100.0,
+    'last_seen': 110.0, 'confidence': 0.8, 'camera': 'front', 'misses': 0,
+}  # fmt: skip
+BAD_FIELDS = {
+    'nan confidence': {'query': 'green', 'confidence': math.nan},
+    'text sightings': {'query': 'blue', 'sightings': 'many'},
+    'number query': {'query': 42},
+    'null camera': {'query': 'cyan', 'camera': None},
+    'far future': {'query': 'magenta', 'last_seen': 1e300},
+    'infinite x': {'query': 'pink', 'x': math.inf},
+    'boolean count': {'query': 'grey', 'sightings': True},
+    'confidence over 1': {'query': 'white', 'confidence': 7.0},
+    'seen before first': {'query': 'black', 'first_seen': 200.0},
+    'empty query': {'query': '  '},
+    'no x': {'query': 'brown', 'x': None},
+    'not an object': 'a string',
+}
+
+
+def bad_memory_file(path, frame='map'):
+    places = [GOOD] + [
+        {**GOOD, **bad} if isinstance(bad, dict) else bad for bad in BAD_FIELDS.values()
+    ]
+    places[-2].pop('x')
+    text = json.dumps({'format': 'gem_ros memory', 'version': 1, 'frame': frame, 'places': places})
+    path.write_text(text)  # NaN and Infinity as Python's json writes them
+    return path
+
+
+def test_every_place_of_a_file_is_checked_field_by_field(tmp_path):
+    path = bad_memory_file(tmp_path / 'memory.json')
+    memory = SightingMemory('map')
+    kept, dropped = memory.load(path, now=1000.0)
+    assert kept == 1, dropped
+    assert len(dropped) == len(BAD_FIELDS), dropped
+    for reason, field in zip(dropped, ['confidence', 'sightings', 'query', 'camera', 'last_seen',
+                                       'x', 'sightings', 'confidence', 'first_seen', 'query',
+                                       'no x', 'not an object']):  # fmt: skip
+        assert field in reason, dropped
+    (place,) = memory.all_places()
+    assert place.query == 'red' and place.camera == 'front'
+    assert all(math.isfinite(v) for v in (*place.position, place.confidence, place.last_seen))
+
+
+def test_a_file_nested_too_deep_or_of_another_kind_is_foreign_and_never_parsed(tmp_path):
+    path = tmp_path / 'memory.json'
+    for text in ('[' * 200_000, 'my notes\n', '{"version": 2}', '{"places": []}', ''):
+        path.write_text(text)
+        with pytest.raises(ForeignFileError):
+            SightingMemory('map').load(path)
+    # One of ours, deeply nested after its signature: unusable, said, not a crash.
+    path.write_text('{"format": "gem_ros memory", "places": ' + '[' * 200_000)
+    with pytest.raises(MemoryFileError, match='cannot be read: RecursionError'):
         SightingMemory('map').load(path)
+
+
+def test_the_file_is_never_written_over_what_is_not_ours(tmp_path):
+    memory = SightingMemory('map')
+    memory.add('mug', (1, 2, 3), 10.0, 0.7, 'front')
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('my notes')
+    with pytest.raises(PathRefused):
+        memory.save(notes)
+    assert notes.read_text() == 'my notes'
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    with pytest.raises(PathRefused):
+        memory.save(folder)
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['folder', 'notes.txt']
+
+
+def test_an_unusable_file_of_ours_is_moved_aside_never_over_another(tmp_path):
+    path = tmp_path / 'memory.json'
+    SightingMemory('odom').save(path)
+    theirs = tmp_path / 'memory.json.rejected'
+    theirs.write_text('a file of the user that happens to have this name')
+    moved = move_aside(path)
+    assert moved == tmp_path / 'memory.json.rejected.1'
+    assert theirs.read_text() == 'a file of the user that happens to have this name'
+    assert not path.exists() and ours(moved, SIGNATURES)
+
+
+def test_a_path_that_is_no_file_is_refused_at_start(tmp_path):
+    with pytest.raises(PathRefused, match='is a folder: name a file in it'):
+        check_path(tmp_path, 'memory_file')
+    with pytest.raises(PathRefused, match='does not exist'):
+        check_path(tmp_path / 'missing' / 'memory.json', 'memory_file')
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    with pytest.raises(PathRefused, match='not a regular file'):
+        check_path(fifo, 'memory_file')
+    check_path(tmp_path / 'memory.json', 'memory_file')  # absent, in a folder: fine
 
 
 def test_a_file_over_the_budget_keeps_the_most_recent(tmp_path):
@@ -168,5 +277,5 @@ def test_a_file_over_the_budget_keeps_the_most_recent(tmp_path):
         big.add('mug', (float(i), 0, 0), float(i), 0.9, '')
     big.save(path)
     small = SightingMemory('map', max_per_query=5)
-    assert small.load(path) == 5
+    assert small.load(path) == (5, [])
     assert sorted(p.last_seen for p in small.places('mug')) == [15.0, 16.0, 17.0, 18.0, 19.0]

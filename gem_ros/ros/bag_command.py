@@ -114,7 +114,7 @@ def run(args) -> int:
     if args.num_gpus < 0 or args.cpus_per_worker <= 0:
         raise BagError('--num-gpus must be 0 or more, --cpus-per-worker more than 0')
     out = Path(args.out)
-    index = Index(out, expand(args.input), args.resume)
+    index = Index(out, expand(args.input, out), args.resume)
     skipped = len(index.items) - len(index.pending())
     if skipped:
         log.info('%d of %d bags already finished in %s: skipped', skipped, len(index.items), out)

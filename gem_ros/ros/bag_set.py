@@ -54,20 +54,29 @@ class Item:
     name: str
 
 
-def expand(inputs: list) -> list:
+def expand(inputs: list, out: Optional[Path] = None) -> list:
     """The bags the inputs name, in order: a bag is OUT/<its folder's name>; a folder of bags
     gives every bag under it, OUT/<its path there>; a list file, one bag a line (blank lines
-    and '#' comments skipped; relative paths from the current folder)."""
+    and '#' comments skipped; relative paths from the current folder). Nothing inside `out`
+    is an input (an output folder inside an input folder holds this set's own outputs, which
+    are bags too): such inputs are left out, said in the log."""
     items = []
+    inside_out = _inside(out)
     for text in inputs:
         path = Path(text)
-        if is_list(path):
+        if inside_out(path):
+            log.warning('%s is inside the output folder %s: not an input', path, out)
+        elif is_list(path):
             for line in path.read_text(encoding='utf-8').splitlines():
                 line = line.strip()
-                if line and not line.startswith('#'):
-                    items.append(Item(line, Path(line).name))
+                if not line or line.startswith('#'):
+                    continue
+                if inside_out(Path(line)):
+                    log.warning('%s (in %s) is inside the output folder: not an input', line, path)
+                    continue
+                items.append(Item(line, Path(line).name))
         elif path.is_dir() and not is_bag(path):
-            found = _bags_under(path)
+            found = _bags_under(path, inside_out)
             if not found:
                 raise BagError(f'{path} is no bag and has none under it')
             items += [Item(str(b), b.relative_to(path).as_posix()) for b in found]
@@ -86,11 +95,23 @@ def expand(inputs: list) -> list:
     return items
 
 
-def _bags_under(folder: Path) -> list:
+def _inside(out: Optional[Path]) -> Callable[[Path], bool]:
+    """Whether a path is `out` or under it (resolved: links and '..' followed)."""
+    if out is None:
+        return lambda path: False
+    resolved = Path(out).resolve()
+    return lambda path: path.resolve() == resolved or resolved in path.resolve().parents
+
+
+def _bags_under(folder: Path, skip: Callable[[Path], bool]) -> list:
     found = []
     for root, dirs, _ in os.walk(folder):
-        dirs.sort()
         here = Path(root)
+        if skip(here):
+            log.warning('%s is inside the output folder: its bags are not inputs', here)
+            dirs.clear()
+            continue
+        dirs.sort()
         if here != folder and is_bag(here):
             found.append(here)
             dirs.clear()  # a bag's own folders are no bags
@@ -104,16 +125,25 @@ class Index:
     def __init__(self, out: Path, items: list, resume: bool):
         self.out, self.items = out, items
         path = out / INDEX
+        if out.exists() and not out.is_dir():
+            raise BagError(f'{out} is not a folder: -o names the folder the outputs go to')
         if out.exists() and any(out.iterdir()) and not resume:
             raise BagError(f'{out} exists: --resume continues it, or choose another -o')
         old = {}
         if path.is_file():
-            for line in path.read_text(encoding='utf-8').splitlines():
+            for line in path.read_text(encoding='utf-8', errors='replace').splitlines():
                 try:
                     record = json.loads(line)
                     old[record['output']] = record
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError):
                     continue
+        # --resume continues a set's own output folder only: what it would write over (the
+        # index, the outputs) must be ours.
+        if resume and out.is_dir() and any(out.iterdir()) and not old:
+            raise BagError(
+                f'{out} holds no {INDEX} of a gem-ros bag run: --resume continues a set of '
+                'bags in its own output folder; nothing there was changed'
+            )
         self.records = {}
         for item in items:
             record = {'input': item.input, 'output': item.name, 'status': 'pending'}

@@ -42,6 +42,9 @@ class Snapshot:
     lifecycle: str = 'active'
     frame_timeout_s: float = 5.0
     min_rate_hz: float = 0.0
+    # Something the node serves without (memory_file not kept, say): WARN with it, when
+    # nothing worse is to be said.
+    degraded: str = ''
 
 
 def assess(s: Snapshot) -> tuple[bytes, str]:
@@ -58,6 +61,8 @@ def assess(s: Snapshot) -> tuple[bytes, str]:
     rate = s.processed / s.period_s
     if s.min_rate_hz > 0 and rate < s.min_rate_hz:
         return WARN, f'processing {rate:.2f} frames/s, under the minimum {s.min_rate_hz:g}'
+    if s.degraded:
+        return WARN, f'processing {rate:.2f} frames/s; {s.degraded}'
     return OK, f'processing {rate:.2f} frames/s'
 
 

@@ -22,8 +22,9 @@ from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray, Vector3
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from gem_ros.memory import MemoryFileError, SightingMemory, observe
+from gem_ros.memory import ForeignFileError, MemoryFileError, SightingMemory, observe
 from gem_ros.overlay import query_colours
+from gem_ros.owned_files import PathRefused, check_path, move_aside
 from gem_ros.ros.transforms import TransformUnavailable
 from gem_ros.threads import cut
 
@@ -33,6 +34,7 @@ MEMORY_NS = 'gem_memory'
 LABELS_NS = 'gem_memory_labels'
 MARKER_DIAMETER = 0.08
 LOG_PERIOD_S = 5.0
+MAX_DROPS_LOGGED = 10  # bad places of a memory file named one by one in the log
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,11 @@ class NodeMemory:
             settings.miss_frames,
         )
         self._file = Path(settings.file).expanduser() if settings.file else None
+        # Why memory_file is not kept (what is there is not ours), for the log and
+        # /diagnostics; '' while it is.
+        self.file_problem = ''
         if self._file is not None:
+            check_path(self._file, 'memory_file')  # a folder...: refused at start
             self._load()
         self._saved = self.memory.changes
         self._last_save = time.monotonic()
@@ -75,24 +81,43 @@ class NodeMemory:
         node.get_logger().info(
             f'memory of sightings in {self.frame!r}: radius {settings.radius} m, '
             f'ttl {settings.ttl_s:g} s, at most {settings.max_per_query} places per query and '
-            f'{settings.max_places} in all' + (f', kept in {self._file}' if self._file else '')
+            f'{settings.max_places} in all'
+            + (f', kept in {self._file}' if self._file and not self.file_problem else '')
         )
 
     def _load(self) -> None:
+        """memory_file read back. Not a memory file: left as it is, and the memory is not
+        kept (file_problem). A memory file that cannot be used: moved aside, never over
+        another file. Bad places: dropped, each named in the log."""
         if not self._file.exists():
             return
+        logger = self._node.get_logger()
         try:
-            count = self.memory.load(self._file)
-        except MemoryFileError as exc:
-            rejected = self._file.with_name(self._file.name + '.rejected')
-            self._file.replace(rejected)
-            self._node.get_logger().error(
-                f'memory_file not used: {exc}; moved to {rejected}, starting empty'
-            )
+            count, dropped = self.memory.load(self._file, self._now())
+        except ForeignFileError as exc:
+            self.file_problem = f'{exc}; the memory is not kept (name another memory_file)'
+            logger.error(f'memory_file not used: {self.file_problem}')
             return
+        except MemoryFileError as exc:
+            try:
+                rejected = move_aside(self._file)
+            except (OSError, PathRefused) as err:
+                self.file_problem = f'{exc}; could not be moved aside ({err}): not kept'
+                logger.error(f'memory_file not used: {self.file_problem}')
+                return
+            logger.error(f'memory_file not used: {exc}; moved to {rejected}, starting empty')
+            return
+        for reason in dropped[:MAX_DROPS_LOGGED]:
+            logger.warning(f'memory_file {self._file}: {reason}: dropped')
+        if len(dropped) > MAX_DROPS_LOGGED:
+            logger.warning(
+                f'memory_file {self._file}: '
+                f'{len(dropped) - MAX_DROPS_LOGGED} more bad places dropped'
+            )
         gone = self.memory.expire(self._now())
-        self._node.get_logger().info(
+        logger.info(
             f'memory_file {self._file}: {count} places read'
+            + (f', {len(dropped)} bad ones dropped' if dropped else '')
             + (f', {gone} of them expired' if gone else '')
         )
 
@@ -170,7 +195,7 @@ class NodeMemory:
         self.memory.expire(now)
         self._publish_markers(now)
         if (
-            self._file is not None
+            self._kept()
             and self.memory.changes != self._saved
             and time.monotonic() - self._last_save >= SAVE_PERIOD_S
         ):
@@ -215,6 +240,11 @@ class NodeMemory:
         changes = self.memory.changes
         try:
             self.memory.save(self._file)
+        except PathRefused as exc:
+            # Something else was put at the path while the node ran: it is left as it is.
+            self.file_problem = f'{exc}; the memory is no longer kept'
+            self._node.get_logger().error(f'memory_file {self._file}: {self.file_problem}')
+            return
         except OSError as exc:
             self._log('error', 'memory save', f'memory_file {self._file}: {exc}', LOG_PERIOD_S)
             return
@@ -222,8 +252,17 @@ class NodeMemory:
 
     def close(self) -> None:
         """Write memory_file a last time (the node is stopping)."""
-        if self._file is not None and self.memory.changes != self._saved:
+        if self._kept() and self.memory.changes != self._saved:
             self._save()
+
+    def file_state(self) -> str:
+        """memory_file as /diagnostics says it."""
+        if self._file is None:
+            return 'none (memory_file not set)'
+        return f'not kept: {self.file_problem}' if self.file_problem else f'kept in {self._file}'
+
+    def _kept(self) -> bool:
+        return self._file is not None and not self.file_problem
 
 
 def _colour_table(places):
@@ -241,8 +280,11 @@ def _age(seconds: float) -> str:
 
 
 def _time(seconds: float):
+    """A builtin_interfaces Time; clamped to what it can hold (int32 seconds), so that a
+    response never fails to serialise."""
     from builtin_interfaces.msg import Time
 
+    seconds = min(max(seconds, 0.0), 2.0**31 - 1) if math.isfinite(seconds) else 0.0
     whole = math.floor(seconds)
     return Time(sec=int(whole), nanosec=min(int((seconds - whole) * 1e9), 999_999_999))
 

@@ -789,6 +789,7 @@ class GemNode(CompatNode):
             lifecycle=self.lifecycle_state(),
             frame_timeout_s=timeout,
             min_rate_hz=min_rate,
+            degraded=self._memory_problem(),
         )
         settings = loaded or self._model_settings()
         model = engine.model
@@ -803,6 +804,8 @@ class GemNode(CompatNode):
             'model state': 'loaded' if loaded else ('loading' if self._model_wanted else 'none'),
             'lifecycle state': self.lifecycle_state(),
         }
+        if self.memory is not None:
+            info['memory file'] = self.memory.file_state()
         node = self.get_fully_qualified_name().lstrip('/')
         per_camera = (
             [self._camera_status(c, now, snapshot, node, device) for c in cameras]
@@ -813,6 +816,11 @@ class GemNode(CompatNode):
             self._diagnostics_pub,
             diagnostics.status_message(snapshot, f'{node}: inference', device, info, per_camera),
         )
+
+    def _memory_problem(self) -> str:
+        if self.memory is None or not self.memory.file_problem:
+            return ''
+        return f'memory_file not kept: {self.memory.file_problem}'
 
     def _camera_status(self, camera, now: float, node_snapshot, node: str, device: str):
         """One camera's period: its rates, drops, latency and result age, judged as the
