@@ -374,8 +374,12 @@ class Engine:
         return True
 
     def _infer_and_hand_over(self, ready: list, settings) -> None:
-        with self._busy_count():
-            batch, _ = self._infer(ready, settings)
+        try:
+            with self._busy_count():
+                batch, _ = self._infer(ready, settings)
+        except BaseException:
+            self._done([frame for _, frame, _ in ready])  # failed: not left in flight
+            raise
         if batch is None:
             self._done([frame for _, frame, _ in ready])
             return
@@ -433,7 +437,7 @@ class Engine:
         batch, why = self._infer(converted, settings)
         if batch is None:
             return why[0]
-        return self._publish_all(batch)[0]
+        return self._publish_all(batch, isolate=False)[0]
 
     def _convert_all(self, frames: list, settings: 'RunSettings') -> tuple[list, list]:
         """[(stream, frame)] -> ([(stream, frame, rgb)] of those converted, [why not] of the
@@ -445,6 +449,10 @@ class Engine:
             except ValueError as exc:
                 self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
                 why.append(f'bad frame: {exc}')
+                self._done([frame])
+            except Exception as exc:  # any other fault costs this frame only, said as one
+                self._log('error', 'frame', f'frame failed: {type(exc).__name__}: {exc}')
+                why.append(f'frame failed: {exc}')
                 self._done([frame])
         return converted, why
 
@@ -505,9 +513,12 @@ class Engine:
         frames = [(s, f, rgb, d, len(active[s])) for (s, f, rgb), d in zip(runnable, detections)]
         return _Batch(frames, asks, seconds, settings), why
 
-    def _publish_all(self, batch: '_Batch') -> list[Optional[str]]:
+    def _publish_all(self, batch: '_Batch', isolate: bool = True) -> list[Optional[str]]:
         """Each frame of the batch published (unless its similarities are not finite), then
-        the questions answered; per frame, why it was not published, or None."""
+        the questions answered; per frame, why it was not published, or None. isolate: a
+        frame whose publish raises is logged and the others go on (the live pipeline); else
+        it raises (offline, where the caller stops its run: a bag's output that cannot be
+        written)."""
         why, answered = [], []
         for stream, frame, rgb, detections, active in batch.frames:
             if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
@@ -523,10 +534,20 @@ class Engine:
             self.processed += 1
             self._latencies.append(batch.seconds)
             self.last_result_time = time.monotonic()
-            if active:
-                self._publish(frame, rgb, detections[:active], batch.seconds, batch.settings)
-            why.append(None)
+            # The frame's results stand whatever its publish does: its questions are answered
+            # from it, and the cycle's other frames are published.
             answered.append((stream, frame, rgb, detections))
+            try:
+                if active:
+                    self._publish(frame, rgb, detections[:active], batch.seconds, batch.settings)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                self._log('error', 'publish', f'publishing a frame of {stream!r} failed: '
+                          f'{type(exc).__name__}: {exc}')  # fmt: skip
+                why.append(f'publish failed: {exc}')
+                continue
+            why.append(None)
         self._answer(batch.asks, answered, batch.settings)
         return why
 

@@ -9,6 +9,7 @@
 #   GEM_ROS_DISTRO   jazzy (default, the LTS) or kilted
 #   GEM_ROS_VENV     the venv's folder (default .venv); one venv holds one distro only
 #   PYTHON           the Python that makes the venv (default python3; >= 3.10)
+#   GEM_ROS_WHEELHOUSE  a folder of the large wheels kept between set-ups (CI; see below)
 #
 # A torch that is already importable by $PYTHON (NVIDIA's JetPack wheel, a CUDA build) is
 # kept: the venv then sees that Python's packages and pip does not replace them.
@@ -77,6 +78,27 @@ if torch_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print
     echo "torch==$torch_version" > "$venv/gem-ros-keep-torch.txt"
     constraints=(-c "$venv/gem-ros-keep-torch.txt")
     echo "setup: keeping torch $torch_version"
+fi
+# GEM_ROS_WHEELHOUSE: a folder of wheels shared by several set-ups (CI's two distros, one
+# after the other): the first downloads the large ones into it (torch with its CUDA
+# libraries, torchvision, onnxruntime, Ray, OpenCV: about 4 GB), and each installs them from
+# there, so the next set-up downloads none of them again. pip's own cache does not serve here
+# (the registry's answers are not cached). Not with a torch of the platform's, kept above.
+wheelhouse="${GEM_ROS_WHEELHOUSE:-}"
+if [ -n "$wheelhouse" ] && [ ${#constraints[@]} -eq 0 ]; then
+    mkdir -p "$wheelhouse"
+    # Either step failing only costs the saving: the install below gets what is missing.
+    if ! compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
+        "$venv/bin/python" -m pip download -q -d "$wheelhouse" --only-binary=:all: \
+            torch torchvision onnxruntime onnx "ray>=2.40" opencv-python-headless \
+            || echo "setup: downloading into $wheelhouse failed; installing from the registry"
+        step_done "large wheels downloaded into $wheelhouse ($(du -sh "$wheelhouse" | cut -f1))"
+    fi
+    if compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
+        "$venv/bin/python" -m pip install -q --no-deps "$wheelhouse"/*.whl \
+            || echo "setup: installing from $wheelhouse failed; installing from the registry"
+        step_done "large wheels installed from $wheelhouse"
+    fi
 fi
 # The build backend reads GEM_ROS_DISTRO to pick the ament/rosidl wheels of the same distro.
 GEM_ROS_DISTRO="$distro" "$venv/bin/python" -m pip install "${constraints[@]}" \

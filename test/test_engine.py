@@ -433,3 +433,71 @@ def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
     rig.engine.set_queries([], "wrist")  # its own, empty: nothing to run
     assert rig.engine.offer(wrist, "wrist") == "no active queries"
     assert rig.engine.offer(head, "head") is None
+
+
+# --- faults in one frame's path cost that frame only (issue 38) -----------------------------
+
+
+def test_a_publish_that_raises_costs_its_frame_only_and_the_questions_are_answered(rig):
+    """One stream's publish raises (not a ROS error): the other stream of the same cycle is
+    published and the cycle's question answered, at once, not at its timeout."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    broken = np.zeros((48, 64, 3), np.uint8)
+    publish = rig.publish
+
+    def publish_or_fail(frame, rgb, detections, seconds, settings):
+        if frame is broken:
+            raise KeyError("a publisher gone")
+        publish(frame, rgb, detections, seconds, settings)
+
+    rig.engine._publish = publish_or_fail
+    rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
+    rig.engine.offer(two_colour_image(), "warm")
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    answers = []
+    rig.engine.ask("blue", lambda f, rgb, det, s: answers.append(f))
+    good = two_colour_image(64, 64)
+    rig.engine.offer(broken, "a")
+    rig.engine.offer(good, "b")
+    rig.engine.update_settings(RunSettings())  # both in one cycle
+    rig.wait(lambda: answers and any(f is good for f, _ in rig.published), "b and the answer")
+    assert "KeyError" in rig.logger.text() and "a publisher gone" in rig.logger.text()
+    rig.wait(lambda: rig.engine.in_flight is None, "nothing left in flight")
+
+
+def test_a_conversion_error_of_any_kind_costs_its_frame_only(rig):
+    """A conversion raising TypeError (not ValueError) for one stream: the other stream of
+    the cycle is converted and published, and nothing stays in flight."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    convert = rig.convert
+
+    def convert_or_fail(frame, max_pixels):
+        if isinstance(frame, bytes):
+            raise TypeError("bytes are no image")
+        return convert(frame, max_pixels)
+
+    rig.engine._convert = convert_or_fail
+    rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
+    rig.engine.offer(two_colour_image(), "warm")
+    rig.wait(lambda: len(rig.published) == 1, "the first frame")
+    good = two_colour_image(64, 64)
+    rig.engine.offer(b"garbage", "a")
+    rig.engine.offer(good, "b")
+    rig.engine.update_settings(RunSettings())
+    rig.wait(lambda: any(f is good for f, _ in rig.published), "b's frame")
+    assert "bytes are no image" in rig.logger.text()
+    rig.wait(lambda: rig.engine.in_flight is None, "nothing left in flight")
+
+
+def test_an_inference_error_leaves_nothing_in_flight_and_the_next_frame_is_served(rig):
+    """A frame the model cannot take (2-D, no channels) fails inside inference: logged, not
+    left in flight, and the next frame is served."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    rig.engine.offer(np.zeros((48, 64), np.uint8), "cam")
+    rig.wait(lambda: "frame failed" in rig.logger.text(), "the error")
+    rig.wait(lambda: rig.engine.in_flight is None, "nothing left in flight", timeout=5)
+    rig.engine.offer(two_colour_image(), "cam")
+    rig.wait(lambda: rig.published, "the next frame")
