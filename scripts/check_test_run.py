@@ -96,6 +96,14 @@ def summary(paths: list[Path]) -> str:
     for test_id, t in slowest:
         worker = f' [{t["worker"]}]' if t['worker'] else ''
         lines.append(f'  {t["seconds"]:7.1f} s  {test_id}{worker}')
+    busy: dict[str, float] = {}
+    for t in tests.values():
+        if t['worker']:
+            busy[t['worker']] = busy.get(t['worker'], 0.0) + t['seconds']
+    if busy:  # a worker far above the others is a long module started late
+        lines.append(
+            'busy per worker: ' + ', '.join(f'{w} {b:.0f} s' for w, b in sorted(busy.items()))
+        )
     for s in sessions:
         workers = f'{s["workers"]} workers' if s['workers'] not in (None, 0, '0') else 'serial'
         lines.append(

@@ -20,9 +20,10 @@ from test_bag import TINY_FLAGS, jsonl, read_output, write_bag
 
 from ros_helpers import source_env
 
-# Alone, after the parallel part: the Ray tests start a local Ray instance with two workers
-# (all of the machine's cores), and the rest kill and resume whole runs.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]
+pytestmark = pytest.mark.timeout(300)
+# The Ray tests run alone, after the parallel part: each starts a local Ray instance with two
+# workers, all of the machine's cores.
+alone = pytest.mark.serial
 RUN_TIMEOUT_S = 240
 
 
@@ -210,6 +211,7 @@ def without_timing(output: Path) -> list:
     return [{k: v for k, v in line.items() if k != 'inference_seconds'} for line in jsonl(output)]
 
 
+@alone
 def test_ray_gives_the_serial_results_and_records_a_bad_bag(tmp_path, ray_available):
     bags = []
     for seed in (1, 2, 3):
@@ -261,6 +263,7 @@ def _start(args, out: Path, log: Path):
         )  # fmt: skip
 
 
+@alone
 def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_available):
     """Killed 30 frames in: the retry keeps the frames of the output's complete MCAP chunks
     (1 MiB each: some tens of frames here, with the overlays), computes the rest, each once."""
@@ -296,6 +299,7 @@ def test_a_worker_killed_mid_bag_its_bag_is_finished_by_a_retry(tmp_path, ray_av
         assert [t for t, _ in overlays] == [(2000 + i) * 10**9 for i in range(60)], text
 
 
+@alone
 def test_a_bag_whose_workers_keep_dying_is_recorded_failed_after_its_retries(
     tmp_path, ray_available
 ):
@@ -323,6 +327,7 @@ def test_a_bag_whose_workers_keep_dying_is_recorded_failed_after_its_retries(
     every_frame_once(out / 'b', 4)
 
 
+@alone
 def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_available):
     """SIGINT to the driver while both workers label: exit 130, each bag's output closed
     (readable, as many results as lines; or finished, where its last frame was in flight),
@@ -360,6 +365,7 @@ def test_ctrl_c_stops_the_ray_job_closes_the_outputs_then_resume(tmp_path, ray_a
         every_frame_once(out / name, count)
 
 
+@alone
 def test_ray_refuses_workers_that_cannot_fit_and_an_address_unreachable(tmp_path, ray_available):
     single = write_bag(tmp_path / 'single', 1)
     run = gem_bag(single, '-q', 'red', '--ray', '--num-gpus', '64', out=tmp_path / 'out', check=2)
