@@ -66,7 +66,7 @@ else
     echo "=== tests: $workers workers, then the serial group ==="
     # Exit 5 is "no tests collected": a part can be empty when tests are named.
     GEM_ROS_TEST_RECORD="$records/parallel.jsonl" "${pytest[@]}" -n "$workers" \
-        --dist loadfile --no-loadscope-reorder -m 'not serial' "$@" || status=$?
+        --dist loadfile -m 'not serial' "$@" || status=$?
     [ "$status" = 5 ] && status=0
     part=0
     GEM_ROS_TEST_RECORD="$records/serial.jsonl" "${pytest[@]}" -p no:xdist -m serial "$@" \

@@ -85,25 +85,6 @@ def pytest_configure(config):
     suite_record.register(config)
 
 
-# The modules that take longest (seconds, a serial run on 2 cores, 2026-12-07), first: a
-# parallel run hands whole modules to its workers in this order (scripts/test.sh,
-# --dist loadfile --no-loadscope-reorder), so that no worker starts a long one at the end
-# while the others idle. The rest keep their order after these.
-SLOW_MODULES = {
-    'test_bag.py': 98, 'test_node_stop.py': 87, 'test_launch_run.py': 80,
-    'test_node_presence.py': 69, 'test_gpu_check.py': 62, 'test_lifecycle.py': 60,
-    'test_node_robustness.py': 57, 'test_node_cli.py': 54, 'test_lifecycle_requests.py': 53,
-    'test_diagnostics.py': 45, 'test_node_tf.py': 42, 'test_package_build.py': 37,
-    'test_slide_pamr.py': 36, 'test_cameras.py': 26, 'test_gem_parity.py': 24,
-    'test_gem_core.py': 24, 'test_node.py': 23, 'test_onnx_backend.py': 21,
-    'test_graph_backends.py': 20,
-}  # fmt: skip
-
-
-def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: -SLOW_MODULES.get(item.path.name, 0))  # stable
-
-
 def pytest_runtest_setup(item):
     item.gem_first_process = len(ros_helpers.PROCESSES)
 
