@@ -352,10 +352,13 @@ class Engine:
         settings = self.settings  # the frames' snapshot, to their last stage
         with self._busy_count():
             converted, _ = self._convert_all(frames, settings)
-        for stream, frame, rgb in converted:
-            replaced = self._converted.put(stream, (frame, rgb, settings))
-            if replaced is not None:  # the model was busy: newest wins
-                self._done([replaced[0]], finished=False)
+        # One hand-over: the inference stage takes the cycle's frames together (a batch), not
+        # the first of them alone as it wakes.
+        replaced = self._converted.put_all(
+            [(stream, (frame, rgb, settings)) for stream, frame, rgb in converted]
+        )
+        for frame, _, _ in replaced:  # the model was busy: newest wins
+            self._done([frame], finished=False)
         return True
 
     def _inference_stage(self) -> bool:

@@ -67,6 +67,19 @@ class LatestSlots:
             self._cond.notify()
             return replaced
 
+    def put_all(self, items) -> list:
+        """Put several (key, item) in one hand-over, so that a taker gets all of them or none
+        (one cycle's frames stay one batch); the items they replaced."""
+        replaced = []
+        with self._cond:
+            for key, item in items:
+                if key in self._items:
+                    self.replaced[key] = self.replaced.get(key, 0) + 1
+                    replaced.append(self._items[key])
+                self._items[key] = item
+            self._cond.notify()
+        return replaced
+
     def take_all(self, timeout: float) -> list:
         """[(key, item)] of every waiting key (emptying the slots), oldest waiting first; []
         after `timeout` s or once closed."""
