@@ -15,9 +15,7 @@ one results.json with every query's presence (found, confidence), peak, raw scor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -28,10 +26,6 @@ from .model_args import add_model_arguments, detection_records, model_from_args
 log = logging.getLogger("gem-ros")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")[:40] or "query"
-
-
 def run_locate(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
@@ -39,18 +33,26 @@ def run_locate(args: argparse.Namespace) -> int:
     import gem_ros.gem as gem
 
     from .images import read_rgb
+    from .locate_files import check_outputs, image_outputs, write_results
     from .overlay import draw_overlay
+    from .owned_files import replace_atomically
     from .settings import FrameSettings, from_arguments
 
     queries = gem.check_queries(gem.parse_queries(";".join(args.queries)))
     if not queries:
         raise gem.QueryError("no queries: pass -q 'red mug; person'")
-    model = model_from_args(args)
     frame = from_arguments(FrameSettings, args)
-    out_dir = Path(args.out)
+    out_dir, images = Path(args.out), [Path(p) for p in args.images]
+    files = check_outputs(out_dir, images, queries)  # before the model: nothing half-done
+    model = model_from_args(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failed = {}, 0
-    for path in tqdm([Path(p) for p in args.images], desc="images", unit="img", disable=args.quiet):
+
+    def save_png(array: np.ndarray, name: str) -> None:
+        replace_atomically(out_dir / name, lambda f: Image.fromarray(array).save(f, "PNG"))
+        files.add(name)
+
+    for path in tqdm(images, desc="images", unit="img", disable=args.quiet):
         try:
             image = read_rgb(path)
             dets = model.locate(
@@ -60,11 +62,10 @@ def run_locate(args: argparse.Namespace) -> int:
             log.error("%s: %s", path, exc)
             failed += 1
             continue
-        Image.fromarray(draw_overlay(image, dets)).save(out_dir / f"{path.stem}_overlay.png")
-        for k, det in enumerate(dets):
-            Image.fromarray(det.mask.astype(np.uint8) * 255).save(
-                out_dir / f"{path.stem}_mask_{k}_{_slug(det.query)}.png"
-            )
+        overlay_name, *mask_names = image_outputs(path, [det.query for det in dets])
+        save_png(draw_overlay(image, dets), overlay_name)
+        for det, name in zip(dets, mask_names):
+            save_png(det.mask.astype(np.uint8) * 255, name)
         results[str(path)] = {
             "width": image.shape[1],
             "height": image.shape[0],
@@ -80,9 +81,7 @@ def run_locate(args: argparse.Namespace) -> int:
         "background_prompts": frame.background_prompts,
         "templates": list(model.templates),
     }
-    (out_dir / "results.json").write_text(
-        json.dumps({"settings": meta, "images": results}, indent=1, ensure_ascii=False)
-    )
+    write_results(out_dir, meta, results, files)
     log.info(
         "wrote %d image(s) to %s%s", len(results), out_dir, f"; {failed} failed" if failed else ""
     )
@@ -92,11 +91,12 @@ def run_locate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     import gem_ros.gem as gem
 
-    from .gem.export import export_onnx
+    from .gem.export import check_graph_target, export_onnx
     from .settings import ModelSettings, from_arguments
 
     # The graph backends 'onnxruntime' and 'tensorrt' run: exported from PyTorch, in fp32.
     settings = from_arguments(ModelSettings, args, backend="torch", precision="fp32")
+    check_graph_target(Path(args.out))  # before the model: a user's file is never replaced
     model = gem.load_model(settings)
     p = model.patch_size
     input_hw = (args.height, args.width or args.height)

@@ -1,5 +1,6 @@
-"""Files gem_ros keeps at a path a user gives (memory_file, and such): it never renames,
-moves or overwrites anything there that it did not write itself.
+"""Files gem_ros keeps at a path a user gives (memory_file, `gem-ros locate -o`,
+`gem-ros export -o`, the graph cache): it never renames, moves or overwrites anything there
+that it did not write itself.
 
 A kept file starts with a signature of its own (its first JSON key), so that what is at the
 path can be told apart before anything is done to it:
@@ -7,6 +8,7 @@ path can be told apart before anything is done to it:
     check_path(path, 'memory_file')          # at start: a folder, a fifo... refused
     ours(path, SIGNATURES)                   # True: one of ours (whole or cut short)
     write_atomically(path, text, SIGNATURES) # refuses to replace what is not ours
+    replace_atomically(path, write)          # any bytes, whole or not at all (checked before)
     move_aside(path)                         # ours but unusable: to a free <name>.rejected
 
 No ROS: the node and the tools use it alike.
@@ -18,7 +20,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 SIGNATURE_BYTES = 64  # how much of a file is read to tell whether it is ours
 
@@ -68,10 +70,18 @@ def write_atomically(path: Path, text: str, signatures: Sequence[bytes]) -> None
         raise ValueError('write_atomically: the text does not start with its signature')
     if os.path.lexists(path) and not (path.is_file() and ours(path, signatures)):
         raise PathRefused(f'{path} holds something gem_ros did not write: left as it is')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    replace_atomically(path, lambda out: out.write(text.encode()))
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file beside `path`, then renamed over it, so that
+    `path` holds the old content or the whole new one. The caller has checked that what is
+    at `path` may be replaced."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
     try:
-        with os.fdopen(fd, 'w') as out:
-            out.write(text)
+        with os.fdopen(fd, 'wb') as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -108,6 +108,62 @@ def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
     assert (mask > 0).sum() == entry["queries"][0]["area"]
 
 
+def test_cli_locate_never_replaces_what_it_did_not_write(tmp_path, caplog):
+    """Issue 39: a user's file or folder at any path locate would write (an overlay, a mask,
+    results.json, -o itself), and two images of one name, refuse the run before anything is
+    written; everything planted is unchanged. A folder locate wrote is written again."""
+    from PIL import Image
+
+    from gem_ros.cli import main
+
+    Image.fromarray(_two_colour_image()).save(tmp_path / "a.png")
+    (tmp_path / "other").mkdir()
+    Image.fromarray(_two_colour_image()).save(tmp_path / "other" / "a.png")
+    argv = ["-q", "red; blue", "--model", CONFIG, "--pretrained", WEIGHTS, "--quiet"]
+
+    def locate(out, *images):
+        caplog.clear()
+        return main(["locate", *(str(tmp_path / i) for i in images), "-o", str(out), *argv])
+
+    out = tmp_path / "out"
+    assert locate(out, "a.png") == 0
+    assert locate(out, "a.png") == 0  # its own files: replaced
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a_mask_0_red.png", "a_mask_1_blue.png", "a_overlay.png", "results.json"]
+    assert json.loads((out / "results.json").read_text())["files"] == written[:3]
+    plants = {
+        "a_overlay.png": "file",
+        "a_mask_1_blue.png": "folder",
+        "results.json": "file",
+    }
+    for name, kind in plants.items():
+        folder = tmp_path / f"planted_{name}"
+        folder.mkdir()
+        (folder / "keep.txt").write_text("a user's")
+        if kind == "folder":
+            (folder / name).mkdir()
+            (folder / name / "inside.txt").write_text("a user's")
+        else:
+            (folder / name).write_bytes(b"a user's " + name.encode())
+        before = _tree(tmp_path)
+        assert locate(folder, "a.png") == 2, name
+        assert f"{folder / name}" in caplog.text and "nothing was written" in caplog.text
+        assert _tree(tmp_path) == before, name
+    before = _tree(tmp_path)
+    assert locate(tmp_path / "a.png", "a.png") == 2  # -o a file
+    assert "is not a folder" in caplog.text
+    assert locate(tmp_path / "both", "a.png", "other/a.png") == 2  # the same names twice
+    assert "would both write" in caplog.text
+    assert _tree(tmp_path) == before
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else "folder"
+        for p in sorted(root.rglob("*"))
+    }
+
+
 def test_cli_reports_bad_queries_and_models(tmp_path, caplog):
     from gem_ros.cli import main
 

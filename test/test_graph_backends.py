@@ -133,23 +133,35 @@ def test_graph_keys_hold_what_changes_the_graph_and_nothing_else(tmp_path, monke
 
 
 def test_the_cache_evicts_the_least_recently_used_and_says_so(tmp_path, caplog):
+    """Only what it cached: the folder is one a user may name (GEM_ROS_GRAPH_CACHE), and
+    their own files there, however old and whatever they end in, stay (issue 39)."""
+    graph = 'ViT-B-16-gem-448x448-fp32-0123456789abcdef'
+    names = {
+        'old.onnx': f'{graph}.onnx',
+        'old.json': f'{graph}.json',
+        'mid.engine': f'{graph}-trt10.3.0-sm87x16-fedcba9876543210.engine',
+        'new.onnx': 'ViT-B-16-gem-224x224-fp16-00000000ffffffff.onnx',
+    }
     files = {}
-    for age, name in enumerate(['old.onnx', 'old.json', 'mid.engine', 'new.onnx']):
+    for age, (key, name) in enumerate(names.items()):
         path = tmp_path / name
         path.write_bytes(b'x' * (1 << 20))
-        files[name] = path
+        files[key] = path
         stamp = 1_000_000 + age * 100
         os.utime(path, (stamp, stamp))
-    (tmp_path / 'other.partial.onnx').write_bytes(b'x' * (1 << 20))  # an export in progress
+    partial = tmp_path / f'{graph}.123.456.partial.onnx'  # another process's export
+    users = [tmp_path / n for n in ('notes.json', 'model.onnx', 'my.engine', partial.name)]
+    for path in users:
+        path.write_bytes(b'u' * (1 << 20))
+        os.utime(path, (1, 1))  # older than anything cached
+    (tmp_path / 'ViT-B-16-gem-64x64-fp32-0123456789abcdef.onnx').mkdir()  # a folder, named so
     with caplog.at_level(logging.INFO, logger='gem_ros.gem.backends'):
         deleted = bound_cache(tmp_path, keep={files['old.onnx']}, limit=2 << 20)
     assert deleted == [files['old.json'], files['mid.engine']]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        'new.onnx',
-        'old.onnx',
-        'other.partial.onnx',
-    ]
-    assert 'graph cache over 2 MB: deleted old.json' in caplog.text
+    assert all(p.read_bytes() == b'u' * (1 << 20) for p in users)
+    assert (tmp_path / 'ViT-B-16-gem-64x64-fp32-0123456789abcdef.onnx').is_dir()
+    assert files['old.onnx'].exists() and files['new.onnx'].exists()
+    assert f'graph cache over 2 MB: deleted {graph}.json' in caplog.text
 
 
 def test_the_exporter_keyword_is_passed_only_where_torch_has_it():

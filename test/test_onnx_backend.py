@@ -108,29 +108,64 @@ def test_the_cli_exports(tmp_path):
     from gem_ros.cli import main
 
     out = tmp_path / "sclip.onnx"
-    code = main(
-        [
-            "export",
-            "-o",
-            str(out),
-            "--model",
-            str(CONFIG),
-            "--pretrained",
-            str(WEIGHTS),
-            "--method",
-            "sclip",
-            "--height",
-            "64",
-            "--width",
-            "80",
-        ]
-    )
+    code = main(argv(out))
     assert code == 0 and out.is_file()
     assert json.loads(out.with_suffix(".json").read_text())["input"]["shape"] == [
         "batch",
         3,
         64,
         80,
+    ]
+    assert main(argv(out)) == 0  # its own graph and sidecar, replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sclip.json", "sclip.onnx"]
+
+
+def test_the_cli_export_never_replaces_what_it_did_not_write(tmp_path, caplog):
+    """Issue 39: a folder, a user's graph with no sidecar of ours, and a user's JSON where
+    the sidecar would go are each left exactly as they were, and the command says why."""
+    from gem_ros.cli import main
+
+    folder = tmp_path / "graph.onnx"
+    (folder / "inside").mkdir(parents=True)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"a user's graph")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    before = _tree(tmp_path)
+    for out, said in [
+        (folder, "is not a regular file"),
+        (mine, "no sidecar mine.json"),
+        (tmp_path / "notes.onnx", "notes.json holds something gem_ros did not write"),  # no graph
+        (notes, "name a .onnx file"),
+    ]:
+        caplog.clear()
+        assert main(argv(out)) == 2, out
+        assert said in caplog.text
+    assert _tree(tmp_path) == before
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else "folder"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def argv(out):
+    return [
+        "export",
+        "-o",
+        str(out),
+        "--model",
+        str(CONFIG),
+        "--pretrained",
+        str(WEIGHTS),
+        "--method",
+        "sclip",
+        "--height",
+        "64",
+        "--width",
+        "80",
     ]
 
 

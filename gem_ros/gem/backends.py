@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -204,10 +205,7 @@ class _GraphBackend:
             path,
         )
         started = time.monotonic()
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.onnx")
-        export_onnx(self._model, partial, input_hw, self.graph_precision)
-        partial.with_suffix(".json").replace(path.with_suffix(".json"))
-        partial.replace(path)  # whole graphs only: a reader never sees half of one
+        export_onnx(self._model, path, input_hw, self.graph_precision)  # whole, or nothing
         log.info("exported %s in %.1f s", path.name, time.monotonic() - started)
         bound_cache(self.cache_dir, keep={path, path.with_suffix(".json")})
         return path
@@ -573,6 +571,10 @@ def _touch(*paths: Path) -> None:
             os.utime(path)
 
 
+# The names graph_path and engine_path give: the cache deletes nothing else in its folder.
+CACHED_NAME = re.compile(r"-fp(32|16)-[0-9a-f]{16}(\.onnx|\.json|-trt.+-[0-9a-f]{16}\.engine)$")
+
+
 def cache_limit_bytes() -> int:
     return int(float(os.environ.get("GEM_ROS_GRAPH_CACHE_MAX_MB", DEFAULT_CACHE_MB)) * (1 << 20))
 
@@ -585,8 +587,8 @@ def bound_cache(cache_dir: Path, keep: set = frozenset(), limit: Optional[int] =
     files = []
     for pattern in ("*.onnx", "*.json", "*.engine"):
         for path in Path(cache_dir).glob(pattern):
-            if ".partial" in path.name:
-                continue  # another process's export in progress
+            if not CACHED_NAME.search(path.name) or not path.is_file() or path.is_symlink():
+                continue  # a user's file in a folder they named, or an export in progress
             with contextlib.suppress(OSError):
                 stat = path.stat()
                 files.append((stat.st_mtime, stat.st_size, path))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
+import threading
 import warnings
 from dataclasses import asdict
 from importlib import metadata
@@ -27,9 +29,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..owned_files import PathRefused, ours, replace_atomically
+
 OPSET = 17
 INPUT, OUTPUTS = "pixels", ("tokens", "embedding")
 GRAPH_PRECISIONS = ("fp32", "fp16")
+# The sidecar's first bytes (json.dumps(..., indent=1)): a graph with one beside it is ours.
+SIDECAR_SIGNATURES = (b'{\n "format": "gem_ros visual graph"',)
 VERSIONED = (("gem_ros", "gem_ros"), ("torch", "torch"), ("open_clip", "open_clip_torch"))
 
 
@@ -90,12 +96,33 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
+def check_graph_target(path: Path) -> None:
+    """PathRefused unless `path` and its sidecar (`.json`) are free, or hold a graph and
+    sidecar gem_ros exported (the sidecar says so): a user's file is never replaced."""
+    path = Path(path)
+    side = path.with_suffix(".json")
+    if path.suffix == ".json":
+        raise PathRefused(f"-o {path}: the graph's sidecar would be the graph; name a .onnx file")
+    for target in (path, side):
+        if os.path.lexists(target) and (target.is_symlink() or not target.is_file()):
+            raise PathRefused(f"{target} is not a regular file: name another file; left as it is")
+    if os.path.lexists(side) and not ours(side, SIDECAR_SIGNATURES):
+        raise PathRefused(f"{side} holds something gem_ros did not write: left as it is")
+    if os.path.lexists(path) and not os.path.lexists(side):
+        raise PathRefused(
+            f"{path} is not a graph gem_ros exported (no sidecar {side.name} beside it): "
+            "left as it is; name another file"
+        )
+
+
 def export_onnx(
     model, path: str | Path, input_hw: tuple[int, int], precision: str = "fp32"
 ) -> dict:
     """Write `model`'s visual graph for inputs of `input_hw` (multiples of the patch size)
     to `path` and its sidecar to `path` with `.json`; the sidecar. precision: "fp32", or
-    "fp16" for the mixed graph of fp16 engines. ExportError says what failed."""
+    "fp16" for the mixed graph of fp16 engines. ExportError says what failed. Both are
+    written to `<stem>.<process>.<thread>.partial.*` first and renamed into place, sidecar
+    then graph: a reader (another node sharing the graph cache) never sees half of one."""
     path = Path(path)
     p = model.patch_size
     height, width = (int(v) for v in input_hw)
@@ -111,6 +138,7 @@ def export_onnx(
     graph = _VisualGraph(model.encoder).eval()
     example = torch.zeros(1, 3, height, width, device=model.device)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.onnx")
     dynamic = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}}
     # The fused attention fast path has no ONNX form; the exported graph is the same math.
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -123,7 +151,7 @@ def export_onnx(
                 torch.onnx.export(
                     graph,
                     (example,),
-                    str(path),
+                    str(partial),
                     **_torchscript_exporter(),
                     opset_version=OPSET,
                     input_names=[INPUT],
@@ -135,13 +163,16 @@ def export_onnx(
 
             from .graph_precision import to_mixed_fp16
 
-            onnx.save(to_mixed_fp16(onnx.load(str(path))), str(path))
+            onnx.save(to_mixed_fp16(onnx.load(str(partial))), str(partial))
     except Exception as exc:
+        partial.unlink(missing_ok=True)
         raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     info = sidecar(model, (height, width), precision)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    text = json.dumps(info, indent=1).encode()
+    replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
+    partial.replace(path)
     return info
 
 
