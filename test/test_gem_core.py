@@ -129,6 +129,54 @@ def test_text_embeddings_are_computed_once_per_query(model):
     )
 
 
+def test_the_text_cache_serves_two_threads_at_once(model):
+    """Issue 38: the frame pipeline and a second caller (a question, the map) encode text
+    at once. Thread A's second chunk of queries is held in the text tower while thread B's
+    queries fill the (small) cache: A must still get its own embeddings, not a KeyError for
+    an entry B evicted between A's insert and A's read."""
+    import threading
+
+    from gem_ros.gem.text import MAX_QUERIES, TextEmbeddingCache
+
+    real = model.clip.encode_text
+    a_in_second_chunk, b_done = threading.Event(), threading.Event()
+    calls = []
+
+    def encode(tokens):
+        calls.append(threading.current_thread().name)
+        if threading.current_thread().name == "A" and calls.count("A") == 2:
+            a_in_second_chunk.set()
+            b_done.wait(5.0)  # B runs here, if the cache lets it
+        return real(tokens)
+
+    tokenizer = model._text._tokenizer
+    cache = TextEmbeddingCache(encode, tokenizer, 77, model.device, max_entries=40)
+    templates = ("a photo of a {}.",)
+    a_queries = [f"a{i}" for i in range(MAX_QUERIES + 1)]  # two chunks
+    results, errors = {}, []
+
+    def run(name, queries):
+        try:
+            results[name] = cache(queries, templates)
+        except Exception as exc:  # noqa: BLE001 - what the test reports
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        if name == "B":
+            b_done.set()
+
+    a = threading.Thread(target=run, args=("A", a_queries), name="A")
+    a.start()
+    assert a_in_second_chunk.wait(30.0)
+    b = threading.Thread(target=run, args=("B", [f"b{i}" for i in range(30)]), name="B")
+    b.start()
+    b.join(2.0)  # done at once where the cache lets B in beside A; else it waits for A
+    b_done.set()
+    a.join(30.0)
+    b.join(30.0)
+    assert not errors, errors
+    alone = TextEmbeddingCache(real, tokenizer, 77, model.device)(a_queries, templates)
+    torch.testing.assert_close(results["A"], alone)
+
+
 def test_several_templates_are_averaged():
     templates = ["a photo of a {}.", "a close-up of the {}."]
     ens = gem.load_model(CONFIG, WEIGHTS, prompt_template=templates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from typing import Callable, Iterable, Sequence
 
@@ -90,6 +91,10 @@ class TextEmbeddingCache:
         self._max_entries = max_entries
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._last: tuple[tuple, torch.Tensor] | None = None
+        # One caller encodes at a time (the frame pipeline, a question, the map): another's
+        # insertions would evict entries between this caller's insert and its read. check()
+        # only reads one entry (atomic) and never waits on an encoding.
+        self._lock = threading.Lock()
         self.encoded = 0  # prompts sent through the text tower, for tests and stats
 
     def check(self, queries: Sequence[str], templates: tuple[str, ...]) -> None:
@@ -115,6 +120,10 @@ class TextEmbeddingCache:
         """[P, D] float32 embeddings of `queries` (already checked), in order."""
         if not queries:
             raise QueryError("no queries")
+        with self._lock:
+            return self._embeddings(queries, templates)
+
+    def _embeddings(self, queries: Sequence[str], templates: tuple[str, ...]) -> torch.Tensor:
         key = (templates, tuple(queries))
         if self._last is not None and self._last[0] == key:
             return self._last[1]  # the usual case: the same queries as the last frame
