@@ -47,7 +47,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import gem_ros.gem as gem
 from gem_ros.gem.hold import HoldRule, PresenceHold, judge_threshold
@@ -94,6 +94,9 @@ class RunSettings:
     max_rate_hz: float = 0.0  # 0 = unlimited
     # Presence held over each stream's frames (gem_ros.gem.hold); None = each frame decides.
     hold: Optional[HoldRule] = None
+    # The caller's own per-frame output settings (the node's: mask format, overlay, depth),
+    # carried with the frame to its publish, so one frame never mixes two changes.
+    outputs: Any = None
 
 
 class Engine:
@@ -367,12 +370,7 @@ class Engine:
         items = self._converted.take_all(POLL_S)
         if not items:
             return False
-        # One forward per settings snapshot: frames converted across a settings change keep
-        # the settings they started with.
-        snapshots: dict = {}
-        for stream, (frame, rgb, settings) in items:
-            snapshots.setdefault(id(settings), (settings, []))[1].append((stream, frame, rgb))
-        for settings, ready in snapshots.values():
+        for settings, ready in by_settings(items):
             self._infer_and_hand_over(ready, settings)
         return True
 
@@ -700,21 +698,31 @@ class Engine:
         if settings != self._requested:  # the settings changed while it loaded
             self._log.now('info', f'not using the {what}: the settings changed while it loaded')
             return
-        with self._lock:
-            try:
-                for queries in [self._queries, *self._own_queries.values()]:
-                    model.check_queries(queries)  # they may have changed meanwhile
-            except gem.QueryError as exc:
-                self._log.now('error', f'the new {what} rejects the active queries: {exc}')
-                self.last_load_error = (settings, f'the new {what} rejects the active queries')
-                self._on_load_failed(settings)
-                return
-            self._model, self._loaded = model, settings
+        try:
+            self._install(model, settings)
+        except gem.QueryError as exc:
+            self._log.now('error', f'the new {what} rejects the active queries: {exc}')
+            self.last_load_error = (settings, f'the new {what} rejects the active queries')
+            self._on_load_failed(settings)
+            return
         runs = f' in {model.precision}' if model.precision != settings.precision else ''
         self._log.now(
             'info',
             f'loaded {what} on {model.device}{runs} in {time.monotonic() - started:.1f} s',
         )
+
+    def _install(self, model, settings: ModelSettings) -> None:
+        """Make `model` the one in use, once the active queries (which may have changed while
+        it loaded) pass its tokenizer; QueryError otherwise. The tokenizer runs outside the
+        lock, which offer() and the executor's calls take: they never wait on it."""
+        while True:
+            lists = self._all_queries()
+            for queries in lists:
+                model.check_queries(queries)
+            with self._lock:
+                if [self._queries, *self._own_queries.values()] == lists:  # none changed
+                    self._model, self._loaded = model, settings
+                    return
 
     def _prepare_graphs(self, model, what: str) -> None:
         """A graph backend's export and engine build, here on the loader's thread for the
@@ -754,6 +762,21 @@ class Engine:
         while self._loader.is_alive() and not hurry.is_set() and time.monotonic() < deadline:
             self._loader.join(0.05)
         return not (any(t.is_alive() for t in self._stages) or self._loader.is_alive())
+
+
+def by_settings(items: list) -> list[tuple['RunSettings', list]]:
+    """[(stream, (frame, rgb, settings))] -> [(settings, [(stream, frame, rgb)])]: one
+    forward per settings value. Frames converted across a settings change keep the settings
+    they started with; a snapshot rebuilt with the same values (a query change re-reads
+    them all) does not split a cycle in two."""
+    groups: list[tuple[RunSettings, list]] = []
+    for stream, (frame, rgb, settings) in items:
+        group = next((g for s, g in groups if s == settings), None)
+        if group is None:
+            group = []
+            groups.append((settings, group))
+        group.append((stream, frame, rgb))
+    return groups
 
 
 def release_memory() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gem_ros.gem as gem
-from gem_ros.engine import Engine, RunSettings
+from gem_ros.engine import Engine, RunSettings, by_settings
 from gem_ros.settings import FrameSettings, ModelSettings
 from gem_ros.threads import ThrottledLog
 
@@ -149,6 +149,49 @@ def test_a_load_superseded_while_it_runs_is_not_used():
         assert rig.engine.close()
 
 
+def test_frames_are_offered_while_a_new_model_checks_the_queries():
+    """Issue 38: a new model's last check of the active queries (its tokenizer, which may be
+    slow for many long queries) must not hold the lock offer() takes: a camera callback
+    never waits on it."""
+    checking, release = threading.Event(), threading.Event()
+
+    def load_gated(settings):
+        model = gem.load_model(settings)
+        if settings.method == "clip":
+            check = model.check_queries
+            calls = []
+
+            def gated(queries):
+                calls.append(queries)
+                if len(calls) == 2:  # the check before it goes into use
+                    checking.set()
+                    release.wait(30)
+                return check(queries)
+
+            model.check_queries = gated
+        return model
+
+    rig = Rig(load=load_gated)
+    try:
+        rig.engine.set_queries(["red"])
+        rig.loaded()
+        rig.engine.request_model(
+            ModelSettings(model=CONFIG, pretrained=WEIGHTS, device="cpu", method="clip")
+        )
+        assert checking.wait(30), rig.logger.text()
+        offered = []
+        caller = threading.Thread(target=lambda: offered.append(rig.engine.offer(
+            two_colour_image(), "cam")))  # fmt: skip
+        caller.start()
+        caller.join(5.0)
+        release.set()
+        assert offered == [None], "offer() waited for the new model's tokenizer"
+        rig.wait(lambda: rig.engine.loaded.method == "clip", "the new model in use")
+    finally:
+        release.set()
+        assert rig.engine.close()
+
+
 def test_rate_limit_follows_a_settings_change_at_once(rig):
     rig.engine.set_queries(["red"])
     rig.loaded()
@@ -186,6 +229,21 @@ def test_frame_settings_are_used_as_one_snapshot(rig):
     rig.engine.offer(two_colour_image())  # the next frame has the new settings
     rig.wait(lambda: len(rig.published) == 4, "the next frame")
     assert rig.settings_used[-1] is loose and rig.published[-1][1][0].area == areas["loose"]
+
+
+def test_a_snapshot_rebuilt_with_the_same_values_does_not_split_a_cycle():
+    """Issue 38: a query change rebuilds the settings snapshot with the same values; frames
+    converted on either side of it are one forward, frames of another value another."""
+    first, same = RunSettings(max_rate_hz=2.0), RunSettings(max_rate_hz=2.0)
+    other = RunSettings(max_rate_hz=3.0)
+    assert first is not same
+    items = [("a", ("fa", "ra", first)), ("b", ("fb", "rb", same)), ("c", ("fc", "rc", other))]
+    groups = by_settings(items)
+    assert [(s, [stream for stream, _, _ in g]) for s, g in groups] == [
+        (first, ["a", "b"]),
+        (other, ["c"]),
+    ]
+    assert groups[0][0] is first and groups[0][1][1] == ("b", "fb", "rb")
 
 
 def test_aspect_ratio_over_the_budget_is_refused_and_logged(rig):

@@ -405,21 +405,22 @@ class GemNode(CompatNode):
         value = self.get_parameter
         frame = FrameSettings(**{name: value(name).value for name in FRAME_PARAMETERS})
         hold = HoldSettings(**{name: value(name).value for name in HOLD_PARAMETERS})
-        self._engine.update_settings(
-            RunSettings(
-                frame=frame,
-                max_image_pixels=value('max_image_pixels').value,
-                max_rate_hz=value('max_rate_hz').value,
-                hold=hold.rule(frame.presence_threshold),
-            )
-        )
-        # What the cameras' outputs read per frame, replaced as a whole.
+        # What the cameras' outputs read per frame: carried in the frame's RunSettings.
         self._outputs = Outputs(
             depth=DepthSettings(**{name: value(name).value for name in DEPTH_PARAMETERS}),
             overlay=(value('publish_overlay').value, value('overlay_max_rate_hz').value),
             mask_format=value('mask_format').value,
             heatmaps_max_rate=value('heatmaps_max_rate_hz').value,
             heatmap_image=(value('heatmap_image_query').value, value('heatmap_image_blend').value),
+        )
+        self._engine.update_settings(
+            RunSettings(
+                frame=frame,
+                max_image_pixels=value('max_image_pixels').value,
+                max_rate_hz=value('max_rate_hz').value,
+                hold=hold.rule(frame.presence_threshold),
+                outputs=self._outputs,
+            )
         )
         self._diagnostics_limits = (
             value('diagnostics_frame_timeout_s').value,
@@ -664,7 +665,7 @@ class GemNode(CompatNode):
         depth = camera.depth
         if det.found and depth is not None:
             height, width = rgb.shape[:2]
-            (fields,) = depth.points_for(header, (width, height), [det], self._outputs.depth)
+            (fields,) = depth.points_for(header, (width, height), [det], settings.outputs.depth)
             response.has_point = fields['has_point']
             response.point.point = fields['point']
         tf_failed = ''
@@ -746,7 +747,7 @@ class GemNode(CompatNode):
         msg, _, activation, camera = frame
         if not self.taking_frames or activation != self._activation:
             return  # deactivated while this frame ran (and maybe activated again since)
-        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)
+        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)
 
     def _report_stats(self) -> None:
         processed, dropped = self._engine.processed, self._engine.dropped
