@@ -641,6 +641,10 @@ class Engine:
         self.last_load_error = None
         self.request_model(settings)
         while True:
+            # Parameters are answered while it waits: a change of the model's asks for
+            # another, which is then the one waited for.
+            if self._requested is not None:
+                settings = self._requested
             if self.loaded == settings:
                 return None
             error = self._load_error(settings)

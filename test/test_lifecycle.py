@@ -125,6 +125,47 @@ def test_configure_failure_leaves_it_unconfigured_with_the_reason(client, tmp_pa
         node.stop()
 
 
+def test_parameters_and_diagnostics_are_answered_while_configure_loads(client, tmp_path):
+    """Issue 38: configure waits for the model (minutes for a TensorRT build; here a ViT-L-14
+    with random weights, seconds). Meanwhile the node answers get_parameters and publishes
+    /diagnostics: the transition holds an executor thread of its own, not the node's."""
+    import threading
+
+    statuses = client.diagnostics()
+    node = NodeProcess(
+        tmp_path / 'node.log',
+        'model:=ViT-L-14',
+        'pretrained:=none',
+        'device:=cpu',
+        'queries:=[red]',
+        'autostart:=false',
+        managed=True,
+    )
+    try:
+        node.wait_for_log('waiting for a lifecycle manager')
+        assert client.lifecycle() == 'unconfigured'  # its services are discovered
+        assert client.get_parameters('model') == {'model': 'ViT-L-14'}
+        configured = []
+        transition = threading.Thread(target=lambda: configured.append(client.lifecycle(
+            'configure')))  # fmt: skip
+        transition.start()
+        node.wait_for_log('loading model')
+        seen = len(statuses)
+        # The node logs 'configured' before the transition's thread is free: an answer
+        # that waited for it finds the line already written.
+        answer = client.get_parameters('model', 'queries', timeout=60.0)
+        answered_while_loading = 'configured: model loaded' not in node.log()
+        client.wait_for(lambda: len(statuses) > seen, '/diagnostics', timeout=60.0)
+        published_while_loading = 'configured: model loaded' not in node.log()
+        transition.join(120.0)
+        assert configured == ['inactive'], node.log()
+        assert answer == {'model': 'ViT-L-14', 'queries': ['red']}
+        assert answered_while_loading, 'get_parameters waited for the configure transition'
+        assert published_while_loading, '/diagnostics waited for the configure transition'
+    finally:
+        node.stop()
+
+
 def test_autostart_brings_it_to_active(client, tmp_path):
     node = NodeProcess(
         tmp_path / 'node.log', *TINY_MODEL, 'queries:=[red]', 'input_size:=96', managed=True

@@ -10,10 +10,14 @@ load and release the model and take and stop frames (ROS 2 node lifecycle design
 - shutdown (from any state) and error processing: stop frames, release the model.
 
 Queries (topic, ~/set_queries, the parameter), parameters and /diagnostics work in every
-state; ~/locate answers at once that the node is inactive. With `autostart` (default true) the
+state, during transitions too: the transitions (and autostart) have a callback group and an
+executor thread of their own, so a configure that waits minutes for a TensorRT build, or a
+cleanup that waits for the frame in flight, holds no other callback. ~/locate answers at once
+that the node is inactive. With `autostart` (default true) the
 node configures and activates itself once spinning, for systems without a lifecycle manager.
 """
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
 from gem_ros.ros.node import GemNode
@@ -29,9 +33,14 @@ def describe_transitions(available) -> str:
 
 
 class ManagedGemNode(LifecycleNodeMixin, GemNode):
+    # One executor thread for the transitions (one at a time: their own mutually exclusive
+    # group), one for every other callback (the node's default group, as in the plain node).
+    EXECUTOR_THREADS = 2
+
     def __init__(self):
         GemNode.__init__(self, managed=True)  # parameters, queries, services; no model yet
-        LifecycleNodeMixin.__init__(self)
+        self._transitions = MutuallyExclusiveCallbackGroup()
+        LifecycleNodeMixin.__init__(self, callback_group=self._transitions)
         # rclpy resolves a label against the current state's transitions and refuses an
         # unknown one, but passes an id straight to rcl, which raises RCLError inside the
         # service callback for one that does not exist from this state: the request got no
@@ -41,7 +50,9 @@ class ManagedGemNode(LifecycleNodeMixin, GemNode):
         self._refused = ThrottledLog(self.get_logger(), REFUSED_LOG_PERIOD_S)
         self._autostart_timer = None
         if self.get_parameter('autostart').value:
-            self._autostart_timer = self.create_timer(0.0, self._autostart)
+            self._autostart_timer = self.create_timer(
+                0.0, self._autostart, callback_group=self._transitions
+            )
         else:
             self.get_logger().info(
                 'unconfigured: waiting for a lifecycle manager (autostart false)'

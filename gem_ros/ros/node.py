@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -146,6 +146,8 @@ def queries_from_parameter(value) -> list[str]:
 
 
 class GemNode(CompatNode):
+    EXECUTOR_THREADS = 1  # every callback on one thread (the managed node adds one)
+
     def __init__(self, managed: bool = False):
         super().__init__('gem')
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
@@ -956,7 +958,8 @@ def main(args=None, node_class=GemNode) -> int:
         rclpy.logging.get_logger('gem').fatal(f'cannot start: {exc}')
         rclpy.try_shutdown()
         return 2
-    executor = SingleThreadedExecutor()
+    threads = node_class.EXECUTOR_THREADS
+    executor = MultiThreadedExecutor(threads) if threads > 1 else SingleThreadedExecutor()
     executor.add_node(node)
     try:
         spin_until_shutdown(executor, node._log)
