@@ -371,8 +371,23 @@ class Engine:
         if not items:
             return False
         for settings, ready in by_settings(items):
-            self._infer_and_hand_over(ready, settings)
+            for forward in self._forwards(ready):
+                self._infer_and_hand_over(forward, settings)
         return True
+
+    def _forwards(self, ready: list) -> list[list]:
+        """A cycle's frames as the forwards that run them. A GPU runs a batch in about one
+        frame's time: one forward. On a CPU a batch gains nothing (its frames run one after
+        the other) and holds every camera's result until the last is done: there each frame
+        is handed over alone, published while the next runs (benchmarks/cameras.py). A
+        question for any camera keeps the cycle together: the best of its views answers."""
+        model = self.model
+        if len(ready) < 2 or model is None or model.device.type == 'cuda':
+            return [ready]
+        with self._lock:
+            if any(request.stream is None for request in self._asks):
+                return [ready]
+        return [[item] for item in ready]
 
     def _infer_and_hand_over(self, ready: list, settings) -> None:
         try:

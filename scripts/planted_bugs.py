@@ -162,9 +162,9 @@ BUGS = {
     # Issue 27: cameras.
     "every camera's frames published on the first camera's topics": (
         'gem_ros/ros/node.py',
-        '        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)',
+        '        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)',
         '        camera = next(iter(self._cameras.values()))\n'
-        '        camera.publish(msg.header, rgb, detections, seconds, settings, self._outputs)',
+        '        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)',
         ['test/test_cameras.py::test_each_camera_gets_its_own_results_with_its_frame_id'],
     ),
     'one slot for every stream (the fast camera starves the slow one)': (
