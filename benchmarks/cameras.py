@@ -1,7 +1,7 @@
 """Several cameras on one gem_node against one node per camera: per-camera result rate,
 latency (median, max) and the nodes' peak memory, in one run on one machine.
 
-    .venv/bin/python benchmarks/cameras.py [--seconds 20] [--models tiny vit]
+    .venv/bin/python benchmarks/cameras.py [--seconds 20] [--models tiny vit] [--repo TREE]
 
 Each configuration runs for --seconds with every camera publishing 640x480 rgb8 frames as
 fast as the node takes them (a new frame on a camera as soon as its previous one has a
@@ -74,7 +74,9 @@ class Feed:
             self.answered.wait(2.0)
 
 
-def configuration(client, model, cameras_per_node: list, seconds: float, logs: Path) -> dict:
+def configuration(
+    client, model, cameras_per_node: list, seconds: float, logs: Path, repo: Path = REPO
+) -> dict:
     """Nodes, each with its cameras; every camera fed for `seconds`."""
     nodes, feeds = [], []
     for n, cameras in enumerate(cameras_per_node):
@@ -87,7 +89,7 @@ def configuration(client, model, cameras_per_node: list, seconds: float, logs: P
         log = logs / f'{model}-{len(cameras_per_node)}-{n}.log'
         # The machine's cores shared among the nodes: one node may use them all.
         threads = max(1, (os.cpu_count() or 1) // len(cameras_per_node))
-        nodes.append(NodeProcess(log, *args, remaps=remaps, threads=threads))
+        nodes.append(NodeProcess(log, *args, remaps=remaps, threads=threads, repo=repo))
         feeds += [Feed(client, name, c) for c in cameras]
     try:
         for node in nodes:
@@ -122,10 +124,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seconds', type=float, default=20.0)
     ap.add_argument('--models', nargs='+', default=['tiny', 'vit'], choices=list(MODELS))
+    ap.add_argument(
+        '--repo',
+        type=Path,
+        default=REPO,
+        help="the nodes' source tree (an older commit's worktree, for a before/after)",
+    )
+    ap.add_argument('--only', nargs='+', help='configurations whose label contains one of these')
     args = ap.parse_args()
     client = RosClient()
     cpu = platform.processor() or platform.machine()
-    print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration')
+    print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration; '
+          f'nodes from {args.repo}')  # fmt: skip
     print('| model | configuration | results/s per camera | total/s | latency median / max '
           '(ms) | peak RSS (MiB) |')  # fmt: skip
     print('|---|---|---|---|---|---|')
@@ -139,7 +149,9 @@ def main() -> int:
                     '3 cameras, 3 nodes': [[''], [''], ['']],
                 }
                 for label, layout in runs.items():
-                    r = configuration(client, model, layout, args.seconds, Path(logs))
+                    if args.only and not any(o in label for o in args.only):
+                        continue
+                    r = configuration(client, model, layout, args.seconds, Path(logs), args.repo)
                     rates = ', '.join(f'{x:.2f}' for x in r['rates'])
                     print(
                         f"| {model} | {label} | {rates} | {r['total']:.2f} | "

@@ -139,7 +139,8 @@ class Engine:
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
         self._reduced_sizes: set = set()
         # The model input shapes of recent frames, newest last: a new model's graphs are built
-        # for them before it serves (backends onnxruntime and tensorrt).
+        # for them before it serves (backends onnxruntime and tensorrt). Guarded by _lock:
+        # the inference stage writes them, the loader reads them.
         self._served_shapes: OrderedDict = OrderedDict()
         self._threads = threads
         self.want_patch_logits = False  # set by the caller: someone reads the patch grids
@@ -494,10 +495,11 @@ class Engine:
                 self._done([frame])
                 continue
             self._report_reduced_input(model, (height, width), shape, frame_settings)
-            self._served_shapes[shape] = None
-            self._served_shapes.move_to_end(shape)
-            while len(self._served_shapes) > SHAPES_PREPARED:
-                self._served_shapes.popitem(last=False)
+            with self._lock:  # the loader reads them (_prepare_graphs)
+                self._served_shapes[shape] = None
+                self._served_shapes.move_to_end(shape)
+                while len(self._served_shapes) > SHAPES_PREPARED:
+                    self._served_shapes.popitem(last=False)
             runnable.append((stream, frame, rgb))
         if not runnable:
             return None, why
@@ -753,7 +755,9 @@ class Engine:
         if not hasattr(backend, 'prepare'):
             return
         backend.build_in_background = self._threads
-        for shape in list(self._served_shapes):
+        with self._lock:
+            shapes = list(self._served_shapes)
+        for shape in shapes:
             self._log.now(
                 'info',
                 f'{what}: building its {backend.name} graph for {shape[0]}x{shape[1]} inputs '
