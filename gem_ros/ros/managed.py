@@ -21,6 +21,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
 from gem_ros.ros.node import GemNode
+from gem_ros.ros.process import run_node
 from gem_ros.threads import ThrottledLog
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -138,9 +139,7 @@ class ManagedGemNode(LifecycleNodeMixin, GemNode):
 
 
 def main(args=None) -> int:
-    from gem_ros.ros.node import main as node_main
-
-    return node_main(args, node_class=ManagedGemNode)
+    return run_node(ManagedGemNode, args)
 
 
 if __name__ == '__main__':
