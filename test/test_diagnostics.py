@@ -136,7 +136,7 @@ def test_frames_replaced_while_one_is_in_flight_are_counted_and_logged(client, t
     """Two frames sent while one runs (ViT-B-16 on the CPU) wait in the one-frame slot: the
     first is replaced by the second, which is served after the frame in flight. /diagnostics'
     'dropped frames' counts it, and so does the node's periodic log line."""
-    from gem_ros.ros.node import STATS_PERIOD_S
+    from gem_ros.ros.health import STATS_PERIOD_S
 
     node = NodeProcess(
         tmp_path / 'node.log',

@@ -17,7 +17,6 @@ its transitions call `_want_model`, `_start_frames`, `_stop_frames` and `_drop_m
 services, parameters and /diagnostics work in every state.
 """
 
-import dataclasses
 import math
 import threading
 import time
@@ -25,7 +24,6 @@ from collections import deque
 from dataclasses import dataclass, fields
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -38,7 +36,7 @@ from std_msgs.msg import Header, String
 import gem_ros.gem as gem
 from gem_ros.engine import Engine, RunSettings, error_kind
 from gem_ros.geometry import apply_transform
-from gem_ros.ros import diagnostics, messages, transports
+from gem_ros.ros import messages, transports
 from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
     CompatNode,
@@ -49,6 +47,7 @@ from gem_ros.ros.compat import (
 )
 from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe
+from gem_ros.ros.health import Health, NodeState
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.memory_input import MemorySettings, NodeMemory
 from gem_ros.ros.parameters import (
@@ -98,7 +97,6 @@ SERVICE_QOS = QoSProfile(
 ERROR_LOG_PERIOD_S = 5.0
 QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
-STATS_PERIOD_S = 30.0
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
 MAX_LOCATE_TIMEOUT_S = 60.0
@@ -172,8 +170,6 @@ class GemNode(CompatNode):
         )
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
-        self._reported = (0, 0)  # (processed, dropped) at the last stats report
-        self._diagnosed = (0, 0, 0, time.monotonic())  # frames in, processed, dropped, when
         # One TF buffer for every camera and the memory, where a frame is asked for (else
         # made by the first ~/locate that asks for one).
         self.transforms = None
@@ -191,7 +187,6 @@ class GemNode(CompatNode):
                 f'{len(self._cameras)} cameras: '
                 + ', '.join(c.image_topic for c in self._cameras.values())
             )
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if messages.Detection2DArray is None:
             self.get_logger().info(
                 'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
@@ -233,8 +228,7 @@ class GemNode(CompatNode):
         self._subscribe_queries('queries', None)
         for name in self._camera_active_pubs:
             self._subscribe_queries(f'{name}/queries', name)
-        self.create_timer(STATS_PERIOD_S, self._report_stats)
-        self.create_timer(diagnostics.PERIOD_S, self._publish_diagnostics)
+        self._health = Health(self, self._engine, self._cameras, self.memory, self._health_state)
         self._warn_default_transports()
         if not managed:
             self._want_model()
@@ -256,7 +250,7 @@ class GemNode(CompatNode):
         if self._taking_frames:
             return
         self._activation += 1
-        self._diagnosed = (self._frames_in, *self._diagnosed[1:3], time.monotonic())
+        self._health.restart_period()
         image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
         compressed = self.get_parameter('use_compressed').value
         for camera in self._cameras.values():
@@ -273,10 +267,6 @@ class GemNode(CompatNode):
     @property
     def taking_frames(self) -> bool:
         return self._taking_frames
-
-    @property
-    def _frames_in(self) -> int:
-        return sum(c.frames_in for c in getattr(self, '_cameras', {}).values())
 
     def lifecycle_state(self) -> str:
         return 'active'  # the managed node says its own
@@ -745,106 +735,20 @@ class GemNode(CompatNode):
             return  # deactivated while this frame ran (and maybe activated again since)
         camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)
 
-    def _report_stats(self) -> None:
-        processed, dropped = self._engine.processed, self._engine.dropped
-        new_processed, new_dropped = (processed - self._reported[0], dropped - self._reported[1])
-        self._reported = (processed, dropped)
-        if new_dropped:
-            self._log.now(
-                'info',
-                f'last {STATS_PERIOD_S:.0f} s: {new_processed} frames '
-                f'processed, {new_dropped} older frames dropped (only the newest '
-                'frame is processed)',
-            )
-
     def _publish(self, publisher, msg) -> None:
         publish(self, publisher, msg)
 
-    def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        frames_in, processed, dropped, since = self._diagnosed
-        engine = self._engine
-        self._diagnosed = (self._frames_in, engine.processed, engine.dropped, now)
-        # Time without frames counts from the last frame, or from when frames were started.
-        cameras = list(self._cameras.values())
-        heard = [c.last_frame_time for c in cameras if c.last_frame_time is not None]
-        last = max(heard) if heard else min(c.started for c in cameras)
+    def _health_state(self) -> NodeState:
+        """What /diagnostics reads of the node each second."""
         timeout, min_rate = self._diagnostics_limits
-        loaded, failed = engine.loaded, engine.last_load_error
-        snapshot = diagnostics.Snapshot(
-            period_s=max(now - since, 1e-3),
-            frames_in=self._frames_in - frames_in,
-            processed=engine.processed - processed,
-            dropped=engine.dropped - dropped,
-            latencies_s=engine.take_latencies(),
-            since_last_frame_s=now - last if self.taking_frames else None,
-            result_age_s=None if engine.last_result_time is None else now - engine.last_result_time,
+        return NodeState(
+            taking_frames=self.taking_frames,
             model_wanted=self._model_wanted,
-            model_loaded=loaded is not None,
-            load_error=failed[1] if failed is not None and loaded is None else '',
-            active=self.taking_frames,
             lifecycle=self.lifecycle_state(),
+            model_settings=self._model_settings(),
             frame_timeout_s=timeout,
             min_rate_hz=min_rate,
-            degraded=self._memory_problem(),
         )
-        settings = loaded or self._model_settings()
-        model = engine.model
-        device = str(model.device) if model is not None else settings.device
-        info = {
-            'model': f'{settings.model} ({settings.pretrained})',
-            'method': settings.method,
-            'device': device,
-            'precision': model.precision if model is not None else settings.precision,
-            'backend': settings.backend,
-            'queries': '; '.join(engine.queries),
-            'model state': 'loaded' if loaded else ('loading' if self._model_wanted else 'none'),
-            'lifecycle state': self.lifecycle_state(),
-        }
-        if self.memory is not None:
-            info['memory file'] = self.memory.file_state()
-        node = self.get_fully_qualified_name().lstrip('/')
-        per_camera = (
-            [self._camera_status(c, now, snapshot, node, device) for c in cameras]
-            if len(cameras) > 1
-            else []
-        )
-        self._publish(
-            self._diagnostics_pub,
-            diagnostics.status_message(snapshot, f'{node}: inference', device, info, per_camera),
-        )
-
-    def _memory_problem(self) -> str:
-        if self.memory is None or not self.memory.file_problem:
-            return ''
-        return f'memory_file not kept: {self.memory.file_problem}'
-
-    def _camera_status(self, camera, now: float, node_snapshot, node: str, device: str):
-        """One camera's period: its rates, drops, latency and result age, judged as the
-        node's are (a silent camera warns)."""
-        frames_in, processed, dropped, since = camera.diagnosed
-        camera_dropped = self._engine.dropped_of(camera.name)
-        camera.diagnosed = (camera.frames_in, camera.processed, camera_dropped, now)
-        last = camera.last_frame_time or camera.started
-        snapshot = dataclasses.replace(
-            node_snapshot,
-            period_s=max(now - since, 1e-3),
-            frames_in=camera.frames_in - frames_in,
-            processed=camera.processed - processed,
-            dropped=camera_dropped - dropped,
-            latencies_s=camera.take_latencies(),
-            since_last_frame_s=now - last if self.taking_frames else None,
-            result_age_s=(
-                None if camera.last_result_time is None else now - camera.last_result_time
-            ),
-        )
-        info = {
-            'camera': camera.name,
-            'image topic': camera.image_topic,
-            'queries': '; '.join(self._engine.queries_of(camera.name))
-            + (' (its own)' if self._engine.has_own_queries(camera.name) else ' (shared)'),
-        }
-        return diagnostics.status(snapshot, f'{node}: camera {camera.name}', device, info)
 
     def close(self, hurry: threading.Event = None) -> bool:
         """Stop the engine's threads, saying which frame was in flight and whether it was
