@@ -15,7 +15,7 @@ from std_msgs.msg import String
 
 import gem_ros.gem as gem
 from gem_ros.msg import GemResult
-from gem_ros.ros.node import LATCHED_QOS
+from gem_ros.ros.qos import LATCHED_QOS
 from gem_ros.srv import Locate, SetQueries
 
 from hostile_inputs import read_kib

@@ -36,7 +36,7 @@ class Health:
         """node: for its publisher, timers and name; cameras: name -> Camera; memory: the
         node's memory of sightings (its file's state is reported) or None."""
         self._node, self._engine, self._cameras, self._memory = node, engine, cameras, memory
-        self._state = state
+        self._node_state = state
         self._log = node._log
         self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._reported = (0, 0)  # (processed, dropped) at the last stats report
@@ -64,7 +64,7 @@ class Health:
             )
 
     def publish_diagnostics(self) -> None:
-        now, state, engine = time.monotonic(), self._state(), self._engine
+        now, state, engine = time.monotonic(), self._node_state(), self._engine
         frames_in, processed, dropped, since = self._diagnosed
         self._diagnosed = (self._frames_in(), engine.processed, engine.dropped, now)
         # Time without frames counts from the last frame, or from when frames were started.

@@ -28,22 +28,18 @@ from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header
 
 import gem_ros.gem as gem
-from gem_ros.engine import Engine, RunSettings, error_kind
+from gem_ros.engine import Engine, RunSettings
 from gem_ros.geometry import apply_transform
 from gem_ros.ros import messages, transports
 from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
     CompatNode,
-    SampleFilter,
-    SubscriptionEventCallbacks,
     fallbacks_in_use,
-    subscribe_with_stamp,
 )
 from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe
@@ -59,43 +55,14 @@ from gem_ros.ros.parameters import (
     check_value,
 )
 from gem_ros.ros.process import run_node
+from gem_ros.ros.qos import IMAGE_QOS, SERVICE_QOS
+from gem_ros.ros.queries_interface import QUERY_LOG_PERIOD_S, QueriesInterface
 from gem_ros.ros.transforms import Transforms, TransformUnavailable, tf2_missing
 from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_input_budget
-from gem_ros.srv import Locate, Recall, SetQueries
+from gem_ros.srv import Locate, Recall
 from gem_ros.threads import ThrottledLog, cut
 
-IMAGE_QOS = {
-    'sensor_data': QoSProfile(
-        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
-    ),
-    'reliable': QoSProfile(
-        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
-    ),
-}
-LATCHED_QOS = QoSProfile(
-    depth=1,
-    history=HistoryPolicy.KEEP_LAST,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-# A transient-local subscription does not match volatile publishers (the default of most
-# tools), so `queries` is also heard through two volatile ones. The reliable one gets a
-# reliable publisher's sample even when it went out before this side had matched that
-# publisher: over Fast DDS's LARGE_DATA a one-shot publisher that publishes as soon as it
-# sees the node lost 36 of 40 samples to a best-effort subscription, none to a reliable one.
-# The best-effort one hears best-effort publishers, which match nothing else.
-RELIABLE_QOS = QoSProfile(
-    depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
-)
-ANY_PUBLISHER_QOS = QoSProfile(
-    depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
-)
-# Requests kept until answered: the default depth of 10 loses calls from a burst of clients.
-SERVICE_QOS = QoSProfile(
-    depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
-)
 ERROR_LOG_PERIOD_S = 5.0
-QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
 LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
@@ -149,7 +116,6 @@ class GemNode(CompatNode):
         if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
             self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
         self._engine = None
-        self._syncing_queries = False
         # Registered before declaring, so start-up values are checked too.
         self._declaring = True
         self.add_on_set_parameters_callback(self._guarded_check_parameters)
@@ -192,22 +158,6 @@ class GemNode(CompatNode):
                 'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
                 'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
             )
-        self._active_pub = self.create_publisher(String, '~/active_queries', LATCHED_QOS)
-        # A camera may have queries of its own (~/set_queries with `camera`, or its
-        # `<name>/queries` topic); each camera's latched ~/<name>/active_queries shows what it
-        # runs, its own or the shared ones.
-        self._camera_actives: dict = {}  # camera -> what its active_queries said last
-        self._camera_active_pubs = {
-            name: self.create_publisher(String, f'~/{name}/active_queries', LATCHED_QOS)
-            for name in self._cameras
-            if name
-        }
-        self.create_service(
-            SetQueries,
-            '~/set_queries',
-            answered(self._on_set_queries, self._log, '~/set_queries'),
-            qos_profile=SERVICE_QOS,
-        )
         # Its own reentrant group: a call awaiting its frame must not hold the default group,
         # which the images, timers and the guard condition that answer it belong to.
         self.create_service(
@@ -223,11 +173,7 @@ class GemNode(CompatNode):
             answered(self._on_recall, self._log, '~/recall'),
             qos_profile=SERVICE_QOS,
         )
-        self.get_logger().info(f'active queries: {self._describe_queries()}')
-        self._publish_active()
-        self._subscribe_queries('queries', None)
-        for name in self._camera_active_pubs:
-            self._subscribe_queries(f'{name}/queries', name)
+        self.queries = QueriesInterface(self, self._engine, list(self._cameras), self._log)
         self._health = Health(self, self._engine, self._cameras, self.memory, self._health_state)
         self._warn_default_transports()
         if not managed:
@@ -376,9 +322,9 @@ class GemNode(CompatNode):
         self._read_settings()
         if names & set(MODEL_PARAMETERS) and self._model_wanted:
             self._engine.request_model(self._model_settings())
-        if 'queries' in names and not self._syncing_queries:
+        if 'queries' in names and not self.queries.syncing:
             value = next(p.value for p in params if p.name == 'queries')
-            self._set_queries(
+            self.queries.set(
                 queries_from_parameter(value), 'the queries parameter', sync_parameter=False
             )
 
@@ -453,113 +399,6 @@ class GemNode(CompatNode):
         if self._engine is None:  # declaring, before the engine exists
             return gem.check_queries(queries)
         return self._engine.check_queries(queries)
-
-    def _subscribe_queries(self, topic: str, camera) -> None:
-        """The shared (camera None) or one camera's queries topic. Every publisher reaches
-        the best-effort subscription, whichever of the others it does not match: no warning
-        about those. A sample heard twice or thrice is applied once."""
-        samples = SampleFilter()
-
-        def heard(msg: String, source_stamp) -> None:
-            if not samples.repeat(msg.data, source_stamp):
-                self._on_queries_msg(msg, topic, camera)
-
-        for qos in (LATCHED_QOS, RELIABLE_QOS):
-            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _: None)
-            subscribe_with_stamp(self, String, topic, heard, qos, event_callbacks=quiet)
-        subscribe_with_stamp(self, String, topic, heard, ANY_PUBLISHER_QOS)
-
-    def _on_queries_msg(self, msg: String, topic: str, camera) -> None:
-        queries = gem.parse_queries(msg.data)
-        if not queries:
-            self._log(
-                'error',
-                f'no queries in {msg.data[:40]!r}',
-                f'no queries in {cut(msg.data, 60)!r} on {self.resolve_topic_name(topic)};'
-                f' keeping the active queries {self._describe_queries(camera)} (to clear them, '
-                'call ~/set_queries with an empty list)',
-                QUERY_LOG_PERIOD_S,
-            )
-            return
-        self._set_queries(queries, f'the {topic} topic', camera=camera)
-
-    def _on_set_queries(self, request, response):
-        camera = request.camera.strip() or None
-        refused = None
-        if camera is not None and camera not in self._camera_active_pubs:
-            refused = f'no camera {cut(camera, 40)!r}: ' + (
-                'this node has ' + ', '.join(repr(c) for c in self._camera_active_pubs)
-                if self._camera_active_pubs
-                else "this node has one camera (its `cameras` is empty): use ''"
-            )
-        elif request.use_shared and (camera is None or request.queries):
-            refused = 'use_shared needs a camera and no queries'
-        queries = [q for q in request.queries if q.strip()]
-        if refused is None and request.queries and not queries:
-            refused = (
-                f'all {len(request.queries)} queries are blank (send an empty '
-                'list to clear them); keeping the active queries '
-                f'{self._describe_queries(camera)}'
-            )
-        if refused is not None:
-            response.success, response.message = False, cut(refused)
-            self._log('error', f'set_queries: {refused[:30]}', f'~/set_queries: {refused}',
-                      QUERY_LOG_PERIOD_S)  # fmt: skip
-            return response
-        response.success, response.message = self._set_queries(
-            None if request.use_shared else queries, '~/set_queries', camera=camera
-        )
-        return response
-
-    def _set_queries(
-        self, queries, source: str, sync_parameter: bool = True, camera=None
-    ) -> tuple[bool, str]:
-        """Activate `queries`, the shared ones or a camera's own (None with a camera: it runs
-        the shared ones again), on the executor thread with no model call; on error log it
-        and keep the active ones. The queries parameter shows the shared ones."""
-        try:
-            changed = self._engine.set_queries(queries, camera)
-        except gem.QueryError as exc:
-            message = (
-                f'rejected queries from {source}: {exc}; keeping the active queries '
-                f'{self._describe_queries(camera)}'
-            )
-            self._log(
-                'error', f'queries from {source}: {error_kind(exc)}', message, QUERY_LOG_PERIOD_S
-            )
-            return False, cut(message)
-        message = f'active queries: {self._describe_queries(camera)}'
-        if changed:
-            self._log.now('info', cut(f'{message} (from {source})'))
-            self._publish_active()
-            if sync_parameter and camera is None:
-                self._sync_queries_parameter()
-        return True, cut(message)
-
-    def _sync_queries_parameter(self) -> None:
-        """Make the queries parameter show the active queries (executor thread only)."""
-        self._syncing_queries = True
-        try:
-            self.set_parameters(
-                [Parameter('queries', Parameter.Type.STRING_ARRAY, list(self._engine.queries))]
-            )
-        finally:
-            self._syncing_queries = False
-
-    def _describe_queries(self, camera=None) -> str:
-        if camera is None:
-            return f"[{'; '.join(self._engine.queries)}]"
-        whose = 'its own' if self._engine.has_own_queries(camera) else 'the shared ones'
-        return f"[{'; '.join(self._engine.queries_of(camera))}] on camera {camera} ({whose})"
-
-    def _publish_active(self) -> None:
-        """The shared queries, and what each camera runs (latched: only when it changed)."""
-        self._publish(self._active_pub, String(data='; '.join(self._engine.queries)))
-        for name, publisher in self._camera_active_pubs.items():
-            data = '; '.join(self._engine.queries_of(name))
-            if self._camera_actives.get(name) != data:
-                self._camera_actives[name] = data
-                self._publish(publisher, String(data=data))
 
     def _warn_default_transports(self) -> None:
         """Frames lost in transport look like a slow or silent node: say why at start-up."""
