@@ -227,7 +227,7 @@ def test_one_callbacks_error_is_logged_and_the_node_goes_on_serving():
 
 def test_locate_timeout_rules_of_the_service_definition():
     """Locate.srv: 'Seconds to wait for that frame; 0 (or not finite) = 5, at most 60.'"""
-    from gem_ros.ros.node import locate_timeout
+    from gem_ros.ros.locate_service import locate_timeout
 
     assert locate_timeout(0.0) == 5.0 and locate_timeout(-3.0) == 5.0
     assert locate_timeout(float('nan')) == 5.0 and locate_timeout(float('inf')) == 5.0

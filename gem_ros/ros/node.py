@@ -17,24 +17,18 @@ its transitions call `_want_model`, `_start_frames`, `_stop_frames` and `_drop_m
 services, parameters and /diagnostics work in every state.
 """
 
-import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields
 
 import rclpy
-from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.parameter import Parameter
-from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Header
 
 import gem_ros.gem as gem
 from gem_ros.engine import Engine, RunSettings
-from gem_ros.geometry import apply_transform
 from gem_ros.ros import messages, transports
 from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
@@ -45,6 +39,7 @@ from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe
 from gem_ros.ros.health import Health, NodeState
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
+from gem_ros.ros.locate_service import LocateService
 from gem_ros.ros.memory_input import MemorySettings, NodeMemory
 from gem_ros.ros.parameters import (
     FRAME_PARAMETERS,
@@ -56,17 +51,15 @@ from gem_ros.ros.parameters import (
 )
 from gem_ros.ros.process import run_node
 from gem_ros.ros.qos import IMAGE_QOS, SERVICE_QOS
-from gem_ros.ros.queries_interface import QUERY_LOG_PERIOD_S, QueriesInterface
-from gem_ros.ros.transforms import Transforms, TransformUnavailable, tf2_missing
+from gem_ros.ros.queries_interface import QueriesInterface
+from gem_ros.ros.transforms import Transforms, tf2_missing
 from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_input_budget
-from gem_ros.srv import Locate, Recall
+from gem_ros.srv import Recall
 from gem_ros.threads import ThrottledLog, cut
 
 ERROR_LOG_PERIOD_S = 5.0
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
-LOCATE_TIMEOUT_S = 5.0  # ~/locate's wait for a frame when the request gives none
-MAX_LOCATE_TIMEOUT_S = 60.0
 DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
 
 
@@ -80,14 +73,6 @@ class Outputs:
     mask_format: str
     heatmaps_max_rate: float
     heatmap_image: tuple  # (heatmap_image_query, heatmap_image_blend)
-
-
-def locate_timeout(requested: float) -> float:
-    """~/locate's wait for a frame: 0, negative or not finite means LOCATE_TIMEOUT_S (5 s),
-    and at most MAX_LOCATE_TIMEOUT_S (60 s): a caller cannot hold a request for ever."""
-    if not math.isfinite(requested) or requested <= 0:
-        return LOCATE_TIMEOUT_S
-    return min(requested, MAX_LOCATE_TIMEOUT_S)
 
 
 def queries_from_parameter(value) -> list[str]:
@@ -131,7 +116,7 @@ class GemNode(CompatNode):
             self._log,
             self._convert,
             self._publish_detections,
-            on_load_failed=lambda s: self._call_on_executor(lambda: self._after_failed_load(s)),
+            on_load_failed=lambda s: self.call_on_executor(lambda: self._after_failed_load(s)),
             local_weights_hint=LOCAL_WEIGHTS,
         )
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
@@ -158,15 +143,7 @@ class GemNode(CompatNode):
                 'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
                 'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
             )
-        # Its own reentrant group: a call awaiting its frame must not hold the default group,
-        # which the images, timers and the guard condition that answer it belong to.
-        self.create_service(
-            Locate,
-            '~/locate',
-            answered(self._on_locate, self._log, '~/locate'),
-            qos_profile=SERVICE_QOS,
-            callback_group=ReentrantCallbackGroup(),
-        )
+        self.locate = LocateService(self, self._engine, self._cameras, self._log)
         self.create_service(
             Recall,
             '~/recall',
@@ -382,7 +359,7 @@ class GemNode(CompatNode):
             if not result.successful:
                 self._log.now('error', f'could not set {param.name} back: {result.reason}')
 
-    def _call_on_executor(self, job) -> None:
+    def call_on_executor(self, job) -> None:
         self._executor_jobs.append(job)
         self._jobs_guard.trigger()
 
@@ -405,121 +382,6 @@ class GemNode(CompatNode):
         problem = transports.transport_problem()
         if problem:
             self.get_logger().warning(f'{problem}. {transports.FIX}.')
-
-    # --- ~/locate -------------------------------------------------------------------------
-    async def _on_locate(self, request, response):
-        """Executor thread; awaits (never blocks) until a frame answers or the timeout."""
-        timeout = locate_timeout(request.timeout)
-        if not self.taking_frames:
-            response.message = (
-                f'the node is {self.lifecycle_state()}: it processes no frames until it is '
-                'activated (lifecycle transition activate)'
-            )
-            return response
-        stream = request.camera.strip() or None
-        frame_id = request.frame.strip()
-        if frame_id and self.transforms is None:
-            missing = tf2_missing()
-            if missing:
-                response.message = f'cannot give the point in {cut(frame_id, 40)!r}: {missing}'
-                return response
-            # Listening from now on: TF's static transforms arrive while the frame is awaited.
-            self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
-        if stream is not None and stream not in self._cameras:
-            response.message = (
-                f'no camera {cut(stream, 40)!r}: this node has '
-                + ', '.join(repr(c.name) for c in self._cameras.values())
-                + " (or '' for the best view of every camera)"
-            )
-            return response
-        answered = Future()
-
-        def finish(answer) -> None:  # executor thread only
-            if not answered.done():
-                answered.set_result(answer)
-
-        def on_frame(frame, rgb, detection, settings) -> None:  # worker thread
-            answer = self._locate_answer(frame, rgb, detection, settings, frame_id)
-            self._call_on_executor(lambda: finish(answer))
-
-        try:
-            ask = self._engine.ask(request.query, on_frame, stream)
-        except (gem.QueryError, RuntimeError) as exc:
-            response.message = cut(f'cannot locate {cut(request.query, 40)!r}: {exc}')
-            self._log(
-                'error', 'locate refused', f'~/locate: {response.message}', QUERY_LOG_PERIOD_S
-            )
-            return response
-        timer = self.create_timer(timeout, lambda: finish(None))
-        try:
-            answer = await answered
-        finally:
-            self.destroy_timer(timer)
-        if answer is None:
-            self._engine.withdraw(ask)
-            response.message = (
-                f'no frame processed within {timeout:g} s: {self._why_no_frame(stream)}'
-            )
-            return response
-        return answer
-
-    def _why_no_frame(self, stream=None) -> str:
-        if self._engine.loaded is None:
-            return 'no model loaded yet'
-        cameras = [c for c in self._cameras.values() if stream is None or c.name == stream]
-        heard = [c.last_frame_time for c in cameras if c.last_frame_time is not None]
-        if not heard:
-            return 'no images received on ' + ', '.join(c.image_topic for c in cameras)
-        return f'the last image arrived {time.monotonic() - max(heard):.1f} s ago'
-
-    def _locate_answer(self, frame, rgb, det, settings, frame_id: str = ''):
-        """~/locate's response from one frame's detection (worker thread); its point in
-        `frame_id` where one is asked for."""
-        msg, _, _, camera = frame
-        header = msg.header
-        response = Locate.Response(
-            found=det.found,
-            confidence=det.confidence,
-            score=det.score,
-            header=header,
-            peak_x=det.peak_x,
-            peak_y=det.peak_y,
-            camera=camera.name,
-        )
-        response.point.header = header
-        depth = camera.depth
-        if det.found and depth is not None:
-            height, width = rgb.shape[:2]
-            (fields,) = depth.points_for(header, (width, height), [det], settings.outputs.depth)
-            response.has_point = fields['has_point']
-            response.point.point = fields['point']
-        tf_failed = ''
-        if response.has_point and frame_id and frame_id != header.frame_id:
-            try:
-                pose = self.transforms.lookup(frame_id, header.frame_id, header.stamp)
-            except TransformUnavailable as exc:
-                response.has_point, tf_failed = False, f'; no point: {exc}'
-            else:
-                p = fields['point']
-                x, y, z = apply_transform((p.x, p.y, p.z), *pose)
-                # A header of its own: response.header stays the frame's.
-                response.point.header = Header(stamp=header.stamp, frame_id=frame_id)
-                response.point.point = Point(x=x, y=y, z=z)
-        response.held = det.held
-        if det.held:
-            response.message = (
-                f"{'found' if det.found else 'not found'} (held over frames; this frame's "
-                f'confidence {det.confidence:.2f})'
-            )
-        else:
-            response.message = (
-                f'found (confidence {det.confidence:.2f})'
-                if det.found
-                else f'not found (confidence {det.confidence:.2f} < presence_threshold '
-                f'{settings.frame.presence_threshold:g})'
-            )
-        response.message += tf_failed
-        return response
 
     # --- ~/recall -------------------------------------------------------------------------
     def _on_recall(self, request, response):
