@@ -20,7 +20,6 @@ services, parameters and /diagnostics work in every state.
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, fields
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -28,65 +27,41 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 
 import gem_ros.gem as gem
-from gem_ros.engine import Engine, RunSettings
+from gem_ros.engine import Engine
 from gem_ros.ros import messages, transports
 from gem_ros.ros.camera import Camera, publish
 from gem_ros.ros.compat import (
     CompatNode,
     fallbacks_in_use,
 )
-from gem_ros.ros.depth_input import DepthSettings
 from gem_ros.ros.guards import answered, describe
 from gem_ros.ros.health import Health, NodeState
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.locate_service import LocateService
 from gem_ros.ros.memory_input import MemorySettings, NodeMemory
+from gem_ros.ros.node_settings import (
+    LOCAL_WEIGHTS,
+    check_change,
+    check_startup,
+    model_settings,
+    queries_from_parameter,
+    read_run_settings,
+)
 from gem_ros.ros.parameters import (
-    FRAME_PARAMETERS,
-    HOLD_PARAMETERS,
     MODEL_PARAMETERS,
     PARAMETERS,
     camera_names,
-    check_value,
 )
 from gem_ros.ros.process import run_node
 from gem_ros.ros.qos import IMAGE_QOS, SERVICE_QOS
 from gem_ros.ros.queries_interface import QueriesInterface
-from gem_ros.ros.transforms import Transforms, tf2_missing
-from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_input_budget
+from gem_ros.ros.transforms import Transforms
+from gem_ros.settings import ModelSettings
 from gem_ros.srv import Recall
 from gem_ros.threads import ThrottledLog, cut
 
 ERROR_LOG_PERIOD_S = 5.0
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
-LOCAL_WEIGHTS = 'the parameter pretrained:=/path/to/open_clip_pytorch_model.bin'
-DEPTH_PARAMETERS = tuple(f.name for f in fields(DepthSettings))
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """The output settings the cameras read per frame (worker thread), one snapshot per
-    parameter change."""
-
-    depth: DepthSettings
-    overlay: tuple  # (publish_overlay, overlay_max_rate_hz)
-    mask_format: str
-    heatmaps_max_rate: float
-    heatmap_image: tuple  # (heatmap_image_query, heatmap_image_blend)
-
-
-def queries_from_parameter(value) -> list[str]:
-    """The queries parameter's value (a string split on ',' and ';', or a string array) as a
-    query list; QueryError for a non-empty string that holds no query (e.g. ';;;'), which
-    would otherwise clear the queries by accident."""
-    if isinstance(value, str):
-        queries = gem.parse_queries(value)
-        if value.strip() and not queries:
-            raise gem.QueryError(
-                f'no queries in {cut(value, 60)!r} (to clear them, set queries to \'\' or [])'
-            )
-        return gem.check_queries(queries)
-    return gem.check_queries([q for q in value or () if q.strip()])
 
 
 class GemNode(CompatNode):
@@ -223,58 +198,13 @@ class GemNode(CompatNode):
             self._log('error', 'parameter change', f'applying parameters failed: {describe(exc)}')
 
     def _check_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            reason = check_value(param.name, param.value)
-            if reason is None and param.name == 'queries':
-                try:
-                    self._check_queries(queries_from_parameter(param.value))
-                except gem.QueryError as exc:
-                    reason = f'bad queries: {exc}'
-            if reason is not None:
-                return SetParametersResult(successful=False, reason=reason)
-        if self._declaring:
-            return SetParametersResult(successful=True)  # _check_startup checks the rest
-        names = {param.name for param in params}
-        values = self._values(params)
-        reason = None
-        if names & {'input_size', 'max_input_pixels'}:
-            reason = check_input_budget(values['input_size'], values['max_input_pixels'])
-        if reason is None and names & {'model', 'pretrained', 'device', 'backend'}:
-            reason = self._check_source(values)
+        reason = check_change(params, self._values(params), self._declaring, self._check_queries)
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
-    @staticmethod
-    def _check_source(values: dict):
-        """Why model/pretrained/device cannot load (known without loading), or None."""
-        try:
-            gem.check_source(
-                values['model'], values['pretrained'], values['device'], values['backend']
-            )
-        except gem.ModelLoadError as exc:
-            return exc.told(LOCAL_WEIGHTS)
-        except ValueError as exc:
-            return str(exc)
-        return None
-
     def _check_startup(self) -> None:
-        values = self._values()
-        reason = (
-            check_input_budget(values['input_size'], values['max_input_pixels'])
-            or self._check_source(values)
-            or self._check_frames(values)
-        )
+        reason = check_startup(self._values())
         if reason:
             raise ValueError(reason)
-
-    @staticmethod
-    def _check_frames(values: dict):
-        """Why target_frame / memory_frame cannot work here (no tf2_ros, no depth), or None."""
-        asked = [name for name in ('target_frame', 'memory_frame') if values[name]]
-        if asked and tf2_missing():
-            return f"{' and '.join(asked)} need TF: {tf2_missing()}"
-        if values['memory_frame'] and not values['use_depth']:
-            return 'memory_frame remembers 3D points: it needs use_depth:=true'
-        return None
 
     def _make_memory(self):
         value = lambda name: self.get_parameter(name).value  # noqa: E731
@@ -306,35 +236,15 @@ class GemNode(CompatNode):
             )
 
     def _model_settings(self) -> ModelSettings:
-        return ModelSettings(**{name: self.get_parameter(name).value for name in MODEL_PARAMETERS})
+        return model_settings(lambda name: self.get_parameter(name).value)
 
     def _read_settings(self) -> None:
         """Per-frame settings, one snapshot per parameter change (never read by name from the
         worker thread)."""
-        value = self.get_parameter
-        frame = FrameSettings(**{name: value(name).value for name in FRAME_PARAMETERS})
-        hold = HoldSettings(**{name: value(name).value for name in HOLD_PARAMETERS})
-        # What the cameras' outputs read per frame: carried in the frame's RunSettings.
-        self._outputs = Outputs(
-            depth=DepthSettings(**{name: value(name).value for name in DEPTH_PARAMETERS}),
-            overlay=(value('publish_overlay').value, value('overlay_max_rate_hz').value),
-            mask_format=value('mask_format').value,
-            heatmaps_max_rate=value('heatmaps_max_rate_hz').value,
-            heatmap_image=(value('heatmap_image_query').value, value('heatmap_image_blend').value),
+        run, self._diagnostics_limits = read_run_settings(
+            lambda name: self.get_parameter(name).value
         )
-        self._engine.update_settings(
-            RunSettings(
-                frame=frame,
-                max_image_pixels=value('max_image_pixels').value,
-                max_rate_hz=value('max_rate_hz').value,
-                hold=hold.rule(frame.presence_threshold),
-                outputs=self._outputs,
-            )
-        )
-        self._diagnostics_limits = (
-            value('diagnostics_frame_timeout_s').value,
-            value('diagnostics_min_rate_hz').value,
-        )
+        self._engine.update_settings(run)
 
     def _after_failed_load(self, settings: ModelSettings) -> None:
         """Executor thread: put the model parameters back to those of the model in use, so
@@ -398,7 +308,7 @@ class GemNode(CompatNode):
         camera.last_frame_time = time.monotonic()
         camera.frames_in += 1
         # Patch grids are copied out of the model only when something reads them.
-        mask_format = self._outputs.mask_format
+        mask_format = self._engine.settings.outputs.mask_format
         self._engine.want_patch_logits = any(
             c.wants_patch_grids(mask_format) for c in self._cameras.values()
         )
