@@ -121,8 +121,7 @@ class LocateService:
     def _locate_answer(self, frame, rgb, det, settings, frame_id: str = ''):
         """~/locate's response from one frame's detection (worker thread); its point in
         `frame_id` where one is asked for."""
-        msg, _, _, camera = frame
-        header = msg.header
+        camera, header = frame.camera, frame.msg.header
         response = Locate.Response(
             found=det.found,
             confidence=det.confidence,

@@ -25,7 +25,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gem_ros.memory import ForeignFileError, MemoryFileError, SightingMemory, observe
 from gem_ros.overlay import query_colours
 from gem_ros.owned_files import PathRefused, check_path, move_aside
+from gem_ros.ros.guards import answered
+from gem_ros.ros.qos import SERVICE_QOS
 from gem_ros.ros.transforms import TransformUnavailable
+from gem_ros.srv import Recall
 from gem_ros.threads import cut
 
 MARKERS_PERIOD_S = 1.0  # ~/memory_markers (ages change) and expiry
@@ -293,3 +296,39 @@ def _pose(x: float, y: float, z: float) -> Pose:
     pose = Pose(position=Point(x=x, y=y, z=z))
     pose.orientation.w = 1.0
     return pose
+
+
+def memory_from_parameters(node, transforms, value) -> NodeMemory | None:
+    """The node's memory, where memory_frame is set (value(name): a parameter's value)."""
+    if not value('memory_frame'):
+        return None
+    return NodeMemory(
+        node,
+        transforms,
+        MemorySettings(
+            frame=value('memory_frame'),
+            radius=value('memory_radius'),
+            ttl_s=value('memory_ttl_s'),
+            max_per_query=value('memory_max_places_per_query'),
+            max_places=value('memory_max_places'),
+            miss_frames=value('memory_miss_frames'),
+            file=value('memory_file'),
+        ),
+    )
+
+
+def add_recall_service(node, memory: NodeMemory | None, log) -> None:
+    """~/recall: "where did you see it?", from the memory; without one, the answer says how
+    to have one."""
+
+    def on_recall(request, response):
+        if memory is None:
+            response.message = (
+                'no memory: set memory_frame (with use_depth) to remember where things were seen'
+            )
+            return response
+        return memory.recall(request, response)
+
+    node.create_service(
+        Recall, '~/recall', answered(on_recall, log, '~/recall'), qos_profile=SERVICE_QOS
+    )

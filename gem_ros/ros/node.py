@@ -18,27 +18,25 @@ services, parameters and /diagnostics work in every state.
 """
 
 import threading
-import time
 from collections import deque
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage
 
 import gem_ros.gem as gem
 from gem_ros.engine import Engine
 from gem_ros.ros import messages, transports
-from gem_ros.ros.camera import Camera, publish
+from gem_ros.ros.camera import publish
+from gem_ros.ros.camera_frames import CameraFrames
 from gem_ros.ros.compat import (
     CompatNode,
     fallbacks_in_use,
 )
-from gem_ros.ros.guards import answered, describe
+from gem_ros.ros.guards import describe
 from gem_ros.ros.health import Health, NodeState
-from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.locate_service import LocateService
-from gem_ros.ros.memory_input import MemorySettings, NodeMemory
+from gem_ros.ros.memory_input import add_recall_service, memory_from_parameters
 from gem_ros.ros.node_settings import (
     LOCAL_WEIGHTS,
     check_change,
@@ -50,18 +48,15 @@ from gem_ros.ros.node_settings import (
 from gem_ros.ros.parameters import (
     MODEL_PARAMETERS,
     PARAMETERS,
-    camera_names,
 )
 from gem_ros.ros.process import run_node
-from gem_ros.ros.qos import IMAGE_QOS, SERVICE_QOS
+from gem_ros.ros.qos import IMAGE_QOS
 from gem_ros.ros.queries_interface import QueriesInterface
 from gem_ros.ros.transforms import Transforms
 from gem_ros.settings import ModelSettings
-from gem_ros.srv import Recall
-from gem_ros.threads import ThrottledLog, cut
+from gem_ros.threads import ThrottledLog
 
 ERROR_LOG_PERIOD_S = 5.0
-IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
 
 
 class GemNode(CompatNode):
@@ -71,8 +66,6 @@ class GemNode(CompatNode):
         super().__init__('gem')
         self._log = ThrottledLog(self.get_logger(), ERROR_LOG_PERIOD_S)
         self._model_wanted = False  # a model is loaded or being loaded (configured)
-        self._taking_frames = False  # subscribed to the cameras (active)
-        self._activation = 0  # counts _start_frames and _stop_frames: which frames are current
         if fallbacks_in_use():  # Humble's rclpy (or GEM_ROS_HUMBLE_FALLBACKS=1)
             self.get_logger().info(f"rclpy fallbacks: {', '.join(fallbacks_in_use())}")
         self._engine = None
@@ -89,8 +82,8 @@ class GemNode(CompatNode):
         self._jobs_guard = self.create_guard_condition(self._run_executor_jobs)
         self._engine = Engine(
             self._log,
-            self._convert,
-            self._publish_detections,
+            lambda frame, max_pixels: self.frames.convert(frame, max_pixels),
+            lambda *result: self.frames.publish(*result),
             on_load_failed=lambda s: self.call_on_executor(lambda: self._after_failed_load(s)),
             local_weights_hint=LOCAL_WEIGHTS,
         )
@@ -101,30 +94,24 @@ class GemNode(CompatNode):
         self.transforms = None
         if self.get_parameter('target_frame').value or self.get_parameter('memory_frame').value:
             self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
-        self.memory = self._make_memory()
-        # The camera streams, in the order named; one engine and one model serve them all.
-        use_depth = self.get_parameter('use_depth').value
-        self._cameras = {
-            name: Camera(self, name, use_depth)
-            for name in camera_names(self.get_parameter('cameras').value)
-        }
-        if len(self._cameras) > 1:
-            self.get_logger().info(
-                f'{len(self._cameras)} cameras: '
-                + ', '.join(c.image_topic for c in self._cameras.values())
-            )
+        self.memory = memory_from_parameters(
+            self, self.transforms, lambda name: self.get_parameter(name).value
+        )
+        self.frames = CameraFrames(
+            self,
+            self._engine,
+            self.get_parameter('cameras').value,
+            self.get_parameter('use_depth').value,
+            self._log,
+        )
+        self._cameras = self.frames.cameras
         if messages.Detection2DArray is None:
             self.get_logger().info(
                 'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
                 'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
             )
         self.locate = LocateService(self, self._engine, self._cameras, self._log)
-        self.create_service(
-            Recall,
-            '~/recall',
-            answered(self._on_recall, self._log, '~/recall'),
-            qos_profile=SERVICE_QOS,
-        )
+        add_recall_service(self, self.memory, self._log)
         self.queries = QueriesInterface(self, self._engine, list(self._cameras), self._log)
         self._health = Health(self, self._engine, self._cameras, self.memory, self._health_state)
         self._warn_default_transports()
@@ -145,26 +132,21 @@ class GemNode(CompatNode):
 
     def _start_frames(self) -> None:
         """Subscribe the cameras' (and depth) topics: frames are processed and published."""
-        if self._taking_frames:
+        if self.frames.taking:
             return
-        self._activation += 1
         self._health.restart_period()
-        image_qos = IMAGE_QOS[self.get_parameter('image_qos').value]
-        compressed = self.get_parameter('use_compressed').value
-        for camera in self._cameras.values():
-            camera.start(self._offer, image_qos, compressed)
-        self._taking_frames = True
+        self.frames.start(
+            IMAGE_QOS[self.get_parameter('image_qos').value],
+            self.get_parameter('use_compressed').value,
+        )
 
     def _stop_frames(self) -> None:
         """Unsubscribe the cameras' topics; a frame in flight is not published."""
-        self._taking_frames = False
-        self._activation += 1
-        for camera in self._cameras.values():
-            camera.stop()
+        self.frames.stop()
 
     @property
     def taking_frames(self) -> bool:
-        return self._taking_frames
+        return self.frames.taking
 
     def lifecycle_state(self) -> str:
         return 'active'  # the managed node says its own
@@ -205,24 +187,6 @@ class GemNode(CompatNode):
         reason = check_startup(self._values())
         if reason:
             raise ValueError(reason)
-
-    def _make_memory(self):
-        value = lambda name: self.get_parameter(name).value  # noqa: E731
-        if not value('memory_frame'):
-            return None
-        return NodeMemory(
-            self,
-            self.transforms,
-            MemorySettings(
-                frame=value('memory_frame'),
-                radius=value('memory_radius'),
-                ttl_s=value('memory_ttl_s'),
-                max_per_query=value('memory_max_places_per_query'),
-                max_places=value('memory_max_places'),
-                miss_frames=value('memory_miss_frames'),
-                file=value('memory_file'),
-            ),
-        )
 
     def _parameters_changed(self, params) -> None:
         names = {param.name for param in params}
@@ -293,59 +257,6 @@ class GemNode(CompatNode):
         if problem:
             self.get_logger().warning(f'{problem}. {transports.FIX}.')
 
-    # --- ~/recall -------------------------------------------------------------------------
-    def _on_recall(self, request, response):
-        if self.memory is None:
-            response.message = (
-                'no memory: set memory_frame (with use_depth) to remember where things were seen'
-            )
-            return response
-        return self.memory.recall(request, response)
-
-    # --- frames ---------------------------------------------------------------------------
-    def _offer(self, camera, msg, to_rgb) -> None:
-        """A camera's frame (executor thread) to the engine, as that camera's stream."""
-        camera.last_frame_time = time.monotonic()
-        camera.frames_in += 1
-        # Patch grids are copied out of the model only when something reads them.
-        mask_format = self._engine.settings.outputs.mask_format
-        self._engine.want_patch_logits = any(
-            c.wants_patch_grids(mask_format) for c in self._cameras.values()
-        )
-        # The frame carries the activation it came in: published only while that one lasts.
-        skipped = self._engine.offer((msg, to_rgb, self._activation, camera), camera.name)
-        if skipped:
-            self._log(
-                'info',
-                'idle',
-                f'{skipped}: frames are skipped until '
-                + (
-                    'queries are set (queries topic, ~/set_queries or the queries parameter)'
-                    if skipped == 'no active queries'
-                    else 'one is'
-                ),
-                IDLE_LOG_PERIOD_S,
-            )
-
-    def _convert(self, frame, max_pixels: int):
-        """The engine's converter (worker thread): a frame message to RGB, errors named."""
-        msg, to_rgb, _, _ = frame
-        try:
-            if to_rgb is compressed_msg_to_rgb:  # a JPEG decodes on the model's GPU, if it can
-                model = self._engine.model
-                return to_rgb(msg, max_pixels, model.device if model is not None else None)
-            return to_rgb(msg, max_pixels)
-        except ValueError as exc:
-            kind = 'compressed image' if isinstance(msg, CompressedImage) else 'image'
-            raise ValueError(f'{exc} ({kind}, frame_id {cut(msg.header.frame_id, 40)!r})') from exc
-
-    def _publish_detections(self, frame, rgb, detections, seconds, settings) -> None:
-        """The engine's output (worker thread): the frame's camera publishes it."""
-        msg, _, activation, camera = frame
-        if not self.taking_frames or activation != self._activation:
-            return  # deactivated while this frame ran (and maybe activated again since)
-        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)
-
     def _publish(self, publisher, msg) -> None:
         publish(self, publisher, msg)
 
@@ -367,7 +278,7 @@ class GemNode(CompatNode):
         every thread ended (see Engine.close)."""
         log = rclpy.logging.get_logger('gem')
         frames = self._engine.in_flight  # taken from the cameras' slots, in any stage
-        what = ', '.join(describe_frame(f) for f in frames or ())
+        what = ', '.join(f.describe() for f in frames or ())
         word = 'frame' if not frames or len(frames) == 1 else 'frames'
         log.info(
             f'stopping: finishing the {word} in flight ({what})' if frames else 'stopping: idle'
@@ -384,14 +295,6 @@ class GemNode(CompatNode):
                    else f'{"was" if len(frames) == 1 else "were"} left unfinished')
             )  # fmt: skip
         return finished
-
-
-def describe_frame(frame) -> str:
-    """'stamp 12.000000500, frame_id 'camera'' of a frame the node offered: (msg, to_rgb)."""
-    header = getattr(frame[0] if isinstance(frame, tuple) else frame, 'header', None)
-    if header is None:
-        return 'a frame'
-    return f'stamp {header.stamp.sec}.{header.stamp.nanosec:09d}, frame_id {header.frame_id!r}'
 
 
 def main(args=None) -> int:
