@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'test')]
 
-from ros_helpers import RECOMMENDED_TRANSPORTS, TINY_MODEL, NodeProcess, source_env  # noqa: E402
+from ros_helpers import LARGE_DATA_TRANSPORTS, TINY_MODEL, NodeProcess, source_env  # noqa: E402
 
 HUNG = 'the middleware teardown hung'
 # The client's lines that say how its cycle went (one of the last two ends the wait).
@@ -86,7 +86,7 @@ class Client:
             stdin=subprocess.PIPE,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**source_env(), 'GEM_ROS_TEST_TRANSPORTS': RECOMMENDED_TRANSPORTS},
+            env={**source_env(), 'GEM_ROS_TEST_TRANSPORTS': LARGE_DATA_TRANSPORTS},
             cwd=REPO,
         )
 
@@ -127,7 +127,7 @@ def cycle(index: int, log_dir: Path, bound: float) -> dict:
         log_dir / f'node{index}.log',
         *TINY_MODEL,
         'queries:=[red]',
-        env={'FASTDDS_BUILTIN_TRANSPORTS': RECOMMENDED_TRANSPORTS},
+        env={'FASTDDS_BUILTIN_TRANSPORTS': LARGE_DATA_TRANSPORTS},
     )
     client = Client(log_dir / f'client{index}.log')
     signum = signal.SIGINT if index % 2 == 0 else signal.SIGTERM
@@ -216,7 +216,7 @@ def main() -> int:
     from gem_ros.ros.teardown import fastdds_version
 
     print(
-        f'Fast DDS {fastdds_version()}, transports {RECOMMENDED_TRANSPORTS}, {args.cycles} cycles',
+        f'Fast DDS {fastdds_version()}, transports {LARGE_DATA_TRANSPORTS}, {args.cycles} cycles',
         flush=True,
     )
     with tempfile.TemporaryDirectory() as log_dir:

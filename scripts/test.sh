@@ -11,10 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(cd "${GEM_ROS_VENV:-.venv}" && pwd)"
-# Fast DDS's default transports, and Jazzy's plain LARGE_DATA, lose most 640x480 rgb8 frames
-# (gem_ros/ros/transports.py). The tests' own processes use shared memory and UDP with 8 MB
-# buffers (test/ros_helpers.py says why); this is for the doctor's check.
-export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA?sockets_size=8MB}"
+# Fast DDS's default transports lose most 640x480 rgb8 frames (gem_ros/ros/transports.py): the
+# advised setting, shared memory and UDP with 8 MB buffers, which the tests' own processes use
+# too (test/ros_helpers.py); this is for the doctor's check.
+export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-DEFAULT?sockets_size=8MB}"
 # ROS from PyPI wheels has no setup script: launches find packages (gem_ros's share/ and
 # launch files, the ros2 verbs) through the ament index under the venv's prefix, and
 # `ros2 launch` starts `#!/usr/bin/env python3` executables, which must be the venv's.

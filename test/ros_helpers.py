@@ -54,14 +54,14 @@ os.environ['ROS_DOMAIN_ID'] = os.environ['GEM_ROS_TEST_DOMAIN_ID']
 os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
 # Fast DDS's default transports lose most 640x480 frames; so does Jazzy's plain LARGE_DATA
 # (gem_ros/ros/transports.py). (Measured: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST undoes
-# this; best-effort 640x480 frames get lost.) The suite runs on shared memory and UDP with 8
-# MB buffers (99 of 99 640x480 frames at 10 Hz, Jazzy and Kilted), not on LARGE_DATA, whose
-# TCP channels between one long-lived participant and a stream of short-lived nodes on
-# reused ports are where Fast DDS 2.14.5 deadlocked in teardown and failed to discover a
-# node within 90 s (both seen in one full run, 2026-12-03). What users run, LARGE_DATA, is
-# what test_stop_cycles.py (and benchmarks/stop_cycles.py) start, serve and stop.
-TEST_TRANSPORTS = 'DEFAULT?sockets_size=8MB'
-RECOMMENDED_TRANSPORTS = 'LARGE_DATA?sockets_size=8MB'  # gem_ros/ros/transports.py
+# this; best-effort 640x480 frames get lost.) The suite runs on what users are told to run:
+# shared memory and UDP with 8 MB buffers (99 of 99 640x480 frames at 10 Hz, Jazzy and
+# Kilted; docs/deployment.md, "Which Fast DDS transports"). LARGE_DATA's TCP channels are
+# where Fast DDS 2.14.5 deadlocks in teardown and where a fresh participant sometimes does not
+# discover a node for 20 s and more: test_stop_cycles.py (and benchmarks/stop_cycles.py)
+# start, serve and stop on it, the hard case for a bounded stop.
+TEST_TRANSPORTS = 'DEFAULT?sockets_size=8MB'  # gem_ros/ros/transports.py's RECOMMENDED
+LARGE_DATA_TRANSPORTS = 'LARGE_DATA?sockets_size=8MB'
 # A helper process that must speak LARGE_DATA (a stop-cycle client) says so in this one.
 os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = os.environ.get(
     'GEM_ROS_TEST_TRANSPORTS', TEST_TRANSPORTS

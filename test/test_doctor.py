@@ -39,7 +39,7 @@ def test_this_venv_can_run_the_node():
         str(FIXTURES / 'gem-tiny-test.json'),
         '--pretrained',
         str(FIXTURES / 'gem-tiny-test.pt'),
-        FASTDDS_BUILTIN_TRANSPORTS='LARGE_DATA?sockets_size=8MB',
+        FASTDDS_BUILTIN_TRANSPORTS='DEFAULT?sockets_size=8MB',
         ROS_DISTRO=None,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -51,7 +51,7 @@ def test_this_venv_can_run_the_node():
         f"{FIXTURES / 'gem-tiny-test.json'} / "
         f"{FIXTURES / 'gem-tiny-test.pt'}: {FIXTURES / 'gem-tiny-test.pt'}",
     )
-    assert lines['FASTDDS_BUILTIN_TRANSPORTS'] == (OK, 'LARGE_DATA?sockets_size=8MB')
+    assert lines['FASTDDS_BUILTIN_TRANSPORTS'] == (OK, 'DEFAULT?sockets_size=8MB')
     # Jazzy's wheels: Fast DDS 2.14.5, with the teardown deadlock; Kilted's: 3.2.3, which
     # this code cannot judge.
     status, detail = lines['fast dds']
@@ -72,7 +72,7 @@ def test_missing_weights_and_transports_are_warnings_with_the_fix():
     assert status == WARN and "'ViT-B-16'" in detail and "'openai'" in detail, detail
     assert 'pretrained:=/path/to/open_clip_pytorch_model.bin' in detail
     assert lines['FASTDDS_BUILTIN_TRANSPORTS'][0] == WARN
-    assert "fix: export FASTDDS_BUILTIN_TRANSPORTS='LARGE_DATA?sockets_size=8MB'" in out.stdout
+    assert "fix: export FASTDDS_BUILTIN_TRANSPORTS='DEFAULT?sockets_size=8MB'" in out.stdout
 
 
 def test_messages_of_another_distro_fail_with_the_fix():
@@ -94,3 +94,22 @@ def test_report_lists_fixes_only_for_problems():
     assert 'never shown' not in text
     assert 'fix: source ROS' in text
     assert text.rstrip().endswith('gem_ros cannot run here: rclpy')
+
+
+def test_the_transport_advice_is_the_measured_one():
+    """Issue 39: the doctor, the node's warning and the docs advise one setting, the one
+    benchmarks/transports.py supports; a setting that loses frames is named, one that works
+    is not."""
+    from gem_ros.ros.transports import FIX, RECOMMENDED, transport_problem
+
+    assert RECOMMENDED == 'DEFAULT?sockets_size=8MB' and RECOMMENDED in FIX
+    for value in ('', 'DEFAULT', 'LARGE_DATA', 'SHM'):
+        env = {'FASTDDS_BUILTIN_TRANSPORTS': value} if value else {}
+        assert transport_problem(env), value
+    for value in (RECOMMENDED, 'LARGE_DATA?sockets_size=8MB', 'SHM?sockets_size=8MB'):
+        assert transport_problem({'FASTDDS_BUILTIN_TRANSPORTS': value}) is None, value
+    assert transport_problem({'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}) is None
+    repo = Path(__file__).resolve().parents[1]
+    for page in ('README.md', 'docs/node.md', 'docs/deployment.md'):
+        text = (repo / page).read_text()
+        assert f"FASTDDS_BUILTIN_TRANSPORTS='{RECOMMENDED}'" in text, page
