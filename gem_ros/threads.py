@@ -4,6 +4,7 @@ No ROS imports: the log takes any logger with info/warning/error methods (rclpy'
 Python's logging).
 """
 
+import re
 import threading
 import time
 
@@ -168,3 +169,9 @@ class ThrottledLog:
                 self._logger.info(text)
         except Exception:  # noqa: BLE001 - logging must not take a thread down
             pass
+
+
+def error_kind(exc: Exception) -> str:
+    """What a throttle keys an error by: its first words with numbers masked, so
+    'truncated image data: 2294 bytes...' and '...: 17 bytes...' are one kind."""
+    return ' '.join(re.sub(r'\d+', '#', str(exc)).split()[:3])

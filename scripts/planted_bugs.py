@@ -40,7 +40,7 @@ BUGS = {
         ['test/test_lifecycle.py::test_managed_node_states'],
     ),
     'frames fail without vision_msgs (item 11)': (
-        'gem_ros/ros/node.py',
+        'gem_ros/ros/camera.py',
         '        result = messages.gem_result(\n',
         '        messages.detection_array(header, detections, points)  # needs vision_msgs\n'
         '        result = messages.gem_result(\n',
@@ -65,7 +65,7 @@ BUGS = {
         ['test/test_scclip.py::test_settings_change_the_result'],
     ),
     'replaced frames not counted': (
-        'gem_ros/engine.py',
+        'gem_ros/stages.py',
         '        return self._frames.replaced',
         '        return 0',
         [
@@ -74,9 +74,9 @@ BUGS = {
         ],
     ),
     'publish_overlay ignored': (
-        'gem_ros/ros/node.py',
-        '        if not publish or self._overlay_pub.get_subscription_count() == 0:',
-        '        if self._overlay_pub.get_subscription_count() == 0:',
+        'gem_ros/ros/camera.py',
+        '        if publish_overlay and self._due(\'overlay\', self.overlay_pub, overlay_rate):',
+        '        if self._due(\'overlay\', self.overlay_pub, overlay_rate):',
         ['test/test_node.py::test_publish_overlay_false_gives_no_overlay'],
     ),
     # Issue 26: the graph backends' construction.
@@ -98,15 +98,15 @@ BUGS = {
         ],
     ),
     'graphs built on the first frame, not by the loader': (
-        'gem_ros/engine.py',
-        '        for shape in list(self._served_shapes):',
+        'gem_ros/model_slot.py',
+        '        for shape in self._served_shapes():',
         '        for shape in []:',
         [
             'test/test_graph_backends.py::test_frames_are_answered_while_a_switch_to_onnxruntime_exports'
         ],
     ),
     'new sizes built on the worker': (
-        'gem_ros/engine.py',
+        'gem_ros/model_slot.py',
         '        backend.build_in_background = self._threads',
         '        backend.build_in_background = False',
         ['test/test_graph_backends.py::test_a_new_input_size_is_served_by_torch_while_it_builds'],
@@ -161,32 +161,33 @@ BUGS = {
     ),
     # Issue 27: cameras.
     "every camera's frames published on the first camera's topics": (
-        'gem_ros/ros/node.py',
-        '        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)',
-        '        camera = next(iter(self._cameras.values()))\n'
-        '        camera.publish(msg.header, rgb, detections, seconds, settings, settings.outputs)',
+        'gem_ros/ros/camera_frames.py',
+        '        frame.camera.publish(frame.msg.header, rgb, detections, seconds, settings, '
+        'settings.outputs)',
+        '        next(iter(self.cameras.values())).publish(frame.msg.header, rgb, detections, '
+        'seconds, settings, settings.outputs)',
         ['test/test_cameras.py::test_each_camera_gets_its_own_results_with_its_frame_id'],
     ),
     'one slot for every stream (the fast camera starves the slow one)': (
         'gem_ros/threads.py',
-        '            if key in self._items:',
-        "            key = ''\n            if key in self._items:",
+        '            replaced = self._items.get(key)\n            if key in self._items:',
+        "            key = ''\n            replaced = self._items.get(key)\n            if key in self._items:",
         ['test/test_engine.py::test_each_streams_newest_frame_is_served_and_none_starves'],
     ),
     'a question answered by any camera': (
-        'gem_ros/engine.py',
+        'gem_ros/frame_processor.py',
         '                if request.stream is None or request.stream == stream',
         '                if True',
         ['test/test_engine.py::test_a_question_for_one_stream_is_answered_by_that_streams_frame'],
     ),
     'locate does not name its camera': (
-        'gem_ros/ros/node.py',
+        'gem_ros/ros/locate_service.py',
         '            camera=camera.name,\n',
         '',
         ['test/test_cameras.py::test_locate_through_one_camera_or_the_best_view'],
     ),
     'no status per camera': (
-        'gem_ros/ros/node.py',
+        'gem_ros/ros/health.py',
         '            if len(cameras) > 1\n            else []',
         '            if False\n            else []',
         ['test/test_cameras.py::test_diagnostics_has_a_status_per_camera'],
@@ -199,7 +200,7 @@ BUGS = {
     ),
     # Issue 37: four bugs the suite passed before.
     'locate across cameras picks the lowest confidence': (
-        'gem_ros/engine.py',
+        'gem_ros/frame_processor.py',
         'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
         'max(views, key=lambda v: (v[3].found, -v[3].confidence, v[3].score))',
         [
@@ -209,7 +210,7 @@ BUGS = {
         ],
     ),
     'locate across cameras picks the worst view': (
-        'gem_ros/engine.py',
+        'gem_ros/frame_processor.py',
         'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
         'min(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
         [
@@ -239,7 +240,7 @@ BUGS = {
         ],
     ),
     'a cycle published under its first frame': (
-        'gem_ros/engine.py',
+        'gem_ros/frame_processor.py',
         '                self._publish(frame, rgb, detections[:active], batch.seconds, '
         'batch.settings)',
         '                self._publish(batch.frames[0][1], rgb, detections[:active], batch.seconds,'

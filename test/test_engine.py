@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import gem_ros.gem as gem
-from gem_ros.engine import Engine, RunSettings, by_settings
+from gem_ros.engine import Engine, RunSettings
 from gem_ros.settings import FrameSettings, ModelSettings
+from gem_ros.stages import by_settings
 from gem_ros.threads import ThrottledLog
 
 from tiny_model import CONFIG, WEIGHTS, two_colour_image
@@ -50,15 +51,20 @@ class Rig:
         )
 
     during_conversion = None  # called inside the conversion of each frame, if set
+    convert_fault = publish_fault = None  # called with each frame there, if set: may raise
 
     def convert(self, frame, max_pixels):
         if self.during_conversion is not None:
             self.during_conversion()
+        if self.convert_fault is not None:
+            self.convert_fault(frame)
         if isinstance(frame, str):
             raise ValueError(f"unreadable frame {frame}")
         return frame
 
     def publish(self, frame, rgb, detections, seconds, settings):
+        if self.publish_fault is not None:
+            self.publish_fault(frame)
         with self.cond:
             self.published.append((frame, detections))
             self.settings_used.append(settings)
@@ -502,14 +508,12 @@ def test_a_publish_that_raises_costs_its_frame_only_and_the_questions_are_answer
     rig.engine.set_queries(["red"])
     rig.loaded()
     broken = np.zeros((48, 64, 3), np.uint8)
-    publish = rig.publish
 
-    def publish_or_fail(frame, rgb, detections, seconds, settings):
+    def publish_fault(frame):
         if frame is broken:
             raise KeyError("a publisher gone")
-        publish(frame, rgb, detections, seconds, settings)
 
-    rig.engine._publish = publish_or_fail
+    rig.publish_fault = publish_fault
     rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
     rig.engine.offer(two_colour_image(), "warm")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")
@@ -529,14 +533,12 @@ def test_a_conversion_error_of_any_kind_costs_its_frame_only(rig):
     the cycle is converted and published, and nothing stays in flight."""
     rig.engine.set_queries(["red"])
     rig.loaded()
-    convert = rig.convert
 
-    def convert_or_fail(frame, max_pixels):
+    def convert_fault(frame):
         if isinstance(frame, bytes):
             raise TypeError("bytes are no image")
-        return convert(frame, max_pixels)
 
-    rig.engine._convert = convert_or_fail
+    rig.convert_fault = convert_fault
     rig.engine.update_settings(RunSettings(max_rate_hz=0.001))
     rig.engine.offer(two_colour_image(), "warm")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")

@@ -1,20 +1,17 @@
 """gem_node: GEM open-vocabulary localisation on camera images.
 
-The node wires ROS to the engine (gem_ros.engine: the model, the queries and the threads that
-use them, no ROS). Its callbacks run on the executor thread and never wait on the model:
-queries are checked and swapped in at once, frames are handed to the engine's worker, whose
-detections come back through `_publish_detections` (on the worker thread). Work the other
-threads need done on the executor (putting parameters back after a failed load) is queued and
-run there through a guard condition.
+The node composes ROS parts around one engine (gem_ros.engine: the model, the queries and
+the threads that use them, no ROS): the cameras and their frames (camera_frames.py), the
+queries' topics and service (queries_interface.py), ~/locate (locate_service.py), the memory
+with ~/recall (memory_input.py), /diagnostics (health.py); the parameters become settings in
+node_settings.py, and process.py runs it. Callbacks run on the executor thread and never wait
+on the model; work other threads need done there (putting parameters back after a failed
+load, ~/locate's answers) is queued and run through a guard condition (`call_on_executor`).
 
-`~/locate` is an async service callback: it asks the engine and awaits a future that the
-worker's answer (or a one-shot timer, for the timeout) completes on the executor thread, so
-the executor serves everything else meanwhile and concurrent calls each get their answer.
-
-Two ways to run, one implementation: `GemNode()` loads its model and takes frames at once;
-`GemNode(managed=True)` (gem_ros/ros/managed.py, the lifecycle node) starts with neither, and
-its transitions call `_want_model`, `_start_frames`, `_stop_frames` and `_drop_model`. Queries,
-services, parameters and /diagnostics work in every state.
+`GemNode()` loads its model and takes frames at once; `GemNode(managed=True)` (managed.py,
+the lifecycle node) starts with neither, and its transitions call `_want_model`,
+`_start_frames`, `_stop_frames` and `_drop_model`. Queries, services, parameters and
+/diagnostics work in every state.
 """
 
 import threading
@@ -29,10 +26,7 @@ from gem_ros.engine import Engine
 from gem_ros.ros import messages, transports
 from gem_ros.ros.camera import publish
 from gem_ros.ros.camera_frames import CameraFrames
-from gem_ros.ros.compat import (
-    CompatNode,
-    fallbacks_in_use,
-)
+from gem_ros.ros.compat import CompatNode, fallbacks_in_use
 from gem_ros.ros.guards import describe
 from gem_ros.ros.health import Health, NodeState
 from gem_ros.ros.locate_service import LocateService
@@ -45,10 +39,7 @@ from gem_ros.ros.node_settings import (
     queries_from_parameter,
     read_run_settings,
 )
-from gem_ros.ros.parameters import (
-    MODEL_PARAMETERS,
-    PARAMETERS,
-)
+from gem_ros.ros.parameters import MODEL_PARAMETERS, PARAMETERS
 from gem_ros.ros.process import run_node
 from gem_ros.ros.qos import IMAGE_QOS
 from gem_ros.ros.queries_interface import QueriesInterface

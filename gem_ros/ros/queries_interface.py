@@ -10,13 +10,12 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
 import gem_ros.gem as gem
-from gem_ros.engine import error_kind
 from gem_ros.ros.camera import publish
 from gem_ros.ros.compat import SampleFilter, SubscriptionEventCallbacks, subscribe_with_stamp
 from gem_ros.ros.guards import answered
 from gem_ros.ros.qos import ANY_PUBLISHER_QOS, LATCHED_QOS, RELIABLE_QOS, SERVICE_QOS
 from gem_ros.srv import SetQueries
-from gem_ros.threads import cut
+from gem_ros.threads import cut, error_kind
 
 QUERY_LOG_PERIOD_S = 1.0  # rejected queries: people and scripts, not sensors, send them
 
