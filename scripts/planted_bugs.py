@@ -171,7 +171,8 @@ BUGS = {
     'one slot for every stream (the fast camera starves the slow one)': (
         'gem_ros/threads.py',
         '            replaced = self._items.get(key)\n            if key in self._items:',
-        "            key = ''\n            replaced = self._items.get(key)\n            if key in self._items:",
+        "            key = ''\n"
+        '            replaced = self._items.get(key)\n            if key in self._items:',
         ['test/test_engine.py::test_each_streams_newest_frame_is_served_and_none_starves'],
     ),
     'a question answered by any camera': (
