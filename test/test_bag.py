@@ -255,6 +255,34 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     assert 'exists: --resume continues it' in run.stderr
 
 
+def test_resume_never_moves_or_deletes_a_folder_it_did_not_write(tmp_path):
+    """Issue 39: --resume moves the previous output aside and deletes it once its frames
+    are copied. A user's folder at -o, or at -o's '.resuming' beside a real output, is
+    refused before anything moves, and stays exactly as it was."""
+    source = write_bag(tmp_path / 'rec', 2)
+    mine = tmp_path / 'photos'
+    (mine / 'album').mkdir(parents=True)
+    (mine / 'album' / 'a.jpg').write_bytes(b'a user\'s photo')
+    (mine / 'notes.txt').write_text('keep me')
+    out = tmp_path / 'out'
+    gem_bag(source, '-q', 'red', '-o', out, '--input-size', '192', check=0)
+    (tmp_path / 'out.resuming').mkdir()
+    (tmp_path / 'out.resuming' / 'mine.txt').write_text('keep me too')
+    before = _tree(tmp_path)
+    for target in (mine, out):
+        run = gem_bag(source, '-q', 'red', '-o', target, '--resume', check=2)
+        assert 'is not an output of gem-ros bag' in run.stderr, run.stderr
+        assert 'nothing was changed' in run.stderr
+    assert _tree(tmp_path) == before
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else 'folder'
+        for p in sorted(root.rglob('*'))
+    }
+
+
 def test_the_docs_example_runs_offline(tmp_path):
     run_example('docs/bag.md', 'bag-example', tmp_path, source_env())
     lines = jsonl(tmp_path / 'demo' / 'labelled')

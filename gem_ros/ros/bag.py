@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -244,7 +245,15 @@ def _take_previous(out: Path, resume: bool) -> Optional[Path]:
         return None
     if not resume:
         raise BagError(f'{out} exists: --resume continues it, or choose another -o')
+    # --resume moves the previous output aside and deletes it once its frames are copied:
+    # only what a bag run wrote (its results.jsonl), never a user's folder (issue 39).
     aside = out.with_name(f'{out.name}.resuming')
+    for path in (out, aside):
+        if os.path.lexists(path) and not _bag_output(path):
+            raise BagError(
+                f'{path} is not an output of gem-ros bag (no {JSONL} in it): --resume moves '
+                'and deletes only those; nothing was changed (choose another -o)'
+            )
     if aside.exists():  # a resume that was itself interrupted: keep the newer if it closed
         if not (out / 'metadata.yaml').is_file():
             shutil.rmtree(out)
@@ -252,6 +261,11 @@ def _take_previous(out: Path, resume: bool) -> Optional[Path]:
         shutil.rmtree(aside)
     out.rename(aside)
     return aside
+
+
+def _bag_output(path: Path) -> bool:
+    """Whether `path` is a folder a gem-ros bag run wrote (whole or interrupted)."""
+    return path.is_dir() and not path.is_symlink() and (path / JSONL).is_file()
 
 
 class StopOnSignals:
