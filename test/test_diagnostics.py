@@ -138,6 +138,11 @@ def test_frames_replaced_while_one_is_in_flight_are_counted_and_logged(client, t
     'dropped frames' counts it, and so does the node's periodic log line."""
     from gem_ros.ros.health import STATS_PERIOD_S
 
+    # The frame in flight must outlast two /diagnostics periods (the test sees each of the
+    # next two frames offered through them, up to 2 s each): at the default input size a
+    # ViT-B-16 frame takes 1.5-3 s on one core, and on a lightly loaded machine it ended
+    # before the second frame came, which then served the first (seen in a 2-worker run).
+    # At 672 px (within a larger pixel budget) a frame takes about three times as long.
     node = NodeProcess(
         tmp_path / 'node.log',
         'model:=ViT-B-16',
@@ -145,12 +150,14 @@ def test_frames_replaced_while_one_is_in_flight_are_counted_and_logged(client, t
         'device:=cpu',
         'queries:=[red]',
         'publish_overlay:=false',
+        'input_size:=672',
+        'max_input_pixels:=700000',
     )
     try:
         node.wait_for_log('loaded model', timeout=120)
         client.wait_matched()
         statuses = client.diagnostics()
-        send_a_frame_in_flight(client)
+        in_flight = send_a_frame_in_flight(client)
         mark = len(statuses)
         replaced, served = (image_msg(random_rgb(480, 640, seed=s), 'rgb8') for s in (1, 2))
         # One at a time: sent together, the second would replace the first in the DDS
@@ -161,8 +168,10 @@ def test_frames_replaced_while_one_is_in_flight_are_counted_and_logged(client, t
         wait_until_offered(client, sent)
         client.image_pub.publish(served)
         client.result_for(served.header, timeout=120)  # after the frame in flight
+        first = client.result_for(in_flight.header, timeout=1.0)
         with pytest.raises(AssertionError):  # never processed
             client.result_for(replaced.header, timeout=0.5)
+        assert first.inference_seconds > 3.0, 'the frame in flight may have ended too soon'
         line = node.wait_for_log('older frames dropped', timeout=STATS_PERIOD_S + 15)
         assert 'frames processed, 1 older frames dropped' in line, line
         a_status_later(client)
