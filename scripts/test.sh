@@ -33,15 +33,16 @@ export PATH="$venv/bin:$PATH"
     --pretrained test/fixtures/gem-tiny-test.pt
 
 distro="$(cat "$venv/share/gem_ros/ros_distro" 2>/dev/null || echo "${ROS_DISTRO:-jazzy}")"
-# Each ViT-B-16 node is about 1.5 GB and most tests wait on DDS, model loads and frames:
-# twice the cores, as memory allows (docs/build.md has the measurements).
+# Each ViT-B-16 node is about 1.5 GB and many tests wait on DDS, model loads and frames: one
+# worker more than the cores, as memory allows (measured on 2 cores: 3 workers 935 s, 4
+# 1004 s, 2 983 s; docs/build.md).
 default_workers() {
     "$venv/bin/python" - <<'PY'
 import os
 cores = len(os.sched_getaffinity(0))
 with open('/proc/meminfo') as f:
     avail_gib = next(int(l.split()[1]) for l in f if l.startswith('MemAvailable')) / 2**20
-print(max(1, min(2 * cores, int((avail_gib - 2) // 2.5), 8)))
+print(max(1, min(cores + 1, int((avail_gib - 2) // 2.5), 8)))
 PY
 }
 workers="${GEM_ROS_TEST_WORKERS:-$(default_workers)}"
