@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from file_trees import tree
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -268,19 +269,12 @@ def test_resume_never_moves_or_deletes_a_folder_it_did_not_write(tmp_path):
     gem_bag(source, '-q', 'red', '-o', out, '--input-size', '192', check=0)
     (tmp_path / 'out.resuming').mkdir()
     (tmp_path / 'out.resuming' / 'mine.txt').write_text('keep me too')
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     for target in (mine, out):
         run = gem_bag(source, '-q', 'red', '-o', target, '--resume', check=2)
         assert 'is not an output of gem-ros bag' in run.stderr, run.stderr
         assert 'nothing was changed' in run.stderr
-    assert _tree(tmp_path) == before
-
-
-def _tree(root):
-    return {
-        str(p.relative_to(root)): p.read_bytes() if p.is_file() else 'folder'
-        for p in sorted(root.rglob('*'))
-    }
+    assert tree(tmp_path) == before
 
 
 def test_the_docs_example_runs_offline(tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from file_trees import tree
 
 import gem_ros.gem as gem
 from gem_ros.overlay import draw_overlay, query_colours
@@ -108,7 +109,7 @@ def test_cli_locate_writes_overlay_masks_and_json(tmp_path):
     assert (mask > 0).sum() == entry["queries"][0]["area"]
 
 
-def test_cli_locate_never_replaces_what_it_did_not_write(tmp_path, caplog):
+def test_cli_locate_never_replaces_what_it_did_not_write(tmp_path, caplog, capfd):
     """Issue 39: a user's file or folder at any path locate would write (an overlay, a mask,
     results.json, -o itself), and two images of one name, refuse the run before anything is
     written; everything planted is unchanged. A folder locate wrote is written again."""
@@ -121,8 +122,14 @@ def test_cli_locate_never_replaces_what_it_did_not_write(tmp_path, caplog):
     Image.fromarray(_two_colour_image()).save(tmp_path / "other" / "a.png")
     argv = ["-q", "red; blue", "--model", CONFIG, "--pretrained", WEIGHTS, "--quiet"]
 
+    def said() -> str:
+        # The refusal is logged; run alone, this test's first main() configures logging
+        # itself and the line reaches stderr rather than caplog: read both.
+        return caplog.text + capfd.readouterr().err
+
     def locate(out, *images):
         caplog.clear()
+        capfd.readouterr()
         return main(["locate", *(str(tmp_path / i) for i in images), "-o", str(out), *argv])
 
     out = tmp_path / "out"
@@ -145,23 +152,17 @@ def test_cli_locate_never_replaces_what_it_did_not_write(tmp_path, caplog):
             (folder / name / "inside.txt").write_text("a user's")
         else:
             (folder / name).write_bytes(b"a user's " + name.encode())
-        before = _tree(tmp_path)
+        before = tree(tmp_path)
         assert locate(folder, "a.png") == 2, name
-        assert f"{folder / name}" in caplog.text and "nothing was written" in caplog.text
-        assert _tree(tmp_path) == before, name
-    before = _tree(tmp_path)
+        text = said()
+        assert f"{folder / name}" in text and "nothing was written" in text
+        assert tree(tmp_path) == before, name
+    before = tree(tmp_path)
     assert locate(tmp_path / "a.png", "a.png") == 2  # -o a file
-    assert "is not a folder" in caplog.text
+    assert "is not a folder" in said()
     assert locate(tmp_path / "both", "a.png", "other/a.png") == 2  # the same names twice
-    assert "would both write" in caplog.text
-    assert _tree(tmp_path) == before
-
-
-def _tree(root):
-    return {
-        str(p.relative_to(root)): p.read_bytes() if p.is_file() else "folder"
-        for p in sorted(root.rglob("*"))
-    }
+    assert "would both write" in said()
+    assert tree(tmp_path) == before
 
 
 def test_cli_reports_bad_queries_and_models(tmp_path, caplog):

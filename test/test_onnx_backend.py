@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from file_trees import tree
 
 import gem_ros.gem as gem
 from gem_ros.gem.backends import ONNXRUNTIME_MISSING, onnxruntime_available
@@ -131,7 +132,7 @@ def test_the_cli_export_never_replaces_what_it_did_not_write(tmp_path, caplog):
     mine.write_bytes(b"a user's graph")
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     for out, said in [
         (folder, "is not a regular file"),
         (mine, "no sidecar mine.json"),
@@ -141,14 +142,7 @@ def test_the_cli_export_never_replaces_what_it_did_not_write(tmp_path, caplog):
         caplog.clear()
         assert main(argv(out)) == 2, out
         assert said in caplog.text
-    assert _tree(tmp_path) == before
-
-
-def _tree(root):
-    return {
-        str(p.relative_to(root)): p.read_bytes() if p.is_file() else "folder"
-        for p in sorted(root.rglob("*"))
-    }
+    assert tree(tmp_path) == before
 
 
 def argv(out):
