@@ -349,24 +349,29 @@ def _evaluate_all(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             description=name,
         )
-        rows.append(
-            {
-                "setting": name,
-                "method": model_settings.method,
-                "gem_depth": model_settings.gem_depth if model_settings.method == "gem" else None,
-                "ss_attn_iter": (
-                    model_settings.ss_attn_iter if model_settings.method == "gem" else None
-                ),
-                "metrics": metrics,
-                **(
-                    {}
-                    if own is None
-                    else {"inference": own.as_dict(), "inference_summary": own.describe()}
-                ),
-            }
-        )
-    templates = list(model.templates)
-    inputs = "input per row" if published else f"input {args.input_size}"
+        rows.append(_row(name, model_settings, metrics, own))
+    _report(args, dataset, frame, rows, list(model.templates), bool(published))
+    return 0
+
+
+def _row(name: str, model_settings, metrics: dict, own) -> dict:
+    """One setting's row of the table and of --json."""
+    gem_only = model_settings.method == "gem"
+    row = {
+        "setting": name,
+        "method": model_settings.method,
+        "gem_depth": model_settings.gem_depth if gem_only else None,
+        "ss_attn_iter": model_settings.ss_attn_iter if gem_only else None,
+        "metrics": metrics,
+    }
+    if own is not None:
+        row.update(inference=own.as_dict(), inference_summary=own.describe())
+    return row
+
+
+def _report(args, dataset, frame, rows: list, templates: list, per_row: bool) -> None:
+    """The table on stdout, and everything that made it in --json."""
+    inputs = "input per row" if per_row else f"input {args.input_size}"
     print(
         f"\n{dataset.name}: {args.protocol}, model {args.model} ({args.pretrained}), "
         f"{inputs}, prompts {templates}"
@@ -396,7 +401,6 @@ def _evaluate_all(args: argparse.Namespace) -> int:
     write_json(args.json, payload)
     if args.json:
         print(f"wrote {args.json}")
-    return 0
 
 
 def _say_overridden(args, own: authors.AuthorsSettings) -> None:

@@ -10,7 +10,8 @@ Modules: `settings` (ModelSettings, FrameSettings: every setting's name, default
 `ss_attention` (the self-self attention math), `vision` (GEM's parallel path over an
 open_clip ViT), `text` (queries and cached text embeddings), `postprocess` (heatmaps, masks,
 peaks, label maps), `windows` and `refine` (the successors' sliding windows and PAMR),
-`model` (GemModel), `loading` (load_model: names, configs, weights).
+`model` (GemModel), `inputs` (image checks, the model input), `locating` (pixels to
+detections), `loading` (load_model: names, configs, weights).
 """
 
 from ..settings import (
@@ -21,8 +22,10 @@ from ..settings import (
     FrameSettings,
     ModelSettings,
 )
+from .inputs import MAX_IMAGE_PIXELS, InputBudgetError, check_image
 from .loading import ModelLoadError, check_source, load_model, local_weights
-from .model import MAX_BATCH_IMAGES, MAX_IMAGE_PIXELS, GemModel, InputBudgetError, check_image
+from .locating import MAX_BATCH_IMAGES
+from .model import GemModel
 from .postprocess import (
     DEFAULT_BACKGROUND_THRESHOLD,
     DEFAULT_MASK_THRESHOLD,

@@ -27,6 +27,7 @@ graph's input and outputs stay float32.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Optional
 
 import numpy as np
 
@@ -60,110 +61,140 @@ def to_mixed_fp16(model, fp32_kinds: frozenset = FP32_KINDS):
     fp32_kinds: the op types computed in fp32 (an empty set gives the all-fp16 graph that
     TensorRT's FP16 flag amounts to, for comparison)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper, shape_inference
+    from onnx import shape_inference
 
-    inferred = shape_inference.infer_shapes(model, strict_mode=True)
-    graph = inferred.graph
-    float_tensors = {
-        v.name
-        for v in [*graph.value_info, *graph.input, *graph.output]
-        if v.type.tensor_type.elem_type == TensorProto.FLOAT
-    }
-    initializers = {i.name: i for i in graph.initializer}
-    float_tensors |= {n for n, i in initializers.items() if i.data_type == TensorProto.FLOAT}
-    constants = set(n for n, i in initializers.items() if i.data_type == TensorProto.FLOAT)
+    graph = shape_inference.infer_shapes(model, strict_mode=True).graph
+    retyper = _Retyper(graph, fp32_kinds)
     for node in graph.node:
-        if node.op_type in _CONSTANT_KINDS:
-            constants.update(o for o in node.output if o in float_tensors)
-
-    producers = {o: node for node in graph.node for o in node.output}
-    precision: dict[str, int] = {v.name: TensorProto.FLOAT for v in graph.input}
-    new_nodes, new_initializers, casts = [], [], {}
-
-    def as_type(name: str, to: int) -> str:
-        """`name` as a tensor of type `to`: itself, or a Cast of it (made once)."""
-        if precision.get(name, to) == to and name not in constants:
-            return name
-        if name in constants and name in initializers and (name, to) not in casts:
-            array = numpy_helper.to_array(initializers[name])
-            cast = f"{name}__{'fp16' if to == TensorProto.FLOAT16 else 'fp32'}"
-            dtype = np.float16 if to == TensorProto.FLOAT16 else np.float32
-            new_initializers.append(numpy_helper.from_array(array.astype(dtype), cast))
-            casts[name, to] = cast
-        if (name, to) not in casts:
-            if name in constants and to == TensorProto.FLOAT:
-                return name  # constants are float32 as exported
-            cast = f"{name}__cast{to}"
-            new_nodes.append(helper.make_node("Cast", [name], [cast], to=to, name=cast))
-            casts[name, to] = cast
-        return casts[name, to]
-
-    for node in graph.node:
-        floats = [i for i in node.input if i and i in float_tensors]
-        if node.op_type in _CONSTANT_KINDS:
-            new_nodes.append(node)
-            continue
-        if node.op_type == "Cast":  # torch's own casts (to float32 in an fp32 trace)
-            new_nodes.append(node)
-            for o in node.output:
-                precision[o] = _attribute(node, "to")
-            continue
-        varying = [i for i in floats if i not in constants]
-        if node.op_type == "Shape" or floats and not varying:
-            # A shape, or arithmetic on constants (folded by any runtime): as exported, and
-            # its float outputs are constants too.
-            new_nodes.append(node)
-            constants.update(o for o in node.output if o in float_tensors)
-            continue
-        if not floats:
-            new_nodes.append(node)  # shapes and indices: no float in, none changed
-            for o in node.output:
-                if o in float_tensors:
-                    precision[o] = TensorProto.FLOAT
-            continue
-        if fp32_kinds and (_squares(node) or _gram(node, producers)):
-            to = TensorProto.FLOAT
-        elif node.op_type in FP16_KINDS:
-            to = TensorProto.FLOAT16
-        elif node.op_type in fp32_kinds:
-            to = TensorProto.FLOAT
-        else:
-            to = (
-                TensorProto.FLOAT
-                if any(precision.get(i) == TensorProto.FLOAT for i in varying)
-                else TensorProto.FLOAT16
-            )
-        inputs = [as_type(i, to) if i in float_tensors else i for i in node.input]
-        del node.input[:]
-        node.input.extend(inputs)
-        new_nodes.append(node)
-        for o in node.output:
-            if o in float_tensors:
-                precision[o] = to
-    # The outputs as exported: float32.
-    renamed = {}
-    for out in graph.output:
-        if precision.get(out.name) == TensorProto.FLOAT16:
-            low = f"{out.name}__fp16"
-            renamed[out.name] = low
-    for node in new_nodes:
-        for idx, o in enumerate(node.output):
-            if o in renamed:
-                node.output[idx] = renamed[o]
-        for idx, i in enumerate(node.input):
-            if i in renamed:
-                node.input[idx] = renamed[i]
-    for out, low in renamed.items():
-        new_nodes.append(helper.make_node("Cast", [low], [out], to=TensorProto.FLOAT, name=out))
-
+        retyper.place(node)
+    nodes = retyper.float32_outputs(graph.output)
     result = onnx.ModelProto()
     result.CopyFrom(model)
     del result.graph.node[:]
-    result.graph.node.extend(new_nodes)
-    result.graph.initializer.extend(new_initializers)
+    result.graph.node.extend(nodes)
+    result.graph.initializer.extend(retyper.new_initializers)
     del result.graph.value_info[:]
     _drop_unused_initializers(result.graph)
     return shape_inference.infer_shapes(result, strict_mode=True)
+
+
+class _Retyper:
+    """One pass over a shape-inferred graph's nodes, in order: each node's float inputs cast
+    to the type it runs in (`place`), the casts made once."""
+
+    def __init__(self, graph, fp32_kinds: frozenset):
+        from onnx import TensorProto
+
+        self.fp32_kinds = fp32_kinds
+        self.float_tensors = {
+            v.name
+            for v in [*graph.value_info, *graph.input, *graph.output]
+            if v.type.tensor_type.elem_type == TensorProto.FLOAT
+        }
+        self.initializers = {i.name: i for i in graph.initializer}
+        floats = {n for n, i in self.initializers.items() if i.data_type == TensorProto.FLOAT}
+        self.float_tensors |= floats
+        self.constants = set(floats)
+        for node in graph.node:
+            if node.op_type in _CONSTANT_KINDS:
+                self.constants.update(o for o in node.output if o in self.float_tensors)
+        self.producers = {o: node for node in graph.node for o in node.output}
+        self.precision: dict[str, int] = {v.name: TensorProto.FLOAT for v in graph.input}
+        self.new_nodes: list = []
+        self.new_initializers: list = []
+        self.casts: dict = {}
+
+    def as_type(self, name: str, to: int) -> str:
+        """`name` as a tensor of type `to`: itself, or a Cast of it (made once)."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        if self.precision.get(name, to) == to and name not in self.constants:
+            return name
+        constant = name in self.constants
+        if constant and name in self.initializers and (name, to) not in self.casts:
+            array = numpy_helper.to_array(self.initializers[name])
+            cast = f"{name}__{'fp16' if to == TensorProto.FLOAT16 else 'fp32'}"
+            dtype = np.float16 if to == TensorProto.FLOAT16 else np.float32
+            self.new_initializers.append(numpy_helper.from_array(array.astype(dtype), cast))
+            self.casts[name, to] = cast
+        if (name, to) not in self.casts:
+            if constant and to == TensorProto.FLOAT:
+                return name  # constants are float32 as exported
+            cast = f"{name}__cast{to}"
+            self.new_nodes.append(helper.make_node("Cast", [name], [cast], to=to, name=cast))
+            self.casts[name, to] = cast
+        return self.casts[name, to]
+
+    def place(self, node) -> None:
+        """`node` appended after the casts of its float inputs to the type it runs in."""
+        to = self._classify(node)
+        if to is not None:
+            inputs = [self.as_type(i, to) if i in self.float_tensors else i for i in node.input]
+            del node.input[:]
+            node.input.extend(inputs)
+        self.new_nodes.append(node)
+
+    def _classify(self, node) -> Optional[int]:
+        """The type `node` runs in, its float outputs' precision noted; None for a node kept
+        as exported."""
+        from onnx import TensorProto
+
+        floats = [i for i in node.input if i and i in self.float_tensors]
+        float_outputs = [o for o in node.output if o in self.float_tensors]
+        if node.op_type in _CONSTANT_KINDS:
+            return None
+        if node.op_type == "Cast":  # torch's own casts (to float32 in an fp32 trace)
+            for o in node.output:
+                self.precision[o] = _attribute(node, "to")
+            return None
+        varying = [i for i in floats if i not in self.constants]
+        if node.op_type == "Shape" or floats and not varying:
+            # A shape, or arithmetic on constants (folded by any runtime): as exported, and
+            # its float outputs are constants too.
+            self.constants.update(float_outputs)
+            return None
+        if not floats:  # shapes and indices: no float in, none changed
+            self.precision.update((o, TensorProto.FLOAT) for o in float_outputs)
+            return None
+        to = self._runs_in(node, varying)
+        self.precision.update((o, to) for o in float_outputs)
+        return to
+
+    def _runs_in(self, node, varying: list[str]) -> int:
+        from onnx import TensorProto
+
+        if self.fp32_kinds and (_squares(node) or _gram(node, self.producers)):
+            return TensorProto.FLOAT
+        if node.op_type in FP16_KINDS:
+            return TensorProto.FLOAT16
+        if node.op_type in self.fp32_kinds:
+            return TensorProto.FLOAT
+        if any(self.precision.get(i) == TensorProto.FLOAT for i in varying):
+            return TensorProto.FLOAT
+        return TensorProto.FLOAT16
+
+    def float32_outputs(self, outputs) -> list:
+        """The nodes, with the graph's outputs as exported (float32): an fp16 output is
+        renamed and cast back under its own name."""
+        from onnx import TensorProto, helper
+
+        renamed = {
+            out.name: f"{out.name}__fp16"
+            for out in outputs
+            if self.precision.get(out.name) == TensorProto.FLOAT16
+        }
+        for node in self.new_nodes:
+            for idx, o in enumerate(node.output):
+                if o in renamed:
+                    node.output[idx] = renamed[o]
+            for idx, i in enumerate(node.input):
+                if i in renamed:
+                    node.input[idx] = renamed[i]
+        casts = [
+            helper.make_node("Cast", [low], [out], to=TensorProto.FLOAT, name=out)
+            for out, low in renamed.items()
+        ]
+        return self.new_nodes + casts
 
 
 def _squares(node) -> bool:

@@ -74,23 +74,7 @@ def load_model(
     """
     import open_clip  # imported here: it takes seconds, and callers may only want the types
 
-    if settings is None or isinstance(settings, (str, os.PathLike)):
-        changes.setdefault("model", str(settings) if settings is not None else "ViT-B-16")
-        settings = ModelSettings()
-    if pretrained is not _KEEP:
-        changes["pretrained"] = pretrained
-    unknown = sorted(set(changes) - {f.name for f in fields(ModelSettings)})
-    if unknown:
-        raise ValueError(
-            f"unknown model settings {unknown}; known: "
-            f"{', '.join(f.name for f in fields(ModelSettings))}"
-        )
-    settings = replace(settings, **changes)
-    for f in fields(ModelSettings):
-        reason = check_setting(f.name, getattr(settings, f.name))
-        if reason:
-            raise ValueError(reason)
-
+    settings = _checked_settings(settings, pretrained, changes)
     name = _register_model(open_clip, settings.model)
     weights = _resolve_weights(open_clip, name, settings.weights, cache_dir)
     torch_device = _resolve_device(settings.device)
@@ -134,6 +118,28 @@ def load_model(
             )
         model.backend = make_backend(settings.backend, model, cache_dir=graph_cache_dir)
     return model
+
+
+def _checked_settings(settings, pretrained, changes: dict) -> ModelSettings:
+    """load_model's settings, changes and pretrained as one checked ModelSettings, or
+    ValueError naming the unknown or invalid setting."""
+    if settings is None or isinstance(settings, (str, os.PathLike)):
+        changes.setdefault("model", str(settings) if settings is not None else "ViT-B-16")
+        settings = ModelSettings()
+    if pretrained is not _KEEP:
+        changes["pretrained"] = pretrained
+    unknown = sorted(set(changes) - {f.name for f in fields(ModelSettings)})
+    if unknown:
+        raise ValueError(
+            f"unknown model settings {unknown}; known: "
+            f"{', '.join(f.name for f in fields(ModelSettings))}"
+        )
+    settings = replace(settings, **changes)
+    for f in fields(ModelSettings):
+        reason = check_setting(f.name, getattr(settings, f.name))
+        if reason:
+            raise ValueError(reason)
+    return settings
 
 
 def fp32_means_fp32() -> None:

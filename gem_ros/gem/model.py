@@ -23,9 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..settings import DEFAULT_BACKGROUND_PROMPTS, MAX_INPUT_PIXELS, ModelSettings
-from . import postprocess, presence, refine, windows
+from ..settings import MAX_INPUT_PIXELS, ModelSettings
+from . import locating, postprocess, refine
 from .backends import TorchBackend
+from .inputs import MAX_IMAGE_PIXELS, InputBudgetError, check_image, input_shape
+from .locating import MAX_BATCH_IMAGES, LocateOptions
 from .postprocess import Detection
 from .scclip import ScclipConfig
 from .text import (
@@ -37,16 +39,7 @@ from .text import (
 )
 from .vision import PatchTokenEncoder
 
-MAX_IMAGE_PIXELS = 50_000_000  # past this the full-size masks alone take gigabytes
-# Images in one forward of locate_batch (the cameras' frames of one shape): with
-# max_input_pixels per image, the per-batch bound on activations.
-MAX_BATCH_IMAGES = 4
-MIN_INPUT_SIDE_PATCHES = 4  # a narrower input says nothing useful: refused, not fed
-
-
-class InputBudgetError(ValueError):
-    """An image whose aspect ratio cannot be fed within the model-input budget."""
-
+__all__ = ["MAX_BATCH_IMAGES", "MAX_IMAGE_PIXELS", "GemModel", "InputBudgetError", "check_image"]
 
 # Frames arrive as read-only views of message buffers; they are only read (copied to the
 # device and converted), so torch's warning about non-writable arrays does not apply.
@@ -146,33 +139,12 @@ class GemModel:
         """Model input size: shorter side -> input_size, aspect kept, multiples of the patch;
         scaled down (aspect kept) where that would exceed max_input_pixels.
 
-        Raises InputBudgetError where even that leaves the shorter side under
-        MIN_INPUT_SIDE_PATCHES patches (aspect ratios of about 100:1 at the default budget):
-        the budget, not the image, bounds the tokens and memory of a frame.
-        """
+        InputBudgetError where even that leaves the shorter side under
+        inputs.MIN_INPUT_SIDE_PATCHES patches: the budget, not the image, bounds the tokens
+        and memory of a frame."""
         side = input_size or self.input_size
         budget = max_input_pixels or self.max_input_pixels
-        p = self.patch_size
-        scale = side / min(height, width)
-        shape = (max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p))
-        if shape[0] * shape[1] <= budget:
-            return shape
-        # The shorter side in whole patches, the longer one by the aspect ratio, both within
-        # the budget.
-        short, long = min(height, width), max(height, width)
-        short_p = int(short * (budget / (height * width)) ** 0.5 / p)
-        long_p = min(round(long / short * short_p), budget // max(1, short_p * p * p))
-        shape = (short_p * p, long_p * p) if height <= width else (long_p * p, short_p * p)
-        if short_p < MIN_INPUT_SIDE_PATCHES:
-            ratio = long / short
-            most = budget / (MIN_INPUT_SIDE_PATCHES * p) ** 2
-            raise InputBudgetError(
-                f"image of {width}x{height} (aspect ratio {ratio:.0f}:1) cannot be fed within "
-                f"max_input_pixels {budget}: its shorter side would be under "
-                f"{MIN_INPUT_SIDE_PATCHES} patches ({MIN_INPUT_SIDE_PATCHES * p} px); crop it "
-                f"to an aspect ratio of at most {most:.0f}:1 or raise max_input_pixels"
-            )
-        return shape
+        return input_shape(height, width, self.patch_size, side, budget)
 
     @torch.inference_mode()
     def preprocess(
@@ -236,64 +208,27 @@ class GemModel:
         return postprocess.min_max(postprocess.upsample(logits, size or tuple(pixels.shape[-2:])))
 
     @torch.inference_mode()
-    def locate(
-        self,
-        image: np.ndarray,
-        queries: Sequence[str],
-        mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
-        input_size: Optional[int] = None,
-        max_peaks: int = 5,
-        return_heatmaps: bool = False,
-        max_input_pixels: Optional[int] = None,
-        presence_rule: str = "image",
-        presence_threshold: float = 0.5,
-        background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
-        return_patch_logits: bool = False,
-        **pipeline,
-    ) -> list[Detection]:
+    def locate(self, image: np.ndarray, queries: Sequence[str], **options) -> list[Detection]:
         """One Detection per query for an RGB uint8 image, in its pixel coordinates.
+
+        `options` are `locating.LocateOptions`' fields: mask_threshold, input_size, max_peaks,
+        return_heatmaps, max_input_pixels, presence_rule, presence_threshold,
+        background_prompts, return_patch_logits, and the successors' sliding windows and PAMR
+        (slide, slide_stride, pamr_steps, pamr_dilations).
 
         With presence_rule "image", each query gets a presence `confidence` (see
         `gem.presence`) and is `found` when it reaches `presence_threshold`; a query not found
         has an empty mask and no peaks. With "off" every query is found (confidence 1).
         `return_patch_logits` adds each query's [h/p, w/p] patch cosines (a few KB).
-        `pipeline`: the successors' sliding windows and PAMR (slide, slide_stride,
-        pamr_steps, pamr_dilations: see locate_batch).
         """
-        return self.locate_batch(
-            [image],
-            queries,
-            mask_threshold,
-            input_size,
-            max_peaks,
-            return_heatmaps,
-            max_input_pixels,
-            presence_rule,
-            presence_threshold,
-            background_prompts,
-            return_patch_logits,
-            **pipeline,
-        )[0]
+        return self.locate_batch([image], queries, **options)[0]
 
     @torch.inference_mode()
     def locate_batch(
         self,
         images: Sequence[np.ndarray],
         queries: Sequence[str] | Sequence[Sequence[str]],
-        mask_threshold: float = postprocess.DEFAULT_MASK_THRESHOLD,
-        input_size: Optional[int] = None,
-        max_peaks: int = 5,
-        return_heatmaps: bool = False,
-        max_input_pixels: Optional[int] = None,
-        presence_rule: str = "image",
-        presence_threshold: float = 0.5,
-        background_prompts: Sequence[str] | str = DEFAULT_BACKGROUND_PROMPTS,
-        return_patch_logits: bool = False,
-        max_batch: int = MAX_BATCH_IMAGES,
-        slide: int = 0,
-        slide_stride: int = 112,
-        pamr_steps: int = 0,
-        pamr_dilations: Sequence[int] = refine.PAMR_DILATIONS,
+        **options,
     ) -> list[list[Detection]]:
         """`locate` for several images (the cameras' newest frames), their detections in the
         same order: images whose model input shape is the same run as one forward, at most
@@ -311,122 +246,7 @@ class GemModel:
         masks, peaks, boxes and heatmaps come from the maps refined by PAMR at the image's
         size (gem_ros.gem.refine). Windows and PAMR keep each forward within
         max_input_pixels and each stack within refine.MAX_STACK_VALUES."""
-        if queries and not isinstance(queries[0], str):
-            if len(queries) != len(images):
-                raise ValueError(f"{len(queries)} query lists for {len(images)} images")
-            lists = [check_queries(q) for q in queries]
-        else:
-            lists = [check_queries(queries)] * len(images)
-        union = list(dict.fromkeys(q for checked in lists for q in checked))
-        if not union:
-            return [[] for _ in images]
-        if presence_rule not in ("image", "off"):
-            raise ValueError(f"presence_rule must be 'image' or 'off', got {presence_rule!r}")
-        judge = presence_rule == "image"
-        backgrounds = self.check_backgrounds(background_prompts) if judge else []
-        sizes = [check_image(image) for image in images]
-        shapes = [self.input_shape(*size, input_size, max_input_pixels) for size in sizes]
-        if slide:
-            for shape in shapes:
-                self._check_slide(shape, slide, slide_stride)
-        if pamr_steps:
-            refine.check_pamr(pamr_steps, pamr_dilations)
-        # One text lookup for queries and background prompts: the cache's per-frame fast path.
-        rivals = [b for b in backgrounds if b not in union]
-        text = self._encode(union + rivals)  # [P + B', D]
-        row = {q: i for i, q in enumerate(union + rivals)}
-        background = torch.stack([text[row[b]] for b in backgrounds]) if judge else None
-        same = all(checked is lists[0] for checked in lists)
-        query_text = [
-            text[: len(union)] if same else text[[row[q] for q in checked]] for checked in lists
-        ]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, shape in enumerate(shapes):
-            groups.setdefault(shape, []).append(i)
-        out: list = [None] * len(images)
-        for indices in groups.values():
-            for at in range(0, len(indices), max(1, max_batch)):
-                chunk = indices[at : at + max(1, max_batch)]
-                pixels = torch.cat(
-                    [self.preprocess(images[i], input_size, max_input_pixels) for i in chunk]
-                )
-                # One forward over the whole inputs: the patch maps, and the image embeddings
-                # presence judges (with sliding windows, only where presence is judged).
-                whole = not slide or judge
-                tokens, embedding = self.features(pixels, image=judge) if whole else (None, None)
-                grid = (pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size)
-                for j, i in enumerate(chunk):
-                    if not lists[i]:
-                        out[i] = []
-                        continue
-                    if slide:
-                        logits = self._window_logits(
-                            pixels[j : j + 1], query_text[i], slide, slide_stride,
-                            max_input_pixels,
-                        )[0]  # fmt: skip
-                    else:
-                        logits = torch.einsum("hwd,pd->phw", tokens[j], query_text[i])
-                    dense = (
-                        self._dense_maps(pixels[j : j + 1], sizes[i], pamr_steps, pamr_dilations)
-                        if slide or pamr_steps
-                        else None
-                    )
-                    dets = postprocess.detections(
-                        lists[i], logits, sizes[i], mask_threshold, max_peaks,
-                        return_heatmaps, dense=dense, grid=grid,
-                        return_grid=return_patch_logits,
-                    )  # fmt: skip
-                    if judge:
-                        self._judge(dets, embedding[j], query_text[i], background,
-                                    lists[i], backgrounds, presence_threshold)  # fmt: skip
-                    out[i] = dets
-        return out
-
-    def _check_slide(self, shape: tuple[int, int], crop: int, stride: int) -> None:
-        """ValueError for a window side that is not a multiple of the patch size, and
-        InputBudgetError for more than MAX_WINDOWS windows over this input."""
-        if crop % self.patch_size:
-            raise ValueError(f"slide {crop} must be a multiple of the patch size {self.patch_size}")
-        n = windows.window_count(*shape, crop, stride)
-        if n > windows.MAX_WINDOWS:
-            raise InputBudgetError(
-                f"sliding windows of {crop} at stride {stride} over a {shape[1]}x{shape[0]} "
-                f"input are {n} windows, more than {windows.MAX_WINDOWS}: raise slide_stride "
-                "or lower input_size"
-            )
-
-    def _window_logits(self, pixels, text, crop, stride, max_input_pixels) -> torch.Tensor:
-        """[B, 3, h, w] -> [B, P, h, w]: the windows' patch cosines with `text` [P, D],
-        averaged; as many windows per forward as max_input_pixels allows."""
-        budget = max_input_pixels or self.max_input_pixels
-        side = min(crop, pixels.shape[-2]) * min(crop, pixels.shape[-1])
-
-        def forward(crops):
-            return torch.einsum("nhwd,pd->nphw", self.patch_tokens(crops), text)
-
-        return windows.slide(forward, pixels, crop, stride, max(1, budget // side))
-
-    def _dense_maps(self, pixels, size, pamr_steps, dilations):
-        """A chunk of queries' logits -> their maps at the image's `size`: bilinear
-        (align_corners=False), then PAMR on the input resized to that size (bilinear), as
-        SCLIP's forward_slide; a frame over refine.MAX_PAMR_PIXELS is refined at that many
-        pixels (refine.pamr_size) and its refined maps upsampled to `size`. The resized
-        input is made once, at the first chunk."""
-        at = refine.pamr_size(size)
-        image = []
-
-        def dense(logits: torch.Tensor) -> torch.Tensor:
-            if not pamr_steps:
-                return postprocess.upsample(logits, size)
-            if not image:
-                image.append(
-                    F.interpolate(pixels.float(), size=at, mode="bilinear", align_corners=False)
-                )
-            maps = postprocess.upsample(logits, at)
-            maps = refine.pamr(image[0], maps[None], pamr_steps, dilations)[0]
-            return maps if at == tuple(size) else postprocess.upsample(maps, size)
-
-        return dense
+        return locating.locate_batch(self, images, queries, LocateOptions(**options))
 
     @torch.inference_mode()
     def slide_logits(
@@ -444,35 +264,9 @@ class GemModel:
         whole input, as GEM and `locate` without slide), bilinear to `out_size` (default the
         input's; the image's size before it was resized for the model), then PAMR on the
         input resized to it where pamr_steps > 0."""
-        if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"pixels must be [B, 3, H, W], got {list(pixels.shape)}")
-        if crop:
-            self._check_slide(tuple(pixels.shape[-2:]), crop, stride)
-        if pamr_steps:
-            refine.check_pamr(pamr_steps, pamr_dilations)
-        pixels = pixels.to(self.device)
-        text = self._encode(check_queries(queries))
-        if crop:
-            logits = self._window_logits(pixels, text, crop, stride, None)
-        else:
-            logits = torch.einsum("bhwd,pd->bphw", self.patch_tokens(pixels), text)
-        size = tuple(out_size) if out_size is not None else tuple(pixels.shape[-2:])
-        logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-        if pamr_steps:
-            image = F.interpolate(pixels.float(), size=size, mode="bilinear", align_corners=False)
-            logits = refine.pamr(image, logits, pamr_steps, pamr_dilations)
-        return logits
-
-    def _judge(self, dets, embedding, query_text, background, queries, backgrounds, threshold):
-        """Presence: each detection's confidence, and absent ones marked so."""
-        conf = presence.confidences(
-            embedding, query_text, background, self.logit_scale, queries, backgrounds
-        ).tolist()
-        for det, c in zip(dets, conf):
-            if c >= threshold:
-                det.confidence = c
-            else:
-                det.mark_absent(c)
+        return locating.slide_logits(
+            self, pixels, queries, crop, stride, out_size, pamr_steps, pamr_dilations
+        )
 
     def check_backgrounds(self, prompts: Sequence[str] | str) -> list[str]:
         """Background prompts checked as queries are (a string is split on ',' and ';')."""
@@ -504,23 +298,3 @@ class GemModel:
             .cpu()
             .numpy()
         )
-
-
-def check_image(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
-    """(height, width) of an RGB uint8 [H, W, 3] image (numpy, or a torch tensor), or
-    ValueError saying what is wrong."""
-    if not isinstance(image, (np.ndarray, torch.Tensor)):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be RGB [H, W, 3], got shape {tuple(image.shape)}")
-    if image.dtype != (torch.uint8 if isinstance(image, torch.Tensor) else np.uint8):
-        raise ValueError(f"image must be uint8, got {image.dtype}")
-    height, width = (int(n) for n in image.shape[:2])
-    if height == 0 or width == 0:
-        raise ValueError(f"image is empty ({width}x{height})")
-    if height * width > MAX_IMAGE_PIXELS:
-        raise ValueError(
-            f"image of {width}x{height} is too large (at most "
-            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
-        )
-    return height, width

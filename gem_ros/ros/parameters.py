@@ -15,7 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from gem_ros import geometry
 from gem_ros.settings import FrameSettings, HoldSettings, ModelSettings, check_setting
 
-MAX_IMAGE_PIXELS = 50_000_000  # = gem_ros.gem.model.MAX_IMAGE_PIXELS (tested)
+MAX_IMAGE_PIXELS = 50_000_000  # = gem_ros.gem.inputs.MAX_IMAGE_PIXELS (tested)
 DEFAULT_MAX_IMAGE_PIXELS = 3840 * 2160  # 4K UHD
 
 
