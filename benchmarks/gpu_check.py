@@ -197,8 +197,8 @@ def engine_serves(backend: str) -> dict:
     logging.basicConfig(level=logging.INFO)
     results, done = [], threading.Event()
 
-    def publish(frame, rgb, detections, seconds, settings):
-        results.append((seconds, [d.confidence for d in detections]))
+    def publish(result):
+        results.append((result.seconds, [d.confidence for d in result.published]))
         if len(results) >= 20:
             done.set()
 

@@ -1,6 +1,6 @@
 """The running GEM model behind the node, with no ROS: a small facade over its parts.
 
-    engine = Engine(log, convert=to_rgb, publish=on_detections, on_load_failed=put_back)
+    engine = Engine(log, convert=to_rgb, publish=on_result, on_load_failed=put_back)
     engine.request_model(ModelSettings(...))     # loads on the loader thread
     engine.set_queries(['red mug', 'person'])    # checked with the tokenizer, milliseconds
     engine.offer(frame)                          # newest frame wins; the stages run it
@@ -61,9 +61,12 @@ class Engine:
         load: Callable[..., gem.GemModel] = gem.load_model,
         local_weights_hint: str = gem.ModelLoadError.PYTHON,
         threads: bool = True,
+        measure: Optional[Callable] = None,
     ):
         """convert(frame, max_image_pixels) -> RGB uint8 array, ValueError for a bad frame;
-        publish(frame, rgb, detections, inference_seconds, run_settings);
+        publish(result): a frame's FrameResult (gem_ros/frame_result.py), its `published`
+        detections the active queries'; measure(result) -> its FrameGeometry or None, once per
+        frame before publish and the answers read it;
         on_load_failed(settings): a requested model could not be loaded (worker or loader
         thread: hand it to your own thread if it needs one); local_weights_hint: how the
         caller's users pass a local weights file, for the missing-weights message;
@@ -74,7 +77,7 @@ class Engine:
         self._stop = threading.Event()
         # What a frame goes through (the offline process() runs it whole), the stage threads
         # that carry it, and the model it runs on, with its loader thread.
-        self._processor = FrameProcessor(log, convert, publish, self._queries, self._done)
+        self._processor = FrameProcessor(log, convert, publish, self._queries, self._done, measure)
         self._stages = Stages(
             log, self._processor, self._queries, lambda: self.settings,
             lambda: self._slot.model, self._stop,
@@ -175,9 +178,9 @@ class Engine:
 
     def ask(self, query: str, answer: Callable, stream: Optional[str] = None) -> Ask:
         """Have the next processed frame (of `stream`; None: the best view of any) answer
-        `query` (checked: QueryError otherwise) through answer(frame, rgb, detection,
-        settings), called once on the worker thread. RuntimeError when MAX_ASKS questions
-        are already waiting."""
+        `query` (checked: QueryError otherwise) through answer(result, index): the frame's
+        FrameResult and the index of the query's detection, called once on the worker thread.
+        RuntimeError when MAX_ASKS questions are already waiting."""
         (query,) = self.check_queries([query])  # QueryError for a blank one
         return self._queries.ask(query, answer, stream)
 

@@ -1,7 +1,9 @@
 """What one frame goes through, with no threads and no ROS: conversion, the model (with the
 active queries and the questions it answers), presence held over a stream's frames, and the
-hand-over to the caller's publish. The engine's stages run it step by step on their threads;
-offline (`gem-ros bag`) `process` runs it whole on the caller's thread.
+hand-over to the caller: each frame's `FrameResult` measured once (the caller's `measure`:
+depth, points, TF), then published, then the questions answered from it. The engine's stages
+run it step by step on their threads; offline (`gem-ros bag`) `process` runs it whole on the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 import gem_ros.gem as gem
+from gem_ros.frame_result import FrameResult
 from gem_ros.gem.hold import PresenceHold, judge_threshold
 from gem_ros.query_book import Ask
 from gem_ros.settings import FrameSettings
@@ -30,19 +33,21 @@ LATENCIES_KEPT = 1000  # inference times kept until read (diagnostics read them 
 class Batch:
     """One forward's results on their way to the publisher."""
 
-    frames: list  # (stream, frame, rgb, detections, active): the first `active` detections
-    # are the stream's active queries', the others the questions'
+    results: list[FrameResult]  # one per frame, in the forward's order
     asks: list
-    seconds: float
     settings: 'RunSettings'
 
 
 class FrameProcessor:
-    def __init__(self, log, convert: Callable, publish: Callable, queries, done: Callable):
-        """convert(frame, max_image_pixels) -> RGB, ValueError for a bad frame; publish(frame,
-        rgb, detections, seconds, run_settings); queries: the QueryBook; done(frames): frames
-        that leave the path here (refused, failed), for the in-flight tracking."""
+    def __init__(
+        self, log, convert: Callable, publish: Callable, queries, done: Callable, measure=None
+    ):
+        """convert(frame, max_image_pixels) -> RGB, ValueError for a bad frame;
+        publish(FrameResult); queries: the QueryBook; done(frames): frames that leave the path
+        here (refused, failed), for the in-flight tracking; measure(FrameResult) -> its
+        FrameGeometry or None (None: no geometry here)."""
         self._log, self._convert, self._publish = log, convert, publish
+        self._measure = measure
         self._queries, self._done = queries, done
         self.slot = None  # the ModelSlot, set by the engine: the model frames run on
         self.want_patch_logits = False  # set by the caller: someone reads the patch grids
@@ -147,17 +152,21 @@ class FrameProcessor:
         except BaseException:
             self._queries.put_back(asks)  # answered by a later frame, or by their timeout
             raise
-        frames = [(s, f, rgb, d, len(active[s])) for (s, f, rgb), d in zip(runnable, detections)]
-        return Batch(frames, asks, seconds, settings), why
+        results = [
+            FrameResult(s, f, rgb, d, len(active[s]), seconds, settings)
+            for (s, f, rgb), d in zip(runnable, detections)
+        ]
+        return Batch(results, asks, settings), why
 
     def publish_all(self, batch: 'Batch', isolate: bool = True) -> list[Optional[str]]:
-        """Each frame of the batch published (unless its similarities are not finite), then
-        the questions answered; per frame, why it was not published, or None. isolate: a
-        frame whose publish raises is logged and the others go on (the live pipeline); else
-        it raises (offline, where the caller stops its run: a bag's output that cannot be
-        written)."""
+        """Each frame of the batch measured and published (unless its similarities are not
+        finite), then the questions answered; per frame, why it was not published, or None.
+        isolate: a frame whose measure or publish raises is logged and the others go on (the
+        live pipeline); else it raises (offline, where the caller stops its run: a bag's
+        output that cannot be written)."""
         why, answered = [], []
-        for stream, frame, rgb, detections, active in batch.frames:
+        for result in batch.results:
+            detections = result.detections
             if not all(_finite(d.score) and _finite(d.confidence) for d in detections):
                 self._log(
                     'error',
@@ -167,25 +176,27 @@ class FrameProcessor:
                 )
                 why.append('non-finite similarities')
                 continue
-            self._decide_presence(stream, detections, active, batch.settings)
+            self._decide_presence(result.stream, detections, result.active, batch.settings)
             self.processed += 1
-            self._latencies.append(batch.seconds)
+            self._latencies.append(result.seconds)
             self.last_result_time = time.monotonic()
             # The frame's results stand whatever its publish does: its questions are answered
             # from it, and the cycle's other frames are published.
-            answered.append((stream, frame, rgb, detections))
+            answered.append(result)
             try:
-                if active:
-                    self._publish(frame, rgb, detections[:active], batch.seconds, batch.settings)
+                if self._measure is not None:
+                    result.geometry = self._measure(result)
+                if result.active:
+                    self._publish(result)
             except Exception as exc:
                 if not isolate:
                     raise
-                self._log('error', 'publish', f'publishing a frame of {stream!r} failed: '
+                self._log('error', 'publish', f'publishing a frame of {result.stream!r} failed: '
                           f'{type(exc).__name__}: {exc}')  # fmt: skip
                 why.append(f'publish failed: {exc}')
                 continue
             why.append(None)
-        self._answer(batch.asks, answered, batch.settings)
+        self._answer(batch.asks, answered)
         return why
 
     def _decide_presence(self, stream: str, detections: list, active: int, settings) -> None:
@@ -200,23 +211,27 @@ class FrameProcessor:
             if det.found and det.confidence < settings.hold.threshold:
                 det.mark_absent(det.confidence)
 
-    def _answer(self, asks: list[Ask], answered: list, settings) -> None:
+    def _answer(self, asks: list[Ask], answered: list[FrameResult]) -> None:
         """Each question by the best view of its stream (or of any): found first, then the
         highest confidence, then the highest score; put back when no frame of its stream
         gave a result."""
         left = []
         for request in asks:
             views = [
-                (stream, frame, rgb, next(d for d in dets if d.query == request.query))
-                for stream, frame, rgb, dets in answered
-                if request.stream is None or request.stream == stream
+                (result, result.index_of(request.query))
+                for result in answered
+                if request.stream is None or request.stream == result.stream
             ]
             if not views:
                 left.append(request)
                 continue
-            _, frame, rgb, det = max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))
+
+            def rank(view):
+                det = view[0].detections[view[1]]
+                return det.found, det.confidence, det.score
+
             try:
-                request.answer(frame, rgb, det, settings)
+                request.answer(*max(views, key=rank))
             except Exception as exc:  # one caller's failure must not cost the others
                 self._log('error', 'answer', f'answering {request.query!r}: {exc}')
         if left:

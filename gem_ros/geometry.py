@@ -16,6 +16,12 @@ from typing import Optional
 
 import numpy as np
 
+
+class TransformUnavailable(RuntimeError):
+    """No transform between two TF frames at a stamp, with the reason (tf2's, where it
+    looked)."""
+
+
 # Depth image encodings read: numpy dtype code and metres per unit (REP 118: 16UC1 in
 # millimetres, 32FC1 in metres); None: no standard unit, depth_scale must say it.
 DEPTH_ENCODINGS = {

@@ -24,8 +24,8 @@ MAX_ASKS = 64  # one-off questions waiting for a frame; more are refused at once
 @dataclass(eq=False)
 class Ask:
     """A one-off query answered by the next processed frame of `stream` (None: of any
-    stream, the best view among the frames of that cycle): answer(frame, rgb, detection,
-    run_settings) is called on the worker thread, once."""
+    stream, the best view among the frames of that cycle): answer(result, index) is called on
+    the worker thread, once, with the FrameResult and the index of the query's detection."""
 
     query: str
     answer: Callable

@@ -197,7 +197,7 @@ class Stages:
             with self._busy_count():
                 self._processor.publish_all(batch)
         finally:
-            self.done([frame for _, frame, *_ in batch.frames])
+            self.done([result.frame for result in batch.results])
         return True
 
     @contextlib.contextmanager

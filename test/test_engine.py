@@ -41,6 +41,7 @@ class Rig:
     def __init__(self, load=gem.load_model):
         self.logger = Lines()
         self.published, self.failed, self.settings_used = [], [], []
+        self.measured, self.geometries = [], []  # what measure was called with; what it gave
         self.cond = threading.Condition()
         self.engine = Engine(
             ThrottledLog(self.logger, 0.0),
@@ -48,6 +49,7 @@ class Rig:
             self.publish,
             on_load_failed=self.failed.append,
             load=load,
+            measure=self.measure,
         )
 
     during_conversion = None  # called inside the conversion of each frame, if set
@@ -62,12 +64,20 @@ class Rig:
             raise ValueError(f"unreadable frame {frame}")
         return frame
 
-    def publish(self, frame, rgb, detections, seconds, settings):
+    def measure(self, result):
+        """A frame's geometry: an object of its own, so that readers can be told apart."""
+        geometry = object()
+        self.measured.append(result.frame)
+        self.geometries.append(geometry)
+        return geometry
+
+    def publish(self, result):
+        assert result.geometry is self.geometries[-1], "published before it was measured"
         if self.publish_fault is not None:
-            self.publish_fault(frame)
+            self.publish_fault(result.frame)
         with self.cond:
-            self.published.append((frame, detections))
-            self.settings_used.append(settings)
+            self.published.append((result.frame, result.published))
+            self.settings_used.append(result.settings)
             self.cond.notify_all()
 
     def wait(self, predicate, what, timeout=30.0):
@@ -283,8 +293,8 @@ def test_a_question_is_answered_by_the_next_frame_without_changing_the_active_re
     rig.wait(lambda: len(rig.published) == 1, "a result")
     _, plain = rig.published[-1]
     answers = []
-    rig.engine.ask("blue", lambda frame, rgb, det, settings: answers.append(det))
-    rig.engine.ask("red", lambda frame, rgb, det, settings: answers.append(det))
+    rig.engine.ask("blue", lambda result, i: answers.append(result.detections[i]))
+    rig.engine.ask("red", lambda result, i: answers.append(result.detections[i]))
     rig.engine.offer(image)
     rig.wait(lambda: len(rig.published) == 2 and len(answers) == 2, "the answers")
     _, with_question = rig.published[-1]
@@ -294,11 +304,27 @@ def test_a_question_is_answered_by_the_next_frame_without_changing_the_active_re
     np.testing.assert_array_equal(with_question[0].mask, plain[0].mask)
 
 
+def test_each_frame_is_measured_once_and_its_publish_and_answers_read_that(rig):
+    """Issue 38: a frame's geometry (depth, points, TF) is measured once, before anything
+    reads it; its publish and every question it answers (active query or not) get that one
+    measurement (the node's ~/locate measured depth a second time, and looked TF up again)."""
+    rig.engine.set_queries(["red"])
+    rig.loaded()
+    seen = []
+    for query in ("blue", "red"):
+        rig.engine.ask(query, lambda result, i: seen.append((result.frame, result.geometry)))
+    image = two_colour_image(64, 64)
+    rig.engine.offer(image)
+    rig.wait(lambda: len(rig.published) == 1 and len(seen) == 2, "the result and answers")
+    assert rig.measured == [image]
+    assert [frame is image and g is rig.geometries[0] for frame, g in seen] == [True, True]
+
+
 def test_questions_wait_without_active_queries_and_can_be_withdrawn(rig):
     rig.loaded()
     answers = []
-    kept = rig.engine.ask("red", lambda *a: answers.append(a[2].query))
-    dropped = rig.engine.ask("blue", lambda *a: answers.append(a[2].query))
+    kept = rig.engine.ask("red", lambda result, i: answers.append(result.detections[i].query))
+    dropped = rig.engine.ask("blue", lambda result, i: answers.append(result.detections[i].query))
     assert rig.engine.withdraw(dropped) and not rig.engine.withdraw(dropped)
     assert rig.engine.offer(two_colour_image(64, 64)) is None  # a question makes a frame run
     rig.wait(lambda: answers, "the answer")
@@ -398,8 +424,8 @@ def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
     rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "left")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")
     answers = {}
-    rig.engine.ask("blue", lambda f, rgb, det, s: answers.setdefault("right", f), "right")
-    rig.engine.ask("blue", lambda f, rgb, det, s: answers.setdefault("any", f))
+    rig.engine.ask("blue", lambda result, i: answers.setdefault("right", result.frame), "right")
+    rig.engine.ask("blue", lambda result, i: answers.setdefault("any", result.frame))
     rig.engine.offer(better, "left")
     rig.engine.offer(worse, "right")
     rig.engine.update_settings(RunSettings(frame=off))  # both taken in one cycle
@@ -425,7 +451,7 @@ def test_a_question_for_any_stream_gets_the_view_of_highest_confidence(rig):
     rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "left")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")
     answers = []
-    rig.engine.ask("blue", lambda f, rgb, det, s: answers.append((f, det)))
+    rig.engine.ask("blue", lambda result, i: answers.append((result.frame, result.detections[i])))
     rig.engine.offer(a, "left")
     rig.engine.offer(b, "right")
     rig.engine.update_settings(RunSettings(frame=found))  # both taken in one cycle
@@ -478,7 +504,9 @@ def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
     rig.engine.offer(np.zeros((48, 64, 3), np.uint8), "head")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")
     answers = []
-    rig.engine.ask("person", lambda f, rgb, det, s: answers.append((f, det.query)))
+    rig.engine.ask(
+        "person", lambda result, i: answers.append((result.frame, result.detections[i].query))
+    )
     rig.engine.offer(head, "head")
     rig.engine.offer(wrist, "wrist")
     rig.engine.update_settings(RunSettings())  # both taken in one cycle
@@ -518,7 +546,7 @@ def test_a_publish_that_raises_costs_its_frame_only_and_the_questions_are_answer
     rig.engine.offer(two_colour_image(), "warm")
     rig.wait(lambda: len(rig.published) == 1, "the first frame")
     answers = []
-    rig.engine.ask("blue", lambda f, rgb, det, s: answers.append(f))
+    rig.engine.ask("blue", lambda result, i: answers.append(result.frame))
     good = two_colour_image(64, 64)
     rig.engine.offer(broken, "a")
     rig.engine.offer(good, "b")

@@ -247,8 +247,8 @@ class _Served:
         self.during_export = threading.Event()
         self.exporting = threading.Event()
 
-    def publish(self, frame, rgb, detections, seconds, settings):
-        self.results.append(frame)
+    def publish(self, result):
+        self.results.append(result.frame)
         if self.exporting.is_set():
             self.during_export.set()
 

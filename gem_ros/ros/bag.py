@@ -495,8 +495,9 @@ class BagJob:
         progress.end()
         return 0
 
-    def _write(self, frame, rgb, detections, seconds, settings) -> None:
-        """The engine's output for one frame (this thread): the node's messages and a line."""
+    def _write(self, result) -> None:
+        """The engine's output for one frame (a FrameResult, this thread): the node's messages
+        and a line."""
         from rclpy.serialization import serialize_message
 
         from gem_ros.gem.decode import as_host
@@ -504,7 +505,8 @@ class BagJob:
         from gem_ros.ros import messages
         from gem_ros.ros.image_conversion import rgb_to_image_msg
 
-        header = frame[0].header
+        header, rgb, detections = result.frame[0].header, result.rgb, result.published
+        seconds, settings = result.seconds, result.settings
         index, timestamp, topic = self._current
         out = {
             'results': lambda: messages.gem_result(

@@ -120,28 +120,37 @@ class Camera:
         return bool(self._subscriptions)
 
     # --- out (the worker thread) ----------------------------------------------------------
-    def publish(self, header, rgb, detections, seconds, settings, outputs) -> None:
-        """Result, detections, heatmaps, markers and overlay of one frame; `outputs` holds
-        the node's output settings (mask format, rates, depth settings)."""
+    def measure(self, result, lookup):
+        """The FrameGeometry of a frame of this camera (None without depth): its detections'
+        points from the depth paired with it; `lookup(tf_frame)` its transforms."""
+        if self.depth is None:
+            return None
+        height, width = result.rgb.shape[:2]
+        header = result.frame.msg.header
+        depth_settings = result.settings.outputs.depth
+        return self.depth.measure(
+            header, (width, height), result.detections, depth_settings, lookup
+        )
+
+    def publish(self, result) -> None:
+        """Result, detections, heatmaps, markers and overlay of one frame (a FrameResult, its
+        geometry measured); its settings' `outputs` hold the node's output settings (mask
+        format, rates, depth settings)."""
+        header, rgb, detections = result.frame.msg.header, result.rgb, result.published
+        settings, outputs, seconds = result.settings, result.settings.outputs, result.seconds
         self.processed += 1
         self.latencies.append(seconds)
         self.last_result_time = time.monotonic()
-        depth = self.depth
-        height, width = rgb.shape[:2]
-        measured = (
-            depth.measure(header, (width, height), detections, outputs.depth)
-            if depth is not None
-            else None
-        )
-        points = measured.fields if measured is not None else None
-        if measured is not None and self.node.memory is not None:
-            self.node.memory.observe(self.name, header, detections, measured)
+        depth, geometry = self.depth, result.geometry
+        points = None
+        if depth is not None and geometry is not None:
+            points = depth.fields(geometry, header, len(detections))
         if points is not None and settings.hold is not None:
             self._smooth_points(detections, points, settings.hold.alpha)
-        result = messages.gem_result(
+        message = messages.gem_result(
             header, detections, seconds, points, outputs.mask_format, settings.frame.mask_threshold
         )
-        self._publish(self.results_pub, result)
+        self._publish(self.results_pub, message)
         if self.detections_pub is not None:
             self._publish(self.detections_pub, messages.detection_array(header, detections, points))
         grids = detections[0].patch_logits is not None
@@ -152,7 +161,7 @@ class Camera:
             image = draw_heatmaps(as_host(rgb), detections, query, blend)
             self._publish(self.heatmap_image_pub, rgb_to_image_msg(image, header))
         if depth is not None:
-            markers = self.markers.build(result, in_target_frame=bool(measured.target_frame))
+            markers = self.markers.build(message, in_target_frame=bool(depth.target_frame))
             if markers.markers:
                 self._publish(self.markers_pub, markers)
         publish_overlay, overlay_rate = outputs.overlay

@@ -2,8 +2,9 @@
 
 A frame's path through ROS: a camera's subscription calls `offer` (executor thread), which
 hands a `Frame` to the engine as that camera's stream; the engine's convert stage calls
-`convert` (the message to RGB) and its publish stage `publish` (the frame's own camera
-publishes its results, under its own header). Frames are taken only while started (the
+`convert` (the message to RGB) and its publish stage `measure` (the frame's geometry: depth,
+points, TF, once) and `publish` (the frame's own camera publishes its FrameResult, under its
+own header, and the memory observes it). Frames are taken only while started (the
 managed node's active state); a frame that started under an earlier start is not published.
 """
 
@@ -18,6 +19,7 @@ from sensor_msgs.msg import CompressedImage
 from gem_ros.ros.camera import Camera
 from gem_ros.ros.image_conversion import compressed_msg_to_rgb
 from gem_ros.ros.parameters import camera_names
+from gem_ros.ros.transforms import TransformUnavailable
 from gem_ros.threads import cut
 
 IDLE_LOG_PERIOD_S = 30.0  # 'frames skipped because ...' lines
@@ -41,7 +43,7 @@ class Frame:
 class CameraFrames:
     def __init__(self, node, engine, names, use_depth: bool, log):
         """names: the `cameras` parameter's value (empty: one camera on `image`)."""
-        self._engine, self._log = engine, log
+        self._node, self._engine, self._log = node, engine, log
         # The camera streams, in the order named; one engine and one model serve them all.
         self.cameras = {name: Camera(node, name, use_depth) for name in camera_names(names)}
         self.taking = False  # subscribed to the cameras (active)
@@ -105,8 +107,25 @@ class CameraFrames:
             kind = 'compressed image' if isinstance(msg, CompressedImage) else 'image'
             raise ValueError(f'{exc} ({kind}, frame_id {cut(msg.header.frame_id, 40)!r})') from exc
 
-    def publish(self, frame: Frame, rgb, detections, seconds, settings) -> None:
-        """The engine's output (worker thread): the frame's camera publishes it."""
+    def measure(self, result):
+        """The engine's measure (worker thread): the frame's geometry, from its camera's depth,
+        its transforms from the node's TF buffer at the frame's stamp (None: no depth)."""
+        header = result.frame.msg.header
+
+        def lookup(tf_frame: str):
+            transforms = self._node.transforms  # made by a first ~/locate that asks for one
+            if transforms is None:
+                raise TransformUnavailable(f'no TF buffer for {tf_frame!r} (tf2_ros missing)')
+            return transforms.lookup(tf_frame, header.frame_id, header.stamp)
+
+        return result.frame.camera.measure(result, lookup)
+
+    def publish(self, result) -> None:
+        """The engine's output (worker thread): the frame's camera publishes it, and the
+        memory of sightings observes it."""
+        frame = result.frame
         if not self.taking or frame.activation != self._activation:
             return  # stopped while this frame ran (and maybe started again since)
-        frame.camera.publish(frame.msg.header, rgb, detections, seconds, settings, settings.outputs)
+        frame.camera.publish(result)
+        if self._node.memory is not None and result.geometry is not None:
+            self._node.memory.observe(frame.camera.name, frame.msg.header, result)

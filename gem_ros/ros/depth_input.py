@@ -1,24 +1,24 @@
 """The node's depth input: depth + camera_info, paired by stamp, giving detections 3D points.
 
     depth = DepthInput(node)           # when the use_depth parameter is true
-    fields = depth.points_for(image_msg.header, (width, height), detections, settings)
+    geometry = depth.measure(image_msg.header, (width, height), detections, settings, lookup)
+    fields = depth.fields(geometry, image_msg.header, len(detections))
     QueryResult(..., **fields[i])     # has_point, point, has_target_point, target_point
-    frame = depth.measure(...)        # the same, with the camera-frame points and the depth
 
 Depth and camera_info are synchronised with each other as they arrive; the pairs of the last
 HISTORY_S seconds are kept, and each colour frame takes the pair nearest its stamp, when
 that is within sync_slop (the colour frame comes from the node's own subscription, which
 keeps only the newest frame, so the lookup happens once the frame has been processed).
 Points are in the colour image's frame (header.frame_id): the depth must be aligned to it.
-With `target_frame` they are also given in that TF frame, through the node's Transforms
-(gem_ros/ros/transforms.py: at the frame's stamp, the wait bounded by tf_timeout).
+With `target_frame` they are also given in that TF frame, through the geometry's lookup (the
+node's Transforms, gem_ros/ros/transforms.py: at the frame's stamp, the wait bounded by
+tf_timeout), looked up once per frame for every reader.
 """
 
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped
@@ -26,15 +26,15 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from gem_ros.frame_result import FrameGeometry
 from gem_ros.geometry import (
     DEPTH_ENCODINGS,
-    apply_transform,
+    TransformUnavailable,
     depth_to_metres,
     peak_to_point,
     scale_intrinsics,
 )
 from gem_ros.ros.sync import message_filters, stamp_ns, subscribe_synchronised
-from gem_ros.ros.transforms import TransformUnavailable
 
 HISTORY_S = 3.0  # how far back (stamps) depth is kept for frames still being processed
 HISTORY_MAX = 100  # pairs, whatever their stamps
@@ -79,24 +79,11 @@ def no_point() -> dict:
     return dict(has_point=False, point=Point(), has_target_point=False, target_point=PointStamped())
 
 
-@dataclass
-class FramePoints:
-    """One frame's 3D evidence: per detection QueryResult's point fields and its point in the
-    camera's frame (None: none), and the frame's depth (metres) and K of the depth grid, which
-    say what the camera could see (the memory's negative evidence); None without depth."""
-
-    fields: list
-    points: list = field(default_factory=list)
-    view: Optional[tuple] = None
-    # target_frame's transform at the frame's stamp (translation, xyzw), where looked up
-    target_frame: str = ''
-    transform: Optional[tuple] = None
-
-
 class DepthInput:
     def __init__(self, node, prefix: str = '', transforms=None):
         """Depth and camera_info of one camera: `prefix`depth and `prefix`camera_info;
-        `transforms` (the node's Transforms) gives target points where target_frame is set."""
+        `transforms`: the node's Transforms where tf2_ros imports (target_frame needs it; the
+        lookups themselves come with each frame's geometry)."""
         self._node = node
         self._log = node.get_logger()
         self._slop = node.get_parameter('sync_slop').value
@@ -114,7 +101,6 @@ class DepthInput:
             self._on_pair,
         )
         self._target_frame = node.get_parameter('target_frame').value
-        self._transforms = transforms if self._target_frame else None
         if self._target_frame and transforms is None:  # the node refuses this; a host may not
             self._log.warning(
                 f'target_frame {self._target_frame!r} needs tf2_ros, which is not '
@@ -124,6 +110,11 @@ class DepthInput:
         self._log.info(
             f'3D points from {self._topics} (sync_slop {self._slop} s, {synchroniser} synchroniser)'
         )
+
+    @property
+    def target_frame(self) -> str:
+        """The TF frame points are also given in ('' for none)."""
+        return self._target_frame
 
     def close(self) -> None:
         """Unsubscribe depth and camera_info (a deactivated node reads no topics)."""
@@ -163,42 +154,45 @@ class DepthInput:
         return nearest[1:]
 
     def points_for(
-        self, header, colour_size: tuple[int, int], detections, settings: 'DepthSettings'
+        self,
+        header,
+        colour_size: tuple[int, int],
+        detections,
+        settings: 'DepthSettings',
+        lookup=None,
     ) -> list[dict]:
         """Per detection, the QueryResult fields has_point, point, has_target_point,
         target_point, for the colour frame with this header and size (width, height)."""
-        return self.measure(header, colour_size, detections, settings).fields
+        geometry = self.measure(header, colour_size, detections, settings, lookup)
+        return self.fields(geometry, header, len(detections))
 
     def measure(
-        self, header, colour_size: tuple[int, int], detections, settings: 'DepthSettings'
-    ) -> FramePoints:
-        """points_for's fields, with each detection's camera-frame point and the frame's
-        depth view."""
-        none = FramePoints([no_point() for _ in detections], [None] * len(detections))
+        self,
+        header,
+        colour_size: tuple[int, int],
+        detections,
+        settings: 'DepthSettings',
+        lookup=None,
+    ) -> FrameGeometry:
+        """The frame's geometry (gem_ros/frame_result.py): each found detection's point in the
+        camera's frame, the depth view; `lookup(tf_frame)` gives its transforms (the node's
+        TF buffer at the frame's stamp)."""
+        geometry = FrameGeometry(header.frame_id, [None] * len(detections), None, lookup)
         pair = self._pair_for(header)
         if pair is None:
-            return none
+            return geometry
         depth_msg, info = pair
-        scale, window, min_depth, max_depth = (
-            settings.depth_scale,
-            settings.depth_window,
-            settings.depth_min,
-            settings.depth_max,
-        )
         try:
             depth_m = depth_to_metres(
-                depth_msg_to_array(depth_msg), depth_msg.encoding, scale or None
+                depth_msg_to_array(depth_msg), depth_msg.encoding, settings.depth_scale or None
             )
         except ValueError as exc:
             self._warn('depth', f'bad depth image: {exc}; no 3D points')
-            return none
+            return geometry
         K = self._intrinsics(info, depth_msg, colour_size)
-        transform = self._transform(header) if self._transforms is not None else None
-        out = FramePoints([], [], (depth_m, K), self._target_frame, transform)
-        for det in detections:
+        geometry.view = (depth_m, K)
+        for i, det in enumerate(detections):
             if not det.found:  # nothing to point at
-                out.fields.append(no_point())
-                out.points.append(None)
                 continue
             xyz, reason = peak_to_point(
                 depth_m,
@@ -206,26 +200,40 @@ class DepthInput:
                 det.mask,
                 K,
                 colour_size,
-                window,
-                min_depth,
-                max_depth,
+                settings.depth_window,
+                settings.depth_min,
+                settings.depth_max,
             )
-            fields = no_point()
             if xyz is None:
                 self._warn('depth', f'no 3D point for {det.query!r}: {reason}')
-            else:
+            geometry.points[i] = xyz
+        return geometry
+
+    def fields(self, geometry: FrameGeometry, header, count: int) -> list[dict]:
+        """QueryResult's point fields of the first `count` detections: the camera-frame point,
+        and with target_frame the same point there (one TF lookup per frame, shared with
+        every other reader of the geometry)."""
+        out = []
+        target = self._target_frame if geometry.lookup is not None else ''
+        for i in range(count):
+            fields = no_point()
+            xyz = geometry.points[i]
+            if xyz is not None:
                 fields.update(has_point=True, point=Point(x=xyz[0], y=xyz[1], z=xyz[2]))
-            if xyz is not None and transform is not None:
-                x, y, z = apply_transform(xyz, *transform)
-                fields.update(
-                    has_target_point=True,
-                    target_point=PointStamped(
-                        header=Header(stamp=header.stamp, frame_id=self._target_frame),
-                        point=Point(x=x, y=y, z=z),
-                    ),
-                )
-            out.fields.append(fields)
-            out.points.append(xyz)
+            if xyz is not None and target:
+                try:
+                    x, y, z = geometry.point_in(i, target)
+                except TransformUnavailable as exc:
+                    self._warn('tf', f'{exc}; target points left out')
+                else:
+                    fields.update(
+                        has_target_point=True,
+                        target_point=PointStamped(
+                            header=Header(stamp=header.stamp, frame_id=target),
+                            point=Point(x=x, y=y, z=z),
+                        ),
+                    )
+            out.append(fields)
         return out
 
     def _intrinsics(self, info: CameraInfo, depth_msg: Image, colour_size) -> np.ndarray:
@@ -248,13 +256,6 @@ class DepthInput:
         if 0 not in info_size and info_size != depth_size:
             K = scale_intrinsics(K, info_size, depth_size)
         return K
-
-    def _transform(self, header):
-        try:
-            return self._transforms.lookup(self._target_frame, header.frame_id, header.stamp)
-        except TransformUnavailable as exc:
-            self._warn('tf', f'{exc}; target points left out')
-            return None
 
     def _warn(self, kind: str, text: str) -> None:
         """At most one warning of each kind per LOG_PERIOD_S."""

@@ -17,7 +17,6 @@ from rclpy.task import Future
 from std_msgs.msg import Header
 
 import gem_ros.gem as gem
-from gem_ros.geometry import apply_transform
 from gem_ros.ros.guards import answered
 from gem_ros.ros.qos import SERVICE_QOS
 from gem_ros.ros.queries_interface import QUERY_LOG_PERIOD_S
@@ -84,8 +83,8 @@ class LocateService:
             if not answered.done():
                 answered.set_result(answer)
 
-        def on_frame(frame, rgb, detection, settings) -> None:  # worker thread
-            answer = self._locate_answer(frame, rgb, detection, settings, frame_id)
+        def on_frame(result, index: int) -> None:  # worker thread
+            answer = self._locate_answer(result, index, frame_id)
             self._node.call_on_executor(lambda: finish(answer))
 
         try:
@@ -118,10 +117,12 @@ class LocateService:
             return 'no images received on ' + ', '.join(c.image_topic for c in cameras)
         return f'the last image arrived {time.monotonic() - max(heard):.1f} s ago'
 
-    def _locate_answer(self, frame, rgb, det, settings, frame_id: str = ''):
-        """~/locate's response from one frame's detection (worker thread); its point in
+    def _locate_answer(self, result, index: int, frame_id: str = ''):
+        """~/locate's response from detection `index` of a FrameResult (worker thread); its
+        point, from the frame's geometry (measured once, with its camera's outputs), in
         `frame_id` where one is asked for."""
-        camera, header = frame.camera, frame.msg.header
+        frame, det, settings = result.frame, result.detections[index], result.settings
+        header = frame.msg.header
         response = Locate.Response(
             found=det.found,
             confidence=det.confidence,
@@ -129,27 +130,22 @@ class LocateService:
             header=header,
             peak_x=det.peak_x,
             peak_y=det.peak_y,
-            camera=camera.name,
+            camera=frame.camera.name,
         )
         response.point.header = header
-        depth = camera.depth
-        if det.found and depth is not None:
-            height, width = rgb.shape[:2]
-            (fields,) = depth.points_for(header, (width, height), [det], settings.outputs.depth)
-            response.has_point = fields['has_point']
-            response.point.point = fields['point']
+        geometry = result.geometry
+        point = geometry.points[index] if geometry is not None and det.found else None
         tf_failed = ''
-        if response.has_point and frame_id and frame_id != header.frame_id:
+        if point is not None and frame_id and frame_id != header.frame_id:
             try:
-                pose = self._node.transforms.lookup(frame_id, header.frame_id, header.stamp)
-            except TransformUnavailable as exc:
-                response.has_point, tf_failed = False, f'; no point: {exc}'
-            else:
-                p = fields['point']
-                x, y, z = apply_transform((p.x, p.y, p.z), *pose)
+                point = geometry.point_in(index, frame_id)
                 # A header of its own: response.header stays the frame's.
                 response.point.header = Header(stamp=header.stamp, frame_id=frame_id)
-                response.point.point = Point(x=x, y=y, z=z)
+            except TransformUnavailable as exc:
+                point, tf_failed = None, f'; no point: {exc}'
+        if point is not None:
+            response.has_point = True
+            response.point.point = Point(x=point[0], y=point[1], z=point[2])
         response.held = det.held
         if det.held:
             response.message = (

@@ -1,14 +1,15 @@
 """The node's memory of sightings (gem_ros.memory) in ROS: fed by every camera's frames,
 ~/recall answered from it, ~/memory_markers drawn from it, memory_file kept.
 
-    memory = NodeMemory(node, transforms, MemorySettings(...))   # memory_frame set
-    memory.observe(camera.name, header, detections, frame_points)  # worker thread, per frame
-    memory.recall(request, response)                               # ~/recall, executor
-    memory.close()                                                 # saves memory_file
+    memory = NodeMemory(node, MemorySettings(...))      # memory_frame set
+    memory.observe(camera.name, header, result)         # worker thread, a FrameResult
+    memory.recall(request, response)                    # ~/recall, executor
+    memory.close()                                      # saves memory_file
 
-Each frame's camera-frame points go to memory_frame through TF at the frame's stamp (one
-lookup, bounded by tf_timeout; the target_frame's transform is reused when the frames are the
-same). A frame whose transform is unavailable adds nothing, with a throttled warning.
+Each frame's camera-frame points (its FrameResult's geometry, measured once) go to
+memory_frame through TF at the frame's stamp (the geometry's lookup, bounded by tf_timeout,
+made once per frame and TF frame whoever asks: target_frame's, ~/locate's, the memory's). A
+frame whose transform is unavailable adds nothing, with a throttled warning.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ def stamp_s(stamp) -> float:
 
 
 class NodeMemory:
-    def __init__(self, node, transforms, settings: MemorySettings):
+    def __init__(self, node, settings: MemorySettings):
         self._node = node
         self._log = node._log  # the node's throttled log
-        self._transforms = transforms
         self.frame = settings.frame
         self.memory = SightingMemory(
             settings.frame,
@@ -128,14 +128,15 @@ class NodeMemory:
         return self._node.get_clock().now().nanoseconds * 1e-9
 
     # --- worker thread --------------------------------------------------------------------
-    def observe(self, camera: str, header, detections, frame_points) -> None:
-        """One frame's sightings (found queries with a point) and misses (absent queries
-        whose places were in view)."""
-        if not any(p is not None for p in frame_points.points) and frame_points.view is None:
+    def observe(self, camera: str, header, result) -> None:
+        """One frame's sightings (its published queries found, with a point) and misses
+        (absent ones whose places were in view), from its FrameResult's geometry."""
+        geometry = result.geometry
+        points = geometry.points[: result.active]
+        if not any(p is not None for p in points) and geometry.view is None:
             return  # no depth for this frame: no evidence either way
-        reused = frame_points.transform if frame_points.target_frame == self.frame else None
         try:
-            to_memory = reused or self._transforms.lookup(self.frame, header.frame_id, header.stamp)
+            to_memory = geometry.pose_to(self.frame)  # the target points' lookup, if the same
         except TransformUnavailable as exc:
             self._log('warning', 'memory tf', f'{exc}; no sightings from this frame', LOG_PERIOD_S)
             return
@@ -149,10 +150,7 @@ class NodeMemory:
                 f'({self.memory.ttl_s:g} s): their sightings expire at once (use_sim_time?)',
                 LOG_PERIOD_S,
             )
-        observe(
-            self.memory, camera, stamp, detections, frame_points.points, to_memory,
-            frame_points.view,
-        )  # fmt: skip
+        observe(self.memory, camera, stamp, result.published, points, to_memory, geometry.view)
 
     # --- executor thread ------------------------------------------------------------------
     def recall(self, request, response):
@@ -298,13 +296,12 @@ def _pose(x: float, y: float, z: float) -> Pose:
     return pose
 
 
-def memory_from_parameters(node, transforms, value) -> NodeMemory | None:
+def memory_from_parameters(node, value) -> NodeMemory | None:
     """The node's memory, where memory_frame is set (value(name): a parameter's value)."""
     if not value('memory_frame'):
         return None
     return NodeMemory(
         node,
-        transforms,
         MemorySettings(
             frame=value('memory_frame'),
             radius=value('memory_radius'),

@@ -74,7 +74,8 @@ class GemNode(CompatNode):
         self._engine = Engine(
             self._log,
             lambda frame, max_pixels: self.frames.convert(frame, max_pixels),
-            lambda *result: self.frames.publish(*result),
+            lambda result: self.frames.publish(result),
+            measure=lambda result: self.frames.measure(result),
             on_load_failed=lambda s: self.call_on_executor(lambda: self._after_failed_load(s)),
             local_weights_hint=LOCAL_WEIGHTS,
         )
@@ -85,9 +86,7 @@ class GemNode(CompatNode):
         self.transforms = None
         if self.get_parameter('target_frame').value or self.get_parameter('memory_frame').value:
             self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
-        self.memory = memory_from_parameters(
-            self, self.transforms, lambda name: self.get_parameter(name).value
-        )
+        self.memory = memory_from_parameters(self, lambda name: self.get_parameter(name).value)
         self.frames = CameraFrames(
             self,
             self._engine,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import importlib
 
+from gem_ros.geometry import TransformUnavailable
+
+__all__ = ['INSTALL_HINT', 'TransformUnavailable', 'Transforms', 'tf2_missing']
+
 INSTALL_HINT = (
     'install tf2_ros: `bash ../shared/ros-tf2/install.sh VENV` (scripts/setup.sh does this '
     'where the bundle is), or ros-$ROS_DISTRO-tf2-ros in a ROS installation'
 )
-
-
-class TransformUnavailable(RuntimeError):
-    """No transform between two frames at a stamp, with tf2's reason."""
 
 
 def tf2_missing():
