@@ -248,7 +248,7 @@ def cameras_batched(model_source, seconds: float) -> dict:
     settings = ModelSettings(model=model_source[0], pretrained=model_source[1], device=DEVICE)
     frames = [_image(seed, (480, 640)) for seed in range(3)]
 
-    def run(streams_per_engine: list) -> float:
+    def run(cameras_per_engine: list) -> float:
         count = [0]
         lock = threading.Lock()
 
@@ -257,7 +257,7 @@ def cameras_batched(model_source, seconds: float) -> dict:
                 count[0] += 1
 
         engines = []
-        for _ in streams_per_engine:
+        for _ in cameras_per_engine:
             engine = Engine(
                 ThrottledLog(logging.getLogger("gpu-check-cameras"), 5.0),
                 convert=lambda frame, max_pixels: frame,
@@ -276,9 +276,9 @@ def cameras_batched(model_source, seconds: float) -> dict:
                     started, first = now, count[0]
                 if started is not None and now > started + seconds:
                     return (count[0] - first) / (now - started)
-                for engine, streams in zip(engines, streams_per_engine):
-                    for i, stream in enumerate(streams):
-                        engine.offer(frames[i % 3], stream)
+                for engine, cameras in zip(engines, cameras_per_engine):
+                    for i, camera in enumerate(cameras):
+                        engine.offer(frames[i % 3], camera)
                 time.sleep(0.002)
         finally:
             for engine in engines:

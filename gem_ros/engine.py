@@ -7,7 +7,7 @@
     engine.close()
 
 The parts, one job each:
-- query_book.py: the active queries (shared, or a stream's own) and the questions waiting
+- query_book.py: the active queries (shared, or a camera's own) and the questions waiting
   ("is there a red mug?", the node's ~/locate), which the next frame runs alongside the
   active queries (each query's outputs are its own) and answers through their callbacks;
 - model_slot.py: the model in use, and the loader thread that builds the next one (text
@@ -96,12 +96,12 @@ class Engine:
         """The shared queries."""
         return self._queries.shared
 
-    def queries_of(self, stream: str) -> list[str]:
-        """The queries frames of `stream` are run with: its own, or the shared ones."""
-        return self._queries.of(stream)
+    def queries_of(self, camera: str) -> list[str]:
+        """The queries frames of `camera` are run with: its own, or the shared ones."""
+        return self._queries.of(camera)
 
-    def has_own_queries(self, stream: str) -> bool:
-        return self._queries.has_own(stream)
+    def has_own_queries(self, camera: str) -> bool:
+        return self._queries.has_own(camera)
 
     @property
     def loaded(self) -> Optional[ModelSettings]:
@@ -113,11 +113,11 @@ class Engine:
 
     @property
     def dropped(self) -> int:
-        """Frames replaced by a newer one of their stream before a stage took them."""
+        """Frames replaced by a newer one of their camera before a stage took them."""
         return self._stages.dropped
 
-    def dropped_of(self, stream: str) -> int:
-        return self._stages.dropped_of(stream)
+    def dropped_of(self, camera: str) -> int:
+        return self._stages.dropped_of(camera)
 
     @property
     def in_flight(self) -> Optional[list]:
@@ -168,21 +168,21 @@ class Engine:
         model = self._slot.model
         return model.check_queries(queries) if model is not None else gem.check_queries(queries)
 
-    def set_queries(self, queries, stream: Optional[str] = None) -> bool:
+    def set_queries(self, queries, camera: Optional[str] = None) -> bool:
         """Check and activate `queries` (QueryError, and the active ones kept, otherwise):
-        the shared ones, or with `stream` that stream's own (None for queries: the stream
-        uses the shared ones again); whether what that stream (or the shared list) runs
+        the shared ones, or with `camera` that camera's own (None for queries: the camera
+        uses the shared ones again); whether what that camera (or the shared list) runs
         changed."""
         checked = self.check_queries(queries) if queries is not None else None
-        return self._queries.set(checked, stream)
+        return self._queries.set(checked, camera)
 
-    def ask(self, query: str, answer: Callable, stream: Optional[str] = None) -> Ask:
-        """Have the next processed frame (of `stream`; None: the best view of any) answer
+    def ask(self, query: str, answer: Callable, camera: Optional[str] = None) -> Ask:
+        """Have the next processed frame (of `camera`; None: the best view of any) answer
         `query` (checked: QueryError otherwise) through answer(result, index): the frame's
         FrameResult and the index of the query's detection, called once on the worker thread.
         RuntimeError when MAX_ASKS questions are already waiting."""
         (query,) = self.check_queries([query])  # QueryError for a blank one
-        return self._queries.ask(query, answer, stream)
+        return self._queries.ask(query, answer, camera)
 
     def withdraw(self, request: Ask) -> bool:
         """Take back a question not answered yet (e.g. its caller timed out); whether it was
@@ -190,20 +190,20 @@ class Engine:
         return self._queries.withdraw(request)
 
     # --- frames ---------------------------------------------------------------------------
-    def offer(self, frame, stream: str = '') -> Optional[str]:
-        """Hand a frame of `stream` (a camera) to the worker, replacing that stream's frame
+    def offer(self, frame, camera: str = '') -> Optional[str]:
+        """Hand a frame of `camera` to the worker, replacing that camera's frame
         not taken yet; or why it was skipped."""
-        if not self._queries.wanted(stream):
+        if not self._queries.wanted(camera):
             return 'no active queries'
         if self._slot.model is None:
             return 'no model loaded yet'
-        self._stages.put(stream, frame)
+        self._stages.put(camera, frame)
         return None
 
-    def process(self, frame, stream: str = '') -> Optional[str]:
+    def process(self, frame, camera: str = '') -> Optional[str]:
         """Offline: run one frame through the three stages on this thread (never dropped, no
         rate limit); why it gave no result, or None when it was published."""
-        return self._processor.process(frame, stream, self.settings)
+        return self._processor.process(frame, camera, self.settings)
 
     # --- models ---------------------------------------------------------------------------
     def request_model(self, settings: ModelSettings) -> None:

@@ -1,5 +1,5 @@
 """What one frame goes through, with no threads and no ROS: conversion, the model (with the
-active queries and the questions it answers), presence held over a stream's frames, and the
+active queries and the questions it answers), presence held over a camera's frames, and the
 hand-over to the caller: each frame's `FrameResult` measured once (the caller's `measure`:
 depth, points, TF), then published, then the questions answered from it. The engine's stages
 run it step by step on their threads; offline (`gem-ros bag`) `process` runs it whole on the
@@ -54,7 +54,7 @@ class FrameProcessor:
         self.processed = 0
         self.last_result_time: Optional[float] = None  # time.monotonic() of the last result
         self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
-        self._holds: dict = {}  # stream -> PresenceHold, touched by the publish stage only
+        self._holds: dict = {}  # camera -> PresenceHold, touched by the publish stage only
         self._reduced_sizes: set = set()
         # The model input shapes of recent frames, newest last: a new model's graphs are built
         # for them before it serves (backends onnxruntime and tensorrt). The inference stage
@@ -69,10 +69,10 @@ class FrameProcessor:
             out.append(self._latencies.popleft())
         return out
 
-    def process(self, frame, stream: str, settings) -> Optional[str]:
+    def process(self, frame, camera: str, settings) -> Optional[str]:
         """Offline: one frame through conversion, inference and publishing on this thread;
         why it gave no result, or None when it was published."""
-        converted, why = self.convert_all([(stream, frame)], settings)
+        converted, why = self.convert_all([(camera, frame)], settings)
         if why:
             return why[0]
         batch, why = self.infer(converted, settings)
@@ -81,12 +81,12 @@ class FrameProcessor:
         return self.publish_all(batch, isolate=False)[0]
 
     def convert_all(self, frames: list, settings: 'RunSettings') -> tuple[list, list]:
-        """[(stream, frame)] -> ([(stream, frame, rgb)] of those converted, [why not] of the
+        """[(camera, frame)] -> ([(camera, frame, rgb)] of those converted, [why not] of the
         others, each logged)."""
         converted, why = [], []
-        for stream, frame in frames:
+        for camera, frame in frames:
             try:
-                converted.append((stream, frame, self._convert(frame, settings.max_image_pixels)))
+                converted.append((camera, frame, self._convert(frame, settings.max_image_pixels)))
             except ValueError as exc:
                 self._log('error', f'bad frame: {error_kind(exc)}', f'bad frame: {exc}')
                 why.append(f'bad frame: {exc}')
@@ -98,7 +98,7 @@ class FrameProcessor:
         return converted, why
 
     def infer(self, ready: list, settings: 'RunSettings') -> tuple[Optional['Batch'], list]:
-        """The newest converted frame of each waiting stream, [(stream, frame, rgb)]: checked
+        """The newest converted frame of each waiting camera, [(camera, frame, rgb)]: checked
         against the budgets and run as one forward per input shape (GemModel.locate_batch);
         (the batch to publish, or None, and why frames gave no result)."""
         model = self.slot.model
@@ -107,7 +107,7 @@ class FrameProcessor:
             return None, ['no model loaded']
         frame_settings = settings.frame
         runnable, why = [], []
-        for stream, frame, rgb in ready:
+        for camera, frame, rgb in ready:
             height, width = rgb.shape[:2]
             try:
                 shape = model.input_shape(
@@ -124,10 +124,10 @@ class FrameProcessor:
                 self._served_shapes.move_to_end(shape)
                 while len(self._served_shapes) > SHAPES_PREPARED:
                     self._served_shapes.popitem(last=False)
-            runnable.append((stream, frame, rgb))
+            runnable.append((camera, frame, rgb))
         if not runnable:
             return None, why
-        active = {stream: own.get(stream, shared) for stream, _, _ in runnable}
+        active = {camera: own.get(camera, shared) for camera, _, _ in runnable}
         asks, extra = self._queries.take_asks(active)
         if not asks and not any(active.values()):
             return None, why + ['no active queries'] * len(runnable)
@@ -140,7 +140,7 @@ class FrameProcessor:
             )
             detections = model.locate_batch(
                 [rgb for _, _, rgb in runnable],
-                [active[stream] + extra[stream] for stream, _, _ in runnable],
+                [active[camera] + extra[camera] for camera, _, _ in runnable],
                 **arguments,
                 return_patch_logits=self.want_patch_logits,
                 # A CPU gains no speed from a batch, only its activations' memory (ViT-B-16
@@ -176,7 +176,7 @@ class FrameProcessor:
                 )
                 why.append('non-finite similarities')
                 continue
-            self._decide_presence(result.stream, detections, result.active, batch.settings)
+            self._decide_presence(result.camera, detections, result.active, batch.settings)
             self.processed += 1
             self._latencies.append(result.seconds)
             self.last_result_time = time.monotonic()
@@ -191,7 +191,7 @@ class FrameProcessor:
             except Exception as exc:
                 if not isolate:
                     raise
-                self._log('error', 'publish', f'publishing a frame of {result.stream!r} failed: '
+                self._log('error', 'publish', f'publishing a frame of {result.camera!r} failed: '
                           f'{type(exc).__name__}: {exc}')  # fmt: skip
                 why.append(f'publish failed: {exc}')
                 continue
@@ -199,28 +199,28 @@ class FrameProcessor:
         self._answer(batch.asks, answered)
         return why
 
-    def _decide_presence(self, stream: str, detections: list, active: int, settings) -> None:
-        """With held presence: the stream's active queries decided by its PresenceHold (reset
+    def _decide_presence(self, camera: str, detections: list, active: int, settings) -> None:
+        """With held presence: the camera's active queries decided by its PresenceHold (reset
         when its queries change, gem_ros.gem.hold), the questions' by this frame at the
         presence threshold itself (the model judged them at the lower one)."""
         if settings.hold is None:
-            self._holds.pop(stream, None)
+            self._holds.pop(camera, None)
             return
-        self._holds.setdefault(stream, PresenceHold()).update(detections[:active], settings.hold)
+        self._holds.setdefault(camera, PresenceHold()).update(detections[:active], settings.hold)
         for det in detections[active:]:
             if det.found and det.confidence < settings.hold.threshold:
                 det.mark_absent(det.confidence)
 
     def _answer(self, asks: list[Ask], answered: list[FrameResult]) -> None:
-        """Each question by the best view of its stream (or of any): found first, then the
-        highest confidence, then the highest score; put back when no frame of its stream
+        """Each question by the best view of its camera (or of any): found first, then the
+        highest confidence, then the highest score; put back when no frame of its camera
         gave a result."""
         left = []
         for request in asks:
             views = [
                 (result, result.index_of(request.query))
                 for result in answered
-                if request.stream is None or request.stream == result.stream
+                if request.camera is None or request.camera == result.camera
             ]
             if not views:
                 left.append(request)

@@ -2,7 +2,7 @@
 the answers to `~/locate`, the memory of sightings (and later consumers), with the frame's
 geometry measured once.
 
-    result = FrameResult(stream, frame, rgb, detections, active, seconds, settings)
+    result = FrameResult(camera, frame, rgb, detections, active, seconds, settings)
     result.geometry = FrameGeometry(tf_frame, points, view, lookup)   # the host measures it
     xyz = result.geometry.point_in(i, 'map')     # detection i's point in a TF frame, or raises
 
@@ -71,10 +71,10 @@ class FrameGeometry:
 
 @dataclass
 class FrameResult:
-    """One processed frame. detections: the stream's active queries' first (`active` of them,
+    """One processed frame. detections: the camera's active queries' first (`active` of them,
     what is published), then the questions' that were not among them."""
 
-    stream: str
+    camera: str
     frame: object  # the host's frame: the node's camera Frame, the bag tool's message
     rgb: object  # the RGB image the model saw (numpy, or a tensor on the GPU)
     detections: list
@@ -85,7 +85,7 @@ class FrameResult:
 
     @property
     def published(self) -> list:
-        """The detections of the stream's active queries (what its topics carry)."""
+        """The detections of the camera's active queries (what its topics carry)."""
         return self.detections[: self.active]
 
     def index_of(self, query: str) -> int:

@@ -139,12 +139,12 @@ def _short(entry: dict) -> str:
 
 
 class SightingMemory:
-    """Places per query in `frame`; thread-safe (the node's worker feeds it, its executor
-    answers ~/recall from it)."""
+    """Places per query in the TF frame `tf_frame`; thread-safe (the node's worker feeds it,
+    its executor answers ~/recall from it)."""
 
     def __init__(
         self,
-        frame: str,
+        tf_frame: str,
         radius: float = 0.15,
         ttl_s: float = 600.0,
         max_per_query: int = 16,
@@ -152,14 +152,14 @@ class SightingMemory:
         miss_limit: int = 5,
         visibility_margin: Optional[float] = None,
     ):
-        if not frame:
-            raise ValueError('a memory needs a frame')
+        if not tf_frame:
+            raise ValueError('a memory needs a TF frame')
         if not (radius > 0 and ttl_s > 0 and max_per_query >= 1 and max_places >= 1):
             raise ValueError(
                 f'bad memory budget: radius {radius}, ttl_s {ttl_s}, '
                 f'max_per_query {max_per_query}, max_places {max_places}'
             )
-        self.frame = frame
+        self.tf_frame = tf_frame
         self.radius = radius
         self.ttl_s = ttl_s
         self.max_per_query = max_per_query
@@ -270,7 +270,7 @@ class SightingMemory:
             content = {
                 'format': FILE_FORMAT,
                 'version': FILE_VERSION,
-                'frame': self.frame,
+                'frame': self.tf_frame,
                 'places': [asdict(p) for ps in self._places.values() for p in ps],
             }
         write_atomically(Path(path), json.dumps(content), SIGNATURES)
@@ -289,16 +289,17 @@ class SightingMemory:
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise MemoryFileError(f'{path} is over {MAX_FILE_BYTES >> 20} MiB')
             content = json.loads(path.read_text())
-            frame, version, entries = content['frame'], content['version'], content['places']
+            tf_frame, version = content['frame'], content['version']
+            entries = content['places']
         except MemoryFileError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise MemoryFileError(f'{path} cannot be read: {type(exc).__name__}: {exc}') from exc
         if version != FILE_VERSION:
             raise MemoryFileError(f'{path} is version {version!r}, not {FILE_VERSION}')
-        if frame != self.frame:
+        if tf_frame != self.tf_frame:
             raise MemoryFileError(
-                f'{path} holds places in frame {frame!r}, not memory_frame {self.frame!r}'
+                f'{path} holds places in frame {tf_frame!r}, not memory_frame {self.tf_frame!r}'
             )
         if not isinstance(entries, list):
             raise MemoryFileError(f'{path}: places is a {type(entries).__name__}, not a list')

@@ -17,7 +17,7 @@ class RunSettings:
     frame: FrameSettings = field(default_factory=FrameSettings)
     max_image_pixels: int = 3840 * 2160
     max_rate_hz: float = 0.0  # 0 = unlimited
-    # Presence held over each stream's frames (gem_ros.gem.hold); None = each frame decides.
+    # Presence held over each camera's frames (gem_ros.gem.hold); None = each frame decides.
     hold: Optional[HoldRule] = None
     # The caller's own per-frame output settings (the node's: mask format, overlay, depth),
     # carried with the frame to its publish, so one frame never mixes two changes.

@@ -1,13 +1,13 @@
 """The frame path's three stage threads, with no ROS: convert -> inference -> publish, so
 that the model runs frame k+1 while frame k is published.
 
-- `convert` takes the newest frame of every stream (camera) that has one, at most
+- `convert` takes the newest frame of every camera that has one, at most
   max_rate_hz, and converts it (decoding); the cycle's frames go on together;
 - `inference` runs the model on the converted frames (FrameProcessor.infer): one forward
   per settings value, a batch on a GPU, frame by frame on a CPU;
 - `publish` hands each frame's detections on and answers the questions.
 
-Hand-overs are bounded: one slot per stream before conversion and before inference (newest
+Hand-overs are bounded: one slot per camera before conversion and before inference (newest
 wins, counted as dropped), one batch of results before publishing (the model waits for the
 publisher). Every frame taken is tracked until it leaves the path, so that a stop can say
 which frame was in flight and whether it was finished.
@@ -37,7 +37,7 @@ class Stages:
         self._log, self._processor, self._queries = log, processor, queries
         self._settings, self._model, self._stop = settings, model, stop
         self._lock = threading.Lock()  # the tracking and the busy count
-        self._frames = LatestSlots()  # the newest frame of each stream (camera)
+        self._frames = LatestSlots()  # the newest frame of each camera
         self._converted = LatestSlots()
         self._results = LatestSlot()
         self._results_taken = threading.Event()  # the publisher took the batch waiting
@@ -62,9 +62,9 @@ class Stages:
         for thread in self._threads:
             thread.start()
 
-    def put(self, stream: str, frame) -> None:
-        """A stream's newest frame, replacing one not taken yet."""
-        self._frames.put(stream, frame)
+    def put(self, camera: str, frame) -> None:
+        """A camera's newest frame, replacing one not taken yet."""
+        self._frames.put(camera, frame)
 
     def clear(self) -> None:
         """Drop the frames not taken yet (unload)."""
@@ -76,11 +76,11 @@ class Stages:
 
     @property
     def dropped(self) -> int:
-        """Frames replaced by a newer one of their stream before a stage took them."""
+        """Frames replaced by a newer one of their camera before a stage took them."""
         return self._frames.total_replaced + self._converted.total_replaced
 
-    def dropped_of(self, stream: str) -> int:
-        return self._frames.replaced.get(stream, 0) + self._converted.replaced.get(stream, 0)
+    def dropped_of(self, camera: str) -> int:
+        return self._frames.replaced.get(camera, 0) + self._converted.replaced.get(camera, 0)
 
     @property
     def in_flight(self) -> Optional[list]:
@@ -137,7 +137,7 @@ class Stages:
         # One hand-over: the inference stage takes the cycle's frames together (a batch), not
         # the first of them alone as it wakes.
         replaced = self._converted.put_all(
-            [(stream, (frame, rgb, settings)) for stream, frame, rgb in converted]
+            [(camera, (frame, rgb, settings)) for camera, frame, rgb in converted]
         )
         for frame, _, _ in replaced:  # the model was busy: newest wins
             self.done([frame], finished=False)
@@ -235,15 +235,15 @@ class Stages:
 
 
 def by_settings(items: list) -> list[tuple['RunSettings', list]]:
-    """[(stream, (frame, rgb, settings))] -> [(settings, [(stream, frame, rgb)])]: one
+    """[(camera, (frame, rgb, settings))] -> [(settings, [(camera, frame, rgb)])]: one
     forward per settings value. Frames converted across a settings change keep the settings
     they started with; a snapshot rebuilt with the same values (a query change re-reads
     them all) does not split a cycle in two."""
     groups: list[tuple[RunSettings, list]] = []
-    for stream, (frame, rgb, settings) in items:
+    for camera, (frame, rgb, settings) in items:
         group = next((g for s, g in groups if s == settings), None)
         if group is None:
             group = []
             groups.append((settings, group))
-        group.append((stream, frame, rgb))
+        group.append((camera, frame, rgb))
     return groups

@@ -47,8 +47,8 @@ class LatestSlot:
 
 
 class LatestSlots:
-    """LatestSlot per key (a camera stream): a put replaces only its own key's item, and a
-    take hands over every waiting item at once, so the next cycle serves each stream's
+    """LatestSlot per key (a camera): a put replaces only its own key's item, and a
+    take hands over every waiting item at once, so the next cycle serves each camera's
     newest item, whatever rate the others put at (a 30 Hz camera never starves a 1 Hz one).
     Replaced items are counted per key."""
 

@@ -41,9 +41,9 @@ BUGS = {
     ),
     'frames fail without vision_msgs (item 11)': (
         'gem_ros/ros/camera.py',
-        '        result = messages.gem_result(\n',
+        '        message = messages.gem_result(\n',
         '        messages.detection_array(header, detections, points)  # needs vision_msgs\n'
-        '        result = messages.gem_result(\n',
+        '        message = messages.gem_result(\n',
         ['test/test_node_cli.py::test_without_vision_msgs_the_node_says_so_and_runs'],
     ),
     'depth_min ignored': (
@@ -54,7 +54,7 @@ BUGS = {
     ),
     'depth_scale ignored': (
         'gem_ros/ros/depth_input.py',
-        'depth_msg.encoding, scale or None',
+        'depth_msg.encoding, settings.depth_scale or None',
         'depth_msg.encoding, None',
         ['test/test_node_depth.py::test_depth_scale_overrides_the_encodings_unit'],
     ),
@@ -162,28 +162,26 @@ BUGS = {
     # Issue 27: cameras.
     "every camera's frames published on the first camera's topics": (
         'gem_ros/ros/camera_frames.py',
-        '        frame.camera.publish(frame.msg.header, rgb, detections, seconds, settings, '
-        'settings.outputs)',
-        '        next(iter(self.cameras.values())).publish(frame.msg.header, rgb, detections, '
-        'seconds, settings, settings.outputs)',
+        '        frame.camera.publish(result)',
+        '        next(iter(self.cameras.values())).publish(result)',
         ['test/test_cameras.py::test_each_camera_gets_its_own_results_with_its_frame_id'],
     ),
-    'one slot for every stream (the fast camera starves the slow one)': (
+    'one slot for every camera (the fast camera starves the slow one)': (
         'gem_ros/threads.py',
         '            replaced = self._items.get(key)\n            if key in self._items:',
         "            key = ''\n"
         '            replaced = self._items.get(key)\n            if key in self._items:',
-        ['test/test_engine.py::test_each_streams_newest_frame_is_served_and_none_starves'],
+        ['test/test_engine.py::test_each_cameras_newest_frame_is_served_and_none_starves'],
     ),
     'a question answered by any camera': (
         'gem_ros/frame_processor.py',
-        '                if request.stream is None or request.stream == stream',
+        '                if request.camera is None or request.camera == result.camera',
         '                if True',
-        ['test/test_engine.py::test_a_question_for_one_stream_is_answered_by_that_streams_frame'],
+        ['test/test_engine.py::test_a_question_for_one_camera_is_answered_by_that_cameras_frame'],
     ),
     'locate does not name its camera': (
         'gem_ros/ros/locate_service.py',
-        '            camera=camera.name,\n',
+        '            camera=frame.camera.name,\n',
         '',
         ['test/test_cameras.py::test_locate_through_one_camera_or_the_best_view'],
     ),
@@ -194,32 +192,32 @@ BUGS = {
         ['test/test_cameras.py::test_diagnostics_has_a_status_per_camera'],
     ),
     'a batch across input shapes': (
-        'gem_ros/gem/model.py',
-        '            groups.setdefault(shape, []).append(i)',
-        '            groups.setdefault(0, []).append(i)',
+        'gem_ros/gem/locating.py',
+        '        groups.setdefault(shape, []).append(i)',
+        '        groups.setdefault(0, []).append(i)',
         ['test/test_gem_core.py::test_locate_batch_is_locate_per_image_in_one_forward_per_shape'],
     ),
     # Issue 37: four bugs the suite passed before.
     'locate across cameras picks the lowest confidence': (
         'gem_ros/frame_processor.py',
-        'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
-        'max(views, key=lambda v: (v[3].found, -v[3].confidence, v[3].score))',
+        'return det.found, det.confidence, det.score',
+        'return det.found, -det.confidence, det.score',
         [
-            'test/test_engine.py::test_a_question_for_any_stream_gets_the_view_of_highest_confidence',
+            'test/test_engine.py::test_a_question_for_any_camera_gets_the_view_of_highest_confidence',
             'test/test_node_presence.py::'
             'test_locate_across_cameras_answers_from_the_camera_that_sees_the_thing',
         ],
     ),
     'locate across cameras picks the worst view': (
         'gem_ros/frame_processor.py',
-        'max(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
-        'min(views, key=lambda v: (v[3].found, v[3].confidence, v[3].score))',
+        'request.answer(*max(views, key=rank))',
+        'request.answer(*min(views, key=rank))',
         [
             'test/test_node_presence.py::'
             'test_locate_across_cameras_answers_from_the_camera_that_sees_the_thing',
         ],
     ),
-    'a stream slot keeps its oldest frame': (
+    'a camera slot keeps its oldest frame': (
         'gem_ros/threads.py',
         '            self._items[key] = item\n            self._cond.notify()\n'
         '            return replaced',
@@ -227,7 +225,7 @@ BUGS = {
         '            return replaced',
         [
             'test/test_engine.py::'
-            'test_a_streams_slot_keeps_its_newest_frame_and_counts_the_one_replaced',
+            'test_a_cameras_slot_keeps_its_newest_frame_and_counts_the_one_replaced',
         ],
     ),
     'expiry keeps the stale place and drops the fresh': (
@@ -242,10 +240,9 @@ BUGS = {
     ),
     'a cycle published under its first frame': (
         'gem_ros/frame_processor.py',
-        '                self._publish(frame, rgb, detections[:active], batch.seconds, '
-        'batch.settings)',
-        '                self._publish(batch.frames[0][1], rgb, detections[:active], batch.seconds,'
-        ' batch.settings)',
+        '                    self._publish(result)',
+        '                    result.frame = batch.results[0].frame\n'
+        '                    self._publish(result)',
         [
             'test/test_cameras.py::'
             'test_the_frames_of_one_cycle_are_each_published_under_their_own_header',

@@ -255,7 +255,7 @@ def test_a_snapshot_rebuilt_with_the_same_values_does_not_split_a_cycle():
     assert first is not same
     items = [("a", ("fa", "ra", first)), ("b", ("fb", "rb", same)), ("c", ("fc", "rc", other))]
     groups = by_settings(items)
-    assert [(s, [stream for stream, _, _ in g]) for s, g in groups] == [
+    assert [(s, [camera for camera, _, _ in g]) for s, g in groups] == [
         (first, ["a", "b"]),
         (other, ["c"]),
     ]
@@ -373,28 +373,28 @@ def test_while_a_new_model_loads_the_old_one_serves_frames_and_new_queries():
         assert rig.engine.close()
 
 
-# --- several streams (cameras), one model ---------------------------------------------------
+# --- several cameras, one model ---------------------------------------------------
 
 
-def test_each_streams_newest_frame_is_served_and_none_starves(rig):
-    """A stream offering as fast as it can never starves one offering once: each cycle takes
-    the newest frame of every stream that has one waiting (a batch), so the single frame of
-    the slow stream is served, and frames are dropped per stream only."""
+def test_each_cameras_newest_frame_is_served_and_none_starves(rig):
+    """A camera offering as fast as it can never starves one offering once: each cycle takes
+    the newest frame of every camera that has one waiting (a batch), so the single frame of
+    the slow camera is served, and frames are dropped per camera only."""
     rig.engine.set_queries(["red"])
     rig.loaded()
     fast = np.zeros((48, 64, 3), np.uint8)
     slow = np.full((48, 64, 3), 200, np.uint8)
     stop = threading.Event()
 
-    def stream():
+    def camera():
         while not stop.is_set():
             rig.engine.offer(fast.copy(), "fast")
             time.sleep(0.001)
 
-    thread = threading.Thread(target=stream, daemon=True)
+    thread = threading.Thread(target=camera, daemon=True)
     thread.start()
     try:
-        rig.wait(lambda: len(rig.published) >= 3, "the fast stream served")
+        rig.wait(lambda: len(rig.published) >= 3, "the fast camera served")
         rig.engine.offer(slow, "slow")
         rig.wait(lambda: any(f is slow for f, _ in rig.published), "the slow frame served")
     finally:
@@ -405,10 +405,10 @@ def test_each_streams_newest_frame_is_served_and_none_starves(rig):
     assert rig.engine.dropped == rig.engine.dropped_of("fast")
 
 
-def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
-    """Frames of two streams in one cycle (held back by max_rate_hz until both wait): the
+def test_a_question_for_one_camera_is_answered_by_that_cameras_frame(rig):
+    """Frames of two cameras in one cycle (held back by max_rate_hz until both wait): the
     question for `right` is answered by right's frame even where left's is the better view;
-    a question for any stream gets the better one."""
+    a question for any camera gets the better one."""
     off = FrameSettings(presence="off")  # every query found: the score picks the best view
     rig.engine.update_settings(RunSettings(frame=off))
     rig.engine.set_queries(["red"])
@@ -433,9 +433,9 @@ def test_a_question_for_one_stream_is_answered_by_that_streams_frame(rig):
     assert answers["right"] is worse and answers["any"] is better
 
 
-def test_a_question_for_any_stream_gets_the_view_of_highest_confidence(rig):
+def test_a_question_for_any_camera_gets_the_view_of_highest_confidence(rig):
     """Presence on, every query found (presence_threshold 0) but with the confidence of its
-    own frame: the question for any stream is answered by the frame of higher confidence."""
+    own frame: the question for any camera is answered by the frame of higher confidence."""
     found = FrameSettings(presence_threshold=0.0)
     rig.engine.update_settings(RunSettings(frame=found))
     rig.engine.set_queries(["red"])
@@ -460,9 +460,9 @@ def test_a_question_for_any_stream_gets_the_view_of_highest_confidence(rig):
     assert det.found and frame is better, (confidence, det.confidence)
 
 
-def test_a_streams_slot_keeps_its_newest_frame_and_counts_the_one_replaced(rig):
-    """While a cycle is held (another stream's frame waits in its conversion), frames A then
-    B arrive on one stream: B is served, A never is, and one drop is counted for it."""
+def test_a_cameras_slot_keeps_its_newest_frame_and_counts_the_one_replaced(rig):
+    """While a cycle is held (another camera's frame waits in its conversion), frames A then
+    B arrive on one camera: B is served, A never is, and one drop is counted for it."""
     rig.engine.set_queries(["red"])
     rig.loaded()
     held, release = threading.Event(), threading.Event()
@@ -488,10 +488,10 @@ def test_a_streams_slot_keeps_its_newest_frame_and_counts_the_one_replaced(rig):
     assert rig.engine.dropped == 1
 
 
-def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
-    """Two streams' frames in one cycle (held back by max_rate_hz until both wait): `wrist`
+def test_a_camera_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
+    """Two cameras' frames in one cycle (held back by max_rate_hz until both wait): `wrist`
     runs its own queries, `head` the shared ones, each as locate alone gives them; once
-    wrist drops its own, it runs the shared ones again. A question for any stream reaches
+    wrist drops its own, it runs the shared ones again. A question for any camera reaches
     both frames whatever their queries."""
     rig.engine.set_queries(["red"])
     assert rig.engine.set_queries(["blue", "green"], "wrist")
@@ -531,7 +531,7 @@ def test_a_stream_with_queries_of_its_own_runs_them_in_the_same_cycle(rig):
 
 
 def test_a_publish_that_raises_costs_its_frame_only_and_the_questions_are_answered(rig):
-    """One stream's publish raises (not a ROS error): the other stream of the same cycle is
+    """One camera's publish raises (not a ROS error): the other camera of the same cycle is
     published and the cycle's question answered, at once, not at its timeout."""
     rig.engine.set_queries(["red"])
     rig.loaded()
@@ -557,7 +557,7 @@ def test_a_publish_that_raises_costs_its_frame_only_and_the_questions_are_answer
 
 
 def test_a_conversion_error_of_any_kind_costs_its_frame_only(rig):
-    """A conversion raising TypeError (not ValueError) for one stream: the other stream of
+    """A conversion raising TypeError (not ValueError) for one camera: the other camera of
     the cycle is converted and published, and nothing stays in flight."""
     rig.engine.set_queries(["red"])
     rig.loaded()

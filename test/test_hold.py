@@ -1,6 +1,6 @@
 """Held presence (gem_ros.gem.hold): found/absent decided over frames by hysteresis on the
 smoothed confidence, peaks smoothed while found, state per query and reset when the queries
-change; and the engine applying it per stream (its questions still decided by one frame)."""
+change; and the engine applying it per camera (its questions still decided by one frame)."""
 
 import numpy as np
 

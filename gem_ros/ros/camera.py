@@ -1,4 +1,4 @@
-"""One camera stream of gem_node: its topics in and out, its depth input, its rate gates and
+"""One camera of gem_node: its topics in and out, its depth input, its rate gates and
 its counts. The node has one per entry of its `cameras` parameter, all served by one engine
 and one model (the engine batches their newest frames); with `cameras` empty, one camera
 with no name, on the topics a single-camera node always had.

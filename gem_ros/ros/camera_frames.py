@@ -1,7 +1,7 @@
-"""The node's camera streams and the frames between them and the engine.
+"""The node's cameras and the frames between them and the engine.
 
 A frame's path through ROS: a camera's subscription calls `offer` (executor thread), which
-hands a `Frame` to the engine as that camera's stream; the engine's convert stage calls
+hands a `Frame` to the engine as that camera's; the engine's convert stage calls
 `convert` (the message to RGB) and its publish stage `measure` (the frame's geometry: depth,
 points, TF, once) and `publish` (the frame's own camera publishes its FrameResult, under its
 own header, and the memory observes it). Frames are taken only while started (the
@@ -44,7 +44,7 @@ class CameraFrames:
     def __init__(self, node, engine, names, use_depth: bool, log):
         """names: the `cameras` parameter's value (empty: one camera on `image`)."""
         self._node, self._engine, self._log = node, engine, log
-        # The camera streams, in the order named; one engine and one model serve them all.
+        # The cameras, in the order named; one engine and one model serve them all.
         self.cameras = {name: Camera(node, name, use_depth) for name in camera_names(names)}
         self.taking = False  # subscribed to the cameras (active)
         self._activation = 0  # counts starts and stops: which frames are current
@@ -73,7 +73,7 @@ class CameraFrames:
             camera.stop()
 
     def offer(self, camera: Camera, msg, to_rgb) -> None:
-        """A camera's frame (executor thread) to the engine, as that camera's stream."""
+        """A camera's frame (executor thread) to the engine, under that camera's name."""
         camera.last_frame_time = time.monotonic()
         camera.frames_in += 1
         # Patch grids are copied out of the model only when something reads them.

@@ -60,35 +60,35 @@ class LocateService:
                 'activated (lifecycle transition activate)'
             )
             return response
-        stream = request.camera.strip() or None
-        frame_id = request.frame.strip()
-        if frame_id and self._node.transforms is None:
+        camera = request.camera.strip() or None
+        tf_frame = request.frame.strip()
+        if tf_frame and self._node.transforms is None:
             missing = tf2_missing()
             if missing:
-                response.message = f'cannot give the point in {cut(frame_id, 40)!r}: {missing}'
+                response.message = f'cannot give the point in {cut(tf_frame, 40)!r}: {missing}'
                 return response
             # Listening from now on: TF's static transforms arrive while the frame is awaited.
             node = self._node
             node.transforms = Transforms(node, node.get_parameter('tf_timeout').value)
-        if stream is not None and stream not in self._cameras:
+        if camera is not None and camera not in self._cameras:
             response.message = (
-                f'no camera {cut(stream, 40)!r}: this node has '
+                f'no camera {cut(camera, 40)!r}: this node has '
                 + ', '.join(repr(c.name) for c in self._cameras.values())
                 + " (or '' for the best view of every camera)"
             )
             return response
-        answered = Future()
+        reply = Future()
 
         def finish(answer) -> None:  # executor thread only
-            if not answered.done():
-                answered.set_result(answer)
+            if not reply.done():
+                reply.set_result(answer)
 
         def on_frame(result, index: int) -> None:  # worker thread
-            answer = self._locate_answer(result, index, frame_id)
+            answer = self._locate_answer(result, index, tf_frame)
             self._node.call_on_executor(lambda: finish(answer))
 
         try:
-            ask = self._engine.ask(request.query, on_frame, stream)
+            ask = self._engine.ask(request.query, on_frame, camera)
         except (gem.QueryError, RuntimeError) as exc:
             response.message = cut(f'cannot locate {cut(request.query, 40)!r}: {exc}')
             self._log(
@@ -97,30 +97,30 @@ class LocateService:
             return response
         timer = self._node.create_timer(timeout, lambda: finish(None))
         try:
-            answer = await answered
+            answer = await reply
         finally:
             self._node.destroy_timer(timer)
         if answer is None:
             self._engine.withdraw(ask)
             response.message = (
-                f'no frame processed within {timeout:g} s: {self._why_no_frame(stream)}'
+                f'no frame processed within {timeout:g} s: {self._why_no_frame(camera)}'
             )
             return response
         return answer
 
-    def _why_no_frame(self, stream=None) -> str:
+    def _why_no_frame(self, camera=None) -> str:
         if self._engine.loaded is None:
             return 'no model loaded yet'
-        cameras = [c for c in self._cameras.values() if stream is None or c.name == stream]
+        cameras = [c for c in self._cameras.values() if camera is None or c.name == camera]
         heard = [c.last_frame_time for c in cameras if c.last_frame_time is not None]
         if not heard:
             return 'no images received on ' + ', '.join(c.image_topic for c in cameras)
         return f'the last image arrived {time.monotonic() - max(heard):.1f} s ago'
 
-    def _locate_answer(self, result, index: int, frame_id: str = ''):
+    def _locate_answer(self, result, index: int, tf_frame: str = ''):
         """~/locate's response from detection `index` of a FrameResult (worker thread); its
         point, from the frame's geometry (measured once, with its camera's outputs), in
-        `frame_id` where one is asked for."""
+        `tf_frame` where one is asked for."""
         frame, det, settings = result.frame, result.detections[index], result.settings
         header = frame.msg.header
         response = Locate.Response(
@@ -136,11 +136,11 @@ class LocateService:
         geometry = result.geometry
         point = geometry.points[index] if geometry is not None and det.found else None
         tf_failed = ''
-        if point is not None and frame_id and frame_id != header.frame_id:
+        if point is not None and tf_frame and tf_frame != header.frame_id:
             try:
-                point = geometry.point_in(index, frame_id)
+                point = geometry.point_in(index, tf_frame)
                 # A header of its own: response.header stays the frame's.
-                response.point.header = Header(stamp=header.stamp, frame_id=frame_id)
+                response.point.header = Header(stamp=header.stamp, frame_id=tf_frame)
             except TransformUnavailable as exc:
                 point, tf_failed = None, f'; no point: {exc}'
         if point is not None:

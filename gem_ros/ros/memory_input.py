@@ -43,7 +43,7 @@ MAX_DROPS_LOGGED = 10  # bad places of a memory file named one by one in the log
 
 @dataclass(frozen=True)
 class MemorySettings:
-    frame: str
+    tf_frame: str
     radius: float
     ttl_s: float
     max_per_query: int
@@ -60,9 +60,9 @@ class NodeMemory:
     def __init__(self, node, settings: MemorySettings):
         self._node = node
         self._log = node._log  # the node's throttled log
-        self.frame = settings.frame
+        self.tf_frame = settings.tf_frame
         self.memory = SightingMemory(
-            settings.frame,
+            settings.tf_frame,
             settings.radius,
             settings.ttl_s,
             settings.max_per_query,
@@ -82,7 +82,7 @@ class NodeMemory:
         self._markers_pub = node.create_publisher(MarkerArray, '~/memory_markers', 5)
         self._timer = node.create_timer(MARKERS_PERIOD_S, self._tick)
         node.get_logger().info(
-            f'memory of sightings in {self.frame!r}: radius {settings.radius} m, '
+            f'memory of sightings in {self.tf_frame!r}: radius {settings.radius} m, '
             f'ttl {settings.ttl_s:g} s, at most {settings.max_per_query} places per query and '
             f'{settings.max_places} in all'
             + (f', kept in {self._file}' if self._file and not self.file_problem else '')
@@ -136,7 +136,7 @@ class NodeMemory:
         if not any(p is not None for p in points) and geometry.view is None:
             return  # no depth for this frame: no evidence either way
         try:
-            to_memory = geometry.pose_to(self.frame)  # the target points' lookup, if the same
+            to_memory = geometry.pose_to(self.tf_frame)  # the target points' lookup, if the same
         except TransformUnavailable as exc:
             self._log('warning', 'memory tf', f'{exc}; no sightings from this frame', LOG_PERIOD_S)
             return
@@ -158,7 +158,7 @@ class NodeMemory:
         query = request.query.strip()
         now = self._now()
         places = self.memory.places(query, now) if query else []
-        response.places = PoseArray(header=Header(frame_id=self.frame))
+        response.places = PoseArray(header=Header(frame_id=self.tf_frame))
         response.places.header.stamp = self._node.get_clock().now().to_msg()
         if not places:
             response.seen = False
@@ -172,7 +172,7 @@ class NodeMemory:
         best = places[0]
         response.seen = True
         response.point = PointStamped(
-            header=Header(stamp=_time(best.last_seen), frame_id=self.frame),
+            header=Header(stamp=_time(best.last_seen), frame_id=self.tf_frame),
             point=Point(x=best.x, y=best.y, z=best.z),
         )
         response.age = float(max(now - best.last_seen, 0.0))
@@ -206,7 +206,7 @@ class NodeMemory:
         places = sorted(self.memory.all_places(), key=lambda p: (p.query, p.first_seen))
         if self._markers_pub.get_subscription_count() == 0:
             return
-        header = Header(frame_id=self.frame, stamp=self._node.get_clock().now().to_msg())
+        header = Header(frame_id=self.tf_frame, stamp=self._node.get_clock().now().to_msg())
         colours = dict(zip(*_colour_table(places)))
         markers, shown = [], set()
         for index, p in enumerate(places):
@@ -303,7 +303,7 @@ def memory_from_parameters(node, value) -> NodeMemory | None:
     return NodeMemory(
         node,
         MemorySettings(
-            frame=value('memory_frame'),
+            tf_frame=value('memory_frame'),
             radius=value('memory_radius'),
             ttl_s=value('memory_ttl_s'),
             max_per_query=value('memory_max_places_per_query'),
