@@ -196,6 +196,7 @@ class ModelSlot:
         if not hasattr(backend, 'prepare'):
             return
         backend.build_in_background = self._threads
+        backend.stop = self._stop  # a stopping engine kills an export in progress
         for shape in self._served_shapes():
             self._log.now(
                 'info',

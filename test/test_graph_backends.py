@@ -5,6 +5,7 @@ loader's thread while the running model serves, a new input size built in the ba
 and the small GPU fixes that can be checked without a GPU."""
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -24,6 +25,7 @@ from gem_ros.gem.backends import (
     bound_cache,
     onnxruntime_available,
 )
+from gem_ros.gem.export_apart import CHILD_NICE, export_apart
 from gem_ros.gem.graph_precision import node_precisions, to_mixed_fp16
 from gem_ros.gem.scclip import cdist_squared, squared_distances
 from gem_ros.settings import METHODS, ModelSettings
@@ -263,25 +265,66 @@ def _engine(served):
 
 
 def _export_after_a_frame(served, monkeypatch):
-    """The real export, once a frame has been served since it was called: a worker waiting
-    on the export would never serve one, and the wait would fail."""
-    real = backends.export_onnx
+    """The real export (the live path's: in a child process), once a frame has been served
+    since it was called: a worker waiting on the export would never serve one, and the wait
+    would fail."""
+    real = backends.export_apart
 
-    def export_onnx(*args, **kwargs):
+    def export_apart(*args, **kwargs):
         served.exporting.set()
         assert served.during_export.wait(60), 'no frame was served while the graph exported'
         served.exporting.clear()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(backends, 'export_onnx', export_onnx)
+    monkeypatch.setattr(backends, 'export_apart', export_apart)
+
+
+def test_the_live_path_exports_in_a_child_process_at_low_priority(tmp_path):
+    """Issue 38: the export of a serving node runs in a process of its own at lower priority
+    (in the node's it held the serving threads for seconds), and writes the graph and sidecar
+    an export in this process writes, and nothing else."""
+    import onnxruntime
+
+    model = _model()
+    here = export.export_onnx(model, tmp_path / 'here.onnx', (64, 96))
+    who = export_apart(model, tmp_path / 'apart.onnx', (64, 96))
+    assert who['pid'] != os.getpid() and who['nice'] >= min(19, os.nice(0) + CHILD_NICE)
+    assert json.loads((tmp_path / 'apart.json').read_text()) == here
+    pixels = {export.INPUT: np.random.default_rng(0).standard_normal((1, 3, 64, 96), np.float32)}
+    outputs = [
+        onnxruntime.InferenceSession(str(tmp_path / name)).run(None, pixels)
+        for name in ('here.onnx', 'apart.onnx')
+    ]
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'apart.json',
+        'apart.onnx',
+        'here.json',
+        'here.onnx',
+    ]
+
+
+def test_a_stopped_export_kills_its_child_and_leaves_no_file(tmp_path):
+    """A node stopping mid-export does not wait for the export: its child is killed, and no
+    weights, spec, log or half a graph is left in the cache."""
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(export.ExportError, match='stopped'):
+        export_apart(_model(), tmp_path / 'g.onnx', (64, 96), stop=stop)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.iterdir()) == []
 
 
 def _offer_until(engine, frame, done: threading.Event, timeout=120.0):
+    """A camera at 20 Hz (the tiny model takes less): the export's child, at lower priority,
+    gets what the serving process leaves of the cores."""
     deadline = time.monotonic() + timeout
     while not done.is_set():
         assert time.monotonic() < deadline, 'timed out offering frames'
         engine.offer(frame)
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
 def test_frames_are_answered_while_a_switch_to_onnxruntime_exports(tmp_path, monkeypatch):

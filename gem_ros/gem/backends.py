@@ -10,7 +10,9 @@
   own. CUDA only.
 
 Graphs and engines are built on the thread that loads the model, for the input sizes given to
-`prepare` (the loader passes the sizes the running model served). A frame of a size not built
+`prepare` (the loader passes the sizes the running model served); on a live path the export
+itself runs in a child process at low priority (gem_ros/gem/export_apart.py), which cannot
+hold the serving model's interpreter. A frame of a size not built
 yet is served by the torch path while that size builds on a thread of its own: an export and
 an engine build take minutes on a Jetson, and the node keeps answering meanwhile.
 
@@ -43,8 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from .export import INPUT as INPUT_NAME
-from .export import OPSET, export_onnx, versions
+from .export import OPSET, export_onnx, versions, weights_fingerprint
 from .export import OUTPUTS as OUTPUT_NAMES
+from .export_apart import export_apart
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +160,11 @@ class _GraphBackend:
     name = ""
     graph_precision = "fp32"
     # True on a live path (the engine's worker): a size first seen in a frame builds on a
-    # thread of its own, the torch path serving it meanwhile. False (offline callers, the
-    # CLI): it builds on the caller's thread, which waits.
+    # thread of its own, the torch path serving it meanwhile, and every export runs in a
+    # child process (export_apart). False (offline callers, the CLI): it builds on the
+    # caller's thread, which waits.
     build_in_background = False
+    stop: Optional[threading.Event] = None  # set by the live path's owner: exports give up
 
     def __init__(self, model, cache_dir: Optional[Path] = None, max_batch: int = MAX_BATCH):
         self._model = model
@@ -181,7 +186,7 @@ class _GraphBackend:
             "method": self._model.method,
             "settings": {k: getattr(settings, k) for k in GRAPH_SETTINGS[self._model.method]},
             "input": list(input_hw),
-            "weights": _weights_fingerprint(self._model),
+            "weights": weights_fingerprint(self._model),
             "precision": self.graph_precision,
             "opset": OPSET,
             "versions": versions(),
@@ -205,7 +210,10 @@ class _GraphBackend:
             path,
         )
         started = time.monotonic()
-        export_onnx(self._model, path, input_hw, self.graph_precision)  # whole, or nothing
+        if self.build_in_background:  # a live path: the model serving must not wait on it
+            export_apart(self._model, path, input_hw, self.graph_precision, self.stop)
+        else:
+            export_onnx(self._model, path, input_hw, self.graph_precision)  # whole, or nothing
         log.info("exported %s in %.1f s", path.name, time.monotonic() - started)
         bound_cache(self.cache_dir, keep={path, path.with_suffix(".json")})
         return path
@@ -610,16 +618,6 @@ def bound_cache(cache_dir: Path, keep: set = frozenset(), limit: Optional[int] =
                 size >> 20,
             )
     return deleted
-
-
-def _weights_fingerprint(model) -> str:
-    """A short hash of the visual weights: a graph is never reused for other weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.clip.visual.state_dict().items()):
-        digest.update(name.encode())
-        flat = tensor.detach().float().flatten()
-        digest.update(flat[:: max(1, flat.numel() // 64)].cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def make_backend(name: str, model, cache_dir: Optional[Path] = None):

@@ -17,6 +17,7 @@ A sidecar JSON next to the graph holds what is needed to use and reproduce it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -182,3 +183,13 @@ def _torchscript_exporter(export=None) -> dict:
     exporter and no keyword."""
     parameters = inspect.signature(export or torch.onnx.export).parameters
     return {"dynamo": False} if "dynamo" in parameters else {}
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of the visual weights: a graph is never reused for other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.clip.visual.state_dict().items()):
+        digest.update(name.encode())
+        flat = tensor.detach().float().flatten()
+        digest.update(flat[:: max(1, flat.numel() // 64)].cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
