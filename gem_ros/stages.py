@@ -42,6 +42,10 @@ class Stages:
         self._results = LatestSlot()
         self._results_taken = threading.Event()  # the publisher took the batch waiting
         self._results_taken.set()
+        self._handing_over = threading.Lock()
+        # The cores the model may use (torch's intra-op threads as the process started:
+        # OMP_NUM_THREADS where set); a CPU cycle's forwards share them (_side_by_side).
+        self._cores = _torch_threads()
         self._hurry = threading.Event()  # close without finishing the frames in flight
         self._wake = threading.Event()  # rate-limit waits end early on a settings change
         self._last_start = -1e9  # when the last frames were taken (max_rate_hz)
@@ -150,9 +154,44 @@ class Stages:
         if not items:
             return False
         for settings, ready in by_settings(items):
-            for forward in self._forwards(ready):
-                self._infer_and_hand_over(forward, settings)
+            forwards = self._forwards(ready)
+            if len(forwards) > 1 and self._cores > 1:
+                self._side_by_side(forwards, settings)
+                continue
+            for forward in forwards:
+                with _intra_op_threads(self._cores):
+                    self._infer_and_hand_over(forward, settings)
         return True
+
+    def _side_by_side(self, forwards: list, settings) -> None:
+        """A CPU cycle of several cameras' frames: up to one forward per core at once, each
+        with its share of the cores. A ViT's forward on one core is nearly twice as fast per
+        core as on two (its matrix products are small), so k forwards side by side finish
+        sooner than k in turn (benchmarks/cameras.py). Each hands its result over alone."""
+        errors: list = []
+
+        def run(forward, threads: int) -> None:
+            try:
+                with _intra_op_threads(threads):
+                    self._infer_and_hand_over(forward, settings)
+            except BaseException as exc:  # noqa: BLE001 - raised below, on the stage's thread
+                errors.append(exc)
+
+        for at in range(0, len(forwards), self._cores):
+            group = forwards[at : at + self._cores]
+            threads = max(1, self._cores // len(group))
+            helpers = [
+                threading.Thread(target=run, args=(f, threads), name='gem-inference-side',
+                                 daemon=True)
+                for f in group[1:]
+            ]  # fmt: skip
+            for helper in helpers:
+                helper.start()
+            run(group[0], threads)
+            for helper in helpers:
+                helper.join()
+        if errors:
+            raise errors[0]
 
     def _forwards(self, ready: list) -> list[list]:
         """A cycle's frames as the forwards that run them. A GPU runs a batch in about one
@@ -177,14 +216,16 @@ class Stages:
         if batch is None:
             self.done([frame for _, frame, _ in ready])
             return
-        # One batch waits for the publisher; the model goes on once it is taken.
-        while not self._results_taken.wait(POLL_S):
-            if self._hurry.is_set():
-                self._queries.put_back(batch.asks)
-                self.done([frame for _, frame, _ in ready], finished=False)
-                return
-        self._results_taken.clear()
-        self._results.put(batch)
+        # One batch waits for the publisher; the model goes on once it is taken. Forwards
+        # side by side hand over one at a time.
+        with self._handing_over:
+            while not self._results_taken.wait(POLL_S):
+                if self._hurry.is_set():
+                    self._queries.put_back(batch.asks)
+                    self.done([frame for _, frame, _ in ready], finished=False)
+                    return
+            self._results_taken.clear()
+            self._results.put(batch)
 
     def _publish_stage(self) -> bool:
         if self._hurry.is_set():
@@ -247,3 +288,20 @@ def by_settings(items: list) -> list[tuple['RunSettings', list]]:
             groups.append((settings, group))
         group.append((camera, frame, rgb))
     return groups
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int):
+    """torch's intra-op threads for the forwards of the calling thread (OpenMP's and MKL's
+    thread counts are the calling thread's own)."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    yield
