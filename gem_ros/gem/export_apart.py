@@ -1,13 +1,15 @@
 """A graph exported in a process of its own at low priority, for a model that serves meanwhile.
 
     export_apart(model, path, input_hw, precision, stop)   # the node's loader (or a build)
-    python -m gem_ros.gem.export_apart SPEC                 # the child it starts
+    python -m gem_ros.gem.export_child SPEC                 # the child it starts
 
-Why: torch.onnx.export traces in Python and runs its graph passes holding the interpreter
-lock for seconds at a time; in the node's process that held the stage threads of the model
-still serving (a switch to onnxruntime stopped results for 7.5 s on 2 cores, issue 38). The
-child has an interpreter of its own and runs at nice CHILD_NICE, so the serving process keeps
-its cores and the child takes what they leave.
+Why: in the node's process, torch.onnx.export (ViT-B-16 at 448, 2 cores) held the interpreter
+lock for up to 0.9 s at a time (a 5 ms probe thread's longest gaps: 0.93, 0.76, 0.57 s) and
+both cores for 8 s, beside the stage threads of the model still serving: a switch to
+onnxruntime left 2.5-3.1x the usual period between two results (benchmarks/backend_switch.py).
+The child has an interpreter of its own and runs at nice CHILD_NICE from its start, so the
+serving process keeps its cores and the child takes what they leave (the same probe beside
+export_apart: no gap over 0.01 s).
 
 The child builds the same model from its settings (random weights, no download), loads the
 parent's visual weights from a file the parent writes beside the graph, checks their
@@ -19,11 +21,10 @@ spec and log files are removed whatever happens.
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,8 +34,9 @@ from typing import Optional
 
 import torch
 
-from .export import ExportError, export_onnx, weights_fingerprint
+from .export import ExportError, weights_fingerprint
 
+CHILD_MODULE = "gem_ros.gem.export_child"  # what the child runs (it imports the loader)
 CHILD_NICE = 10  # CFS weight 110 against the node's 1024: about a tenth of a busy core
 POLL_S = 0.2
 LOG_TAIL = 2000  # characters of the child's output in an error
@@ -70,7 +72,7 @@ def export_apart(
         )
         with open(log, "wb") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(spec)],
+                [*_nice(), sys.executable, "-m", CHILD_MODULE, str(spec)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -106,43 +108,15 @@ def _wait(child: subprocess.Popen, stop: Optional[threading.Event]) -> int:
                 raise ExportError("the export was stopped (the node is stopping)") from None
 
 
+def _nice() -> list[str]:
+    """`nice -n CHILD_NICE`: the child is niced from its start, its imports (torch: seconds
+    of a core) included; where there is no `nice`, the child nices itself."""
+    command = shutil.which("nice")
+    return [command, "-n", str(CHILD_NICE)] if command else []
+
+
 def _child_env() -> dict:
     """This process's environment, with this gem_ros first on the child's path."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when its parent dies (a node killed mid-export
-    leaves no exporter behind)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent's stop still kills it
-
-
-def _child(spec_path: str) -> int:
-    _die_with_parent()
-    os.nice(CHILD_NICE)
-    from dataclasses import replace
-
-    from ..settings import ModelSettings
-    from .loading import load_model
-
-    spec = json.loads(Path(spec_path).read_text())
-    settings = replace(ModelSettings(**spec["settings"]), pretrained="none", backend="torch")
-    model = load_model(settings)
-    state = torch.load(spec["weights"], map_location=model.device, weights_only=True)
-    model.clip.visual.load_state_dict(state)
-    if weights_fingerprint(model) != spec["fingerprint"]:
-        print("the weights read back are not the parent's (fingerprint differs)", flush=True)
-        return 3
-    model.settings = ModelSettings(**spec["settings"])  # the sidecar's, as the parent's export
-    export_onnx(model, spec["out"], tuple(spec["input_hw"]), spec["precision"])
-    print(json.dumps({"pid": os.getpid(), "nice": os.nice(0)}), flush=True)  # the last line
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))
+    return {**os.environ, "PYTHONPATH": path, "GEM_ROS_EXPORT_NICED": "1" if _nice() else ""}
