@@ -62,11 +62,13 @@ class Engine:
         local_weights_hint: str = gem.ModelLoadError.PYTHON,
         threads: bool = True,
         measure: Optional[Callable] = None,
+        consume: Optional[Callable] = None,
     ):
         """convert(frame, max_image_pixels) -> RGB uint8 array, ValueError for a bad frame;
         publish(result): a frame's FrameResult (gem_ros/frame_result.py), its `published`
         detections the active queries'; measure(result) -> its FrameGeometry or None, once per
-        frame before publish and the answers read it;
+        frame before publish and the answers read it; consume(result): every frame's result
+        after its publish, published or not (the memory, the map of dense features);
         on_load_failed(settings): a requested model could not be loaded (worker or loader
         thread: hand it to your own thread if it needs one); local_weights_hint: how the
         caller's users pass a local weights file, for the missing-weights message;
@@ -77,7 +79,9 @@ class Engine:
         self._stop = threading.Event()
         # What a frame goes through (the offline process() runs it whole), the stage threads
         # that carry it, and the model it runs on, with its loader thread.
-        self._processor = FrameProcessor(log, convert, publish, self._queries, self._done, measure)
+        self._processor = FrameProcessor(
+            log, convert, publish, self._queries, self._done, (measure, consume)
+        )
         self._stages = Stages(
             log, self._processor, self._queries, lambda: self.settings,
             lambda: self._slot.model, self._stop,
@@ -157,6 +161,16 @@ class Engine:
         """Set by the caller: someone reads the patch grids."""
         self._processor.want_patch_logits = wanted
 
+    @property
+    def tokens_wanted(self):
+        """tokens_wanted(camera): whether a frame of `camera` should carry its patch tokens
+        now (FrameResult.tokens; the map of dense features), with no query active too."""
+        return self._processor.tokens_wanted
+
+    @tokens_wanted.setter
+    def tokens_wanted(self, wanted) -> None:
+        self._processor.tokens_wanted = wanted
+
     def update_settings(self, settings: RunSettings) -> None:
         self.settings = settings
         self._stages.wake()
@@ -193,7 +207,8 @@ class Engine:
     def offer(self, frame, camera: str = '') -> Optional[str]:
         """Hand a frame of `camera` to the worker, replacing that camera's frame
         not taken yet; or why it was skipped."""
-        if not self._queries.wanted(camera):
+        wanted = self._processor.tokens_wanted
+        if not self._queries.wanted(camera) and not (wanted is not None and wanted(camera)):
             return 'no active queries'
         if self._slot.model is None:
             return 'no model loaded yet'

@@ -40,17 +40,21 @@ class Batch:
 
 class FrameProcessor:
     def __init__(
-        self, log, convert: Callable, publish: Callable, queries, done: Callable, measure=None
+        self, log, convert: Callable, publish: Callable, queries, done: Callable, hooks=(None, None)
     ):
         """convert(frame, max_image_pixels) -> RGB, ValueError for a bad frame;
         publish(FrameResult); queries: the QueryBook; done(frames): frames that leave the path
-        here (refused, failed), for the in-flight tracking; measure(FrameResult) -> its
-        FrameGeometry or None (None: no geometry here)."""
+        here (refused, failed), for the in-flight tracking; hooks: (measure, consume):
+        measure(FrameResult) -> its FrameGeometry or None, consume(FrameResult) after its
+        publish (None: none)."""
         self._log, self._convert, self._publish = log, convert, publish
-        self._measure = measure
+        self._measure, self._consume = hooks
         self._queries, self._done = queries, done
         self.slot = None  # the ModelSlot, set by the engine: the model frames run on
         self.want_patch_logits = False  # set by the caller: someone reads the patch grids
+        # Set by the caller: tokens_wanted(camera) says a frame's patch tokens are wanted now
+        # (the map of dense features); such frames run with no query active too.
+        self.tokens_wanted: Optional[Callable[[str], bool]] = None
         self.processed = 0
         self.last_result_time: Optional[float] = None  # time.monotonic() of the last result
         self._latencies: deque = deque(maxlen=LATENCIES_KEPT)  # seconds, until taken
@@ -128,9 +132,12 @@ class FrameProcessor:
         if not runnable:
             return None, why
         active = {camera: own.get(camera, shared) for camera, _, _ in runnable}
+        wanted = self.tokens_wanted
+        tokens = [wanted is not None and wanted(camera) for camera, _, _ in runnable]
         asks, extra = self._queries.take_asks(active)
-        if not asks and not any(active.values()):
+        if not asks and not any(active.values()) and not any(tokens):
             return None, why + ['no active queries'] * len(runnable)
+        tokens_out = [None] * len(runnable) if any(tokens) else None
         try:
             started = time.perf_counter()
             arguments = frame_settings.locate_arguments()
@@ -141,6 +148,7 @@ class FrameProcessor:
             detections = model.locate_batch(
                 [rgb for _, _, rgb in runnable],
                 [active[camera] + extra[camera] for camera, _, _ in runnable],
+                tokens_out,
                 **arguments,
                 return_patch_logits=self.want_patch_logits,
                 # A CPU gains no speed from a batch, only its activations' memory (ViT-B-16
@@ -156,6 +164,8 @@ class FrameProcessor:
             FrameResult(s, f, rgb, d, len(active[s]), seconds, settings)
             for (s, f, rgb), d in zip(runnable, detections)
         ]
+        for result, kept, wanted_here in zip(results, tokens_out or (), tokens):
+            result.tokens = kept if wanted_here else None
         return Batch(results, asks, settings), why
 
     def publish_all(self, batch: 'Batch', isolate: bool = True) -> list[Optional[str]]:
@@ -196,8 +206,23 @@ class FrameProcessor:
                 why.append(f'publish failed: {exc}')
                 continue
             why.append(None)
+        for result in answered:
+            self._hand_to_consumer(result, isolate)
         self._answer(batch.asks, answered)
         return why
+
+    def _hand_to_consumer(self, result: FrameResult, isolate: bool) -> None:
+        """The caller's consume(result) (the memory, the map), for every frame with results,
+        published or not (a frame run only for the map has no query)."""
+        if self._consume is None:
+            return
+        try:
+            self._consume(result)
+        except Exception as exc:
+            if not isolate:
+                raise
+            self._log('error', 'consume', f'a frame of {result.camera!r} was not taken in: '
+                      f'{type(exc).__name__}: {exc}')  # fmt: skip
 
     def _decide_presence(self, camera: str, detections: list, active: int, settings) -> None:
         """With held presence: the camera's active queries decided by its PresenceHold (reset

@@ -82,6 +82,9 @@ class FrameResult:
     seconds: float  # the forward's time
     settings: RunSettings
     geometry: Optional[FrameGeometry] = None  # set by the host's measure, before any consumer
+    # The frame's (patch tokens [h/p, w/p, D], image embedding [D]), float32 numpy, where the
+    # host asked for them (the map of dense features); None otherwise.
+    tokens: object = None
 
     @property
     def published(self) -> list:

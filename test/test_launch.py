@@ -115,3 +115,9 @@ def test_the_rviz_config_shows_the_images_people_look_at():
         if d['Class'] == 'rviz_default_plugins/Image'
     }
     assert images == {'/gem/overlay', '/gem/heatmap_image'}
+    clouds = [
+        d['Topic']['Value']
+        for d in rviz['Visualization Manager']['Displays']
+        if d['Class'] == 'rviz_default_plugins/PointCloud2'
+    ]
+    assert clouds == ['/gem/map_cloud']  # the map of dense features (issue 40)

@@ -64,16 +64,19 @@ def locate_batch(
     images: Sequence[np.ndarray],
     queries: Sequence[str] | Sequence[Sequence[str]],
     options: LocateOptions,
+    tokens_out: Optional[list] = None,
 ) -> list[list[Detection]]:
     """GemModel.locate_batch (its docstring says what); every image's budget is checked
-    before any pixel is copied."""
+    before any pixel is copied. tokens_out: a list of len(images) that each image's patch
+    tokens ([h/p, w/p, D] float32 numpy) and image embedding ([D]) are put in, as a pair (the
+    map of dense features); forwards run for them with no query too."""
     lists = _query_lists(images, queries)
     union = list(dict.fromkeys(q for checked in lists for q in checked))
-    if not union:
+    if not union and tokens_out is None:
         return [[] for _ in images]
     if options.presence_rule not in ("image", "off"):
         raise ValueError(f"presence_rule must be 'image' or 'off', got {options.presence_rule!r}")
-    judge = options.presence_rule == "image"
+    judge = options.presence_rule == "image" and bool(union)
     backgrounds = model.check_backgrounds(options.background_prompts) if judge else []
     sizes = [check_image(image) for image in images]
     shapes = [
@@ -93,7 +96,8 @@ def locate_batch(
     for indices in groups.values():
         for at in range(0, len(indices), step):
             chunk = indices[at : at + step]
-            for i, dets in zip(chunk, _locate_chunk(model, images, sizes, chunk, text, options)):
+            chunk_out = _locate_chunk(model, images, sizes, chunk, text, options, tokens_out)
+            for i, dets in zip(chunk, chunk_out):
                 out[i] = dets
     return out
 
@@ -110,6 +114,8 @@ def _query_lists(images, queries) -> list[list[str]]:
 def _encode(model, lists, union: list[str], backgrounds: list[str]) -> _Text:
     # One text lookup for queries and background prompts: the cache's per-frame fast path.
     rivals = [b for b in backgrounds if b not in union]
+    if not union:  # tokens only (the map): no text
+        return _Text(lists, [None] * len(lists), [], None)
     text = model._encode(union + rivals)  # [P + B', D]
     row = {q: i for i, q in enumerate(union + rivals)}
     background = torch.stack([text[row[b]] for b in backgrounds]) if backgrounds else None
@@ -120,7 +126,7 @@ def _encode(model, lists, union: list[str], backgrounds: list[str]) -> _Text:
     return _Text(lists, per_image, backgrounds, background)
 
 
-def _locate_chunk(model, images, sizes, chunk, text: _Text, options: LocateOptions):
+def _locate_chunk(model, images, sizes, chunk, text: _Text, options, tokens_out=None):
     """The detections of the images `chunk` (indices into `images`, one input shape): one
     forward over their whole inputs gives the patch maps and the image embeddings presence
     judges (with sliding windows, only where presence is judged)."""
@@ -129,10 +135,13 @@ def _locate_chunk(model, images, sizes, chunk, text: _Text, options: LocateOptio
         [model.preprocess(images[i], o.input_size, o.max_input_pixels) for i in chunk]
     )
     judge = text.background is not None
-    whole = not o.slide or judge
-    tokens, embedding = model.features(pixels, image=judge) if whole else (None, None)
+    keep = tokens_out is not None
+    whole = not o.slide or judge or keep
+    tokens, embedding = model.features(pixels, image=judge or keep) if whole else (None, None)
     grid = (pixels.shape[-2] // model.patch_size, pixels.shape[-1] // model.patch_size)
     for j, i in enumerate(chunk):
+        if keep:
+            tokens_out[i] = (tokens[j].float().cpu().numpy(), embedding[j].float().cpu().numpy())
         if not text.lists[i]:
             yield []
             continue

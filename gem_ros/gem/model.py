@@ -228,6 +228,7 @@ class GemModel:
         self,
         images: Sequence[np.ndarray],
         queries: Sequence[str] | Sequence[Sequence[str]],
+        tokens_out: Optional[list] = None,
         **options,
     ) -> list[list[Detection]]:
         """`locate` for several images (the cameras' newest frames), their detections in the
@@ -245,8 +246,12 @@ class GemModel:
         (`slide_logits`; presence is still judged on the whole input); `pamr_steps` > 0:
         masks, peaks, boxes and heatmaps come from the maps refined by PAMR at the image's
         size (gem_ros.gem.refine). Windows and PAMR keep each forward within
-        max_input_pixels and each stack within refine.MAX_STACK_VALUES."""
-        return locating.locate_batch(self, images, queries, LocateOptions(**options))
+        max_input_pixels and each stack within refine.MAX_STACK_VALUES.
+
+        `tokens_out`: a list of len(images) that gets each image's (patch tokens [h/p, w/p,
+        D], image embedding [D]), float32 numpy (the map of dense features); then images run
+        with no query too."""
+        return locating.locate_batch(self, images, queries, LocateOptions(**options), tokens_out)
 
     @torch.inference_mode()
     def slide_logits(

@@ -121,11 +121,19 @@ class CameraFrames:
         return result.frame.camera.measure(result, lookup)
 
     def publish(self, result) -> None:
-        """The engine's output (worker thread): the frame's camera publishes it, and the
-        memory of sightings observes it."""
+        """The engine's output (worker thread): the frame's camera publishes it."""
         frame = result.frame
         if not self.taking or frame.activation != self._activation:
             return  # stopped while this frame ran (and maybe started again since)
         frame.camera.publish(result)
-        if self._node.memory is not None and result.geometry is not None:
-            self._node.memory.observe(frame.camera.name, frame.msg.header, result)
+
+    def consume(self, result) -> None:
+        """The engine's consumer (worker thread): the memory of sightings observes a frame's
+        published queries, the map of dense features takes its patch tokens."""
+        frame, node = result.frame, self._node
+        if not self.taking or frame.activation != self._activation or result.geometry is None:
+            return
+        if node.memory is not None and result.active:
+            node.memory.observe(frame.camera.name, frame.msg.header, result)
+        if node.feature_map is not None and result.tokens is not None:
+            node.feature_map.observe(frame.camera.name, result)

@@ -1,4 +1,4 @@
-"""`gem-ros queries`, `gem-ros where` and `gem-ros recall`: talk to a running gem_node from a
+"""`gem-ros queries`, `where`, `recall` and `ask-map`: talk to a running gem_node from a
 shell, for the venv route that has no `ros2` CLI (and for scripts that prefer one line).
 
     gem-ros queries "red mug; person"        # ~/set_queries (an empty string clears them)
@@ -6,6 +6,7 @@ shell, for the venv route that has no `ros2` CLI (and for scripts that prefer on
     gem-ros where "red mug" --timeout 2      # ~/locate, prints the answer as JSON
     gem-ros where "red mug" --frame base_link     # its point in base_link (through TF)
     gem-ros recall "red mug"                 # ~/recall: where it was seen (memory_frame)
+    gem-ros ask-map "fire extinguisher"      # ~/ask_map: where the map has one (map_frame)
 
 The same in rclpy, for your own code: see `call`.
 """
@@ -47,7 +48,16 @@ def add_arguments(sub) -> None:
         "recall", help="ask a running gem_node where a thing was seen (~/recall, memory_frame)"
     )
     r.add_argument("query", help="what was seen, e.g. 'red mug'")
-    for p in (q, w, r):
+    m = sub.add_parser(
+        "ask-map",
+        help="ask a running gem_node's map of dense features where something is, any words "
+        "(~/ask_map, map_frame)",
+    )
+    m.add_argument("query", help="anything, asked or not while the robot drove by")
+    m.add_argument("--places", type=int, default=5, help="most places (default: %(default)s)")
+    m.add_argument("--json", action="store_true", help="one JSON object, for programs")
+    m.set_defaults(func=run_ask_map)
+    for p in (q, w, r, m):
         p.add_argument("--node", default="/gem", help="the node's name (default: %(default)s)")
     for p in (q, w):
         p.add_argument(
@@ -62,12 +72,13 @@ def add_arguments(sub) -> None:
             default=10.0,
             help="seconds to wait for the node's service (default: %(default)s)",
         )
-    r.add_argument(
-        "--wait",
-        type=float,
-        default=10.0,
-        help="seconds to wait for the node's service (default: %(default)s)",
-    )
+    for p in (r, m):
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=10.0,
+            help="seconds to wait for the node's service (default: %(default)s)",
+        )
     q.set_defaults(func=run_queries)
     w.set_defaults(func=run_where)
     r.set_defaults(func=run_recall)
@@ -189,3 +200,37 @@ def run_recall(args: argparse.Namespace) -> int:
 
     request = Recall.Request(query=args.query)
     return call(Recall, f"{args.node}/recall", request, args.wait, 10.0, report, "gem-ros recall")
+
+
+def run_ask_map(args: argparse.Namespace) -> int:
+    from gem_ros.srv import AskMap
+
+    def report(r) -> int:
+        places = [
+            {
+                "point": [round(pose.position.x, 3), round(pose.position.y, 3),
+                          round(pose.position.z, 3)],
+                "score": round(score, 4),
+                "voxels": size,
+                "age": round(age, 1),
+                "camera": camera,
+            }
+            for pose, score, size, age, camera in zip(
+                r.places.poses, r.scores, r.sizes, r.ages, r.cameras
+            )
+        ]  # fmt: skip
+        if args.json:
+            print(json.dumps({"query": args.query, "found": r.found,
+                              "frame_id": r.places.header.frame_id, "places": places,
+                              "message": r.message}))  # fmt: skip
+            return 0
+        print(r.message)
+        for i, p in enumerate(places, 1):
+            x, y, z = p["point"]
+            print(f"{i}. ({x:.2f}, {y:.2f}, {z:.2f}) in {r.places.header.frame_id}: score "
+                  f"{p['score']:.2f}, {p['voxels']} voxels, seen {p['age']:.0f} s ago by "
+                  f"{p['camera']!r}")  # fmt: skip
+        return 0
+
+    request = AskMap.Request(query=args.query, max_places=max(0, args.places))
+    return call(AskMap, f"{args.node}/ask_map", request, args.wait, 30.0, report, "gem-ros ask-map")

@@ -16,6 +16,10 @@ except ImportError:  # not on PyPI; ROS installs and the launch bundle have it
     Detection2DArray = None
 
 MASK_FORMATS = ('full', 'patch', 'none')
+NO_VISION_MSGS = (
+    'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is not '
+    'published; install ros-$ROS_DISTRO-vision-msgs to get it'
+)
 
 
 def query_result(

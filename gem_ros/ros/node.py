@@ -3,10 +3,11 @@
 The node composes ROS parts around one engine (gem_ros.engine: the model, the queries and
 the threads that use them, no ROS): the cameras and their frames (camera_frames.py), the
 queries' topics and service (queries_interface.py), ~/locate (locate_service.py), the memory
-with ~/recall (memory_input.py), /diagnostics (health.py); the parameters become settings in
-node_settings.py, and process.py runs it. Callbacks run on the executor thread and never wait
-on the model; work other threads need done there (putting parameters back after a failed
-load, ~/locate's answers) is queued and run through a guard condition (`call_on_executor`).
+with ~/recall (memory_input.py), the map with ~/ask_map (map_input.py), /diagnostics
+(health.py); node_settings.py makes the parameters settings, and process.py runs it.
+Callbacks run on the executor thread and never wait on the model; work other threads need
+done there (putting parameters back after a failed load, ~/locate's answers) is queued and
+run through a guard condition (`call_on_executor`).
 
 `GemNode()` loads its model and takes frames at once; `GemNode(managed=True)` (managed.py,
 the lifecycle node) starts with neither, and its transitions call `_want_model`,
@@ -30,6 +31,7 @@ from gem_ros.ros.compat import CompatNode, fallbacks_in_use
 from gem_ros.ros.guards import describe
 from gem_ros.ros.health import Health, NodeState
 from gem_ros.ros.locate_service import LocateService
+from gem_ros.ros.map_input import map_from_parameters
 from gem_ros.ros.memory_input import add_recall_service, memory_from_parameters
 from gem_ros.ros.node_settings import (
     LOCAL_WEIGHTS,
@@ -76,17 +78,20 @@ class GemNode(CompatNode):
             lambda frame, max_pixels: self.frames.convert(frame, max_pixels),
             lambda result: self.frames.publish(result),
             measure=lambda result: self.frames.measure(result),
+            consume=lambda result: self.frames.consume(result),
             on_load_failed=lambda s: self.call_on_executor(lambda: self._after_failed_load(s)),
             local_weights_hint=LOCAL_WEIGHTS,
         )
         self._engine.set_queries(queries_from_parameter(self.get_parameter('queries').value))
         self._read_settings()
-        # One TF buffer for every camera and the memory, where a frame is asked for (else
-        # made by the first ~/locate that asks for one).
+        # One TF buffer for every camera, the memory and the map, where a frame is asked for
+        # (else made by the first ~/locate that asks for one).
+        value = lambda name: self.get_parameter(name).value  # noqa: E731
         self.transforms = None
-        if self.get_parameter('target_frame').value or self.get_parameter('memory_frame').value:
-            self.transforms = Transforms(self, self.get_parameter('tf_timeout').value)
-        self.memory = memory_from_parameters(self, lambda name: self.get_parameter(name).value)
+        if any(value(name) for name in ('target_frame', 'memory_frame', 'map_frame')):
+            self.transforms = Transforms(self, value('tf_timeout'))
+        self.memory = memory_from_parameters(self, value)
+        self.feature_map = map_from_parameters(self, self._engine, value)
         self.frames = CameraFrames(
             self,
             self._engine,
@@ -96,10 +101,7 @@ class GemNode(CompatNode):
         )
         self._cameras = self.frames.cameras
         if messages.Detection2DArray is None:
-            self.get_logger().info(
-                'vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is '
-                'not published; install ros-$ROS_DISTRO-vision-msgs to get it'
-            )
+            self.get_logger().info(messages.NO_VISION_MSGS)
         self.locate = LocateService(self, self._engine, self._cameras, self._log)
         add_recall_service(self, self.memory, self._log)
         self.queries = QueriesInterface(self, self._engine, list(self._cameras), self._log)
@@ -274,8 +276,9 @@ class GemNode(CompatNode):
             f'stopping: finishing the {word} in flight ({what})' if frames else 'stopping: idle'
         )
         finished = self._engine.close(hurry)
-        if self.memory is not None:
-            self.memory.close()  # after the last frame: memory_file has every sighting
+        for kept in (self.memory, self.feature_map):  # after the last frame: all in the files
+            if kept is not None:
+                kept.close()
         if frames:
             done = self._engine.was_finished(frames)
             published = ' and published' if self.context.ok() else ''

@@ -98,12 +98,15 @@ def check_source(values: dict) -> Optional[str]:
 
 
 def check_frames(values: dict) -> Optional[str]:
-    """Why target_frame / memory_frame cannot work here (no tf2_ros, no depth), or None."""
-    asked = [name for name in ('target_frame', 'memory_frame') if values[name]]
+    """Why target_frame / memory_frame / map_frame cannot work here (no tf2_ros, no depth),
+    or None."""
+    asked = [name for name in ('target_frame', 'memory_frame', 'map_frame') if values[name]]
     if asked and tf2_missing():
         return f"{' and '.join(asked)} need TF: {tf2_missing()}"
     if values['memory_frame'] and not values['use_depth']:
         return 'memory_frame remembers 3D points: it needs use_depth:=true'
+    if values['map_frame'] and not values['use_depth']:
+        return 'map_frame places patch features at their depth: it needs use_depth:=true'
     return None
 
 

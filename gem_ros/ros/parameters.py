@@ -307,6 +307,47 @@ MEMORY_PARAMETERS = (
         read_only=True,
     ),
 )
+# The map of dense features (gem_ros.feature_map): any words asked afterwards, in map_frame.
+MAP_PARAMETERS = (
+    ParameterSpec(
+        'map_frame',
+        '',
+        "keep every processed frame's patch features in 3D in this TF frame (map, odom; needs "
+        "use_depth and tf2_ros), asked any words by ~/ask_map; '' = no map",
+        read_only=True,
+    ),
+    ParameterSpec(
+        'map_voxel_size',
+        0.05,
+        'side of the map\'s voxels in metres (a 448 px input\'s patch covers about 6 cm at 2 m)',
+        range=(0.01, 1.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'map_max_voxels',
+        100_000,
+        'most voxels the map keeps (the ones seen longest ago go first); each takes about '
+        '1.2 KB with ViT-B-16 (512-wide features in float16): 100000 about 120 MB',
+        range=(1, 10_000_000),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'map_rate_hz',
+        1.0,
+        'most frames a second of each camera that feed the map (with no query active they '
+        'run the image tower only, and are not published); 0 = every frame',
+        range=(0.0, 100.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        'map_file',
+        '',
+        "keep the map across restarts in this file (written atomically every few seconds when "
+        "it changed and at exit; read at start if made by the same model, weights, method, "
+        "map_frame and voxel size, else moved aside); '' = none",
+        read_only=True,
+    ),
+)
 PARAMETERS = (
     _from_settings(ModelSettings, reloads_model=True)
     + _from_settings(FrameSettings)
@@ -314,6 +355,7 @@ PARAMETERS = (
     + NODE_PARAMETERS
     + DEPTH_PARAMETERS
     + MEMORY_PARAMETERS
+    + MAP_PARAMETERS
 )
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 MODEL_PARAMETERS = tuple(f.name for f in fields(ModelSettings))

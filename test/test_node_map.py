@@ -1,0 +1,166 @@
+"""gem_node's map of dense features over Fast DDS (issue 40): a rendered sequence (coloured
+squares before a grey wall, with depth and camera_info) published from this process with
+TF from tf2_ros' StaticTransformBroadcaster, the node (the shipped scene CLIP, depth on,
+map_frame set, **no query active**) in its own. ~/ask_map is asked colours afterwards: one
+never asked is found where it was, an absent one is "not found", a moved one stops answering
+at its old place; map_file is read back by the next node and moved aside by a node of
+another model."""
+
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import TransformStamped
+from std_msgs.msg import Header
+
+from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
+from gem_ros.ros.transforms import tf2_missing
+from gem_ros.srv import AskMap
+
+from depth_scene import camera_info_msg, depth_msg
+from map_scene import HEIGHT, POSE, WIDTH, K, frame, in_map
+from ros_helpers import TINY_MODEL, NodeProcess, RosClient, image_msg
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(tf2_missing() is not None, reason=f'{tf2_missing()}'),
+]
+OPTICAL = 'camera_optical'
+SEEN = {'red': (40, 60, 1.2), 'green': (200, 100, 1.6)}
+TOLERANCE_M = 0.15
+
+
+SCENE = (f'model:={SCENE_MODEL}', f'pretrained:={SCENE_WEIGHTS}', 'device:=cpu')
+
+
+def node_args(map_file, model=SCENE):
+    return (
+        *model,
+        'input_size:=224',
+        'use_depth:=true',
+        'sync_slop:=0.05',
+        'publish_overlay:=false',
+        'map_frame:=map',
+        'map_rate_hz:=0.0',
+        'tf_timeout:=0.2',
+        f'map_file:={map_file}',
+    )
+
+
+@pytest.fixture(scope='module')
+def client():
+    import tf2_ros
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    ros = RosClient()
+    ros.add_depth()
+    ros.static_tf = tf2_ros.StaticTransformBroadcaster(ros.node)
+    keep_all = QoSProfile(
+        depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
+    )
+    ros.ask_client = ros.node.create_client(AskMap, '/gem/ask_map', qos_profile=keep_all)
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = 'map', OPTICAL
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = POSE[0]
+    q = t.transform.rotation
+    q.x, q.y, q.z, q.w = POSE[1]
+    ros.static_tf.sendTransform(t)  # time 0: valid at every stamp
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope='module')
+def map_file(tmp_path_factory):
+    return tmp_path_factory.mktemp('gem_map') / 'room.gemmap'
+
+
+def start(client, log, args):
+    node = NodeProcess(log, *args)
+    node.wait_for_log('loaded model', timeout=120)
+    client.wait_matched()
+    client.wait_depth_matched()
+    return node
+
+
+def send(client, squares, seconds):
+    rgb, depth = frame(squares)
+    header = Header(frame_id=OPTICAL)
+    header.stamp.sec = seconds
+    client.depth_pub.publish(depth_msg(depth, '32FC1', header))
+    client.info_pub.publish(camera_info_msg(header, (WIDTH, HEIGHT), K))
+    image = image_msg(rgb, 'rgb8', frame_id=OPTICAL)
+    image.header = header
+    time.sleep(0.05)  # depth first: the node pairs the frame with it
+    client.image_pub.publish(image)
+
+
+def ask(client, query):
+    return client.call(client.ask_client, AskMap.Request(query=query), timeout=30.0)
+
+
+def drive(client, node, squares, until, what, timeout=60.0):
+    """Frames of `squares` (1 s apart in stamps) until `until(ask)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        send(client, squares, int(time.time()))
+        time.sleep(1.0)
+        if until():
+            return
+        assert time.monotonic() < deadline, f'{what}:\n{node.log()[-3000:]}'
+
+
+def near(place_pose, where) -> bool:
+    p = place_pose.position
+    return np.linalg.norm(np.array([p.x, p.y, p.z]) - where) < TOLERANCE_M
+
+
+def test_colours_never_asked_are_found_an_absent_one_is_not_a_moved_one_moves(
+    client, map_file, tmp_path
+):
+    node = start(client, tmp_path / 'node.log', node_args(map_file))
+    try:
+        assert client.get_parameters('queries')['queries'] in ('', [])  # nothing asked
+        red, green = (in_map(*SEEN[c]) for c in ('red', 'green'))
+        drive(client, node, SEEN, lambda: ask(client, 'green').found, 'green in the map')
+        for query, where in (('red', red), ('green', green)):
+            answer = ask(client, query)
+            assert answer.found and near(answer.places.poses[0], where), (query, answer)
+            assert answer.places.header.frame_id == 'map' and answer.cameras[0] == ''
+        absent = ask(client, 'blue')
+        assert not absent.found and 'nothing like' in absent.message, absent
+        moved = {'red': (200, 100, 1.2)}
+        drive(
+            client, node, moved,
+            lambda: not any(near(p, red) for p in ask(client, 'red').places.poses),
+            'red no longer at its old place',
+        )  # fmt: skip
+        answer = ask(client, 'red')
+        assert answer.found and near(answer.places.poses[0], in_map(*moved['red'])), answer
+    finally:
+        assert node.stop() == 0
+    assert map_file.is_file()
+
+
+def test_the_map_file_is_read_back_and_refused_for_another_model(client, map_file, tmp_path):
+    if not map_file.is_file():
+        pytest.skip('needs the map file the first test leaves')
+    node = start(client, tmp_path / 'again.log', node_args(map_file))
+    try:
+        answer = ask(client, 'green')  # no frame sent: from the file alone
+        for _ in range(20):  # the file is read once the model is known
+            if answer.found:
+                break
+            time.sleep(0.5)
+            answer = ask(client, 'green')
+        assert answer.found and near(answer.places.poses[0], in_map(*SEEN['green'])), answer
+        node.wait_for_log('voxels read')
+    finally:
+        node.stop()
+    other = start(client, tmp_path / 'other.log', node_args(map_file, TINY_MODEL))
+    try:
+        send(client, SEEN, int(time.time()))  # the model's features meet the file
+        log = other.wait_for_log('map_file not used', timeout=60)
+        assert 'its features mean nothing here' in log and 'moved to' in log
+    finally:
+        other.stop()
+    assert map_file.with_name(map_file.name + '.rejected').is_file()
