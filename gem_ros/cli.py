@@ -172,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_arguments(doc)
     doc.set_defaults(func=doctor.run)
+    from . import map_command
     from .ros import bag_command, client  # import rclpy only when their commands run
+
+    map_command.add_arguments(sub)
 
     client.add_arguments(sub)
     bag_command.add_arguments(sub)

@@ -248,6 +248,31 @@ BUGS = {
             'test_the_frames_of_one_cycle_are_each_published_under_their_own_header',
         ],
     ),
+    # Issue 38: the export apart; issue 40: the map of dense features.
+    'the live path exports in the serving process': (
+        'gem_ros/gem/backends.py',
+        '        if self.build_in_background:  # a live path',
+        '        if False:  # a live path',
+        [
+            'test/test_graph_backends.py::'
+            'test_frames_are_answered_while_a_switch_to_onnxruntime_exports',
+        ],
+    ),
+    'the map answers whatever was never seen': (
+        'gem_ros/feature_map.py',
+        '        present = confidence >= threshold\n',
+        '        present = confidence >= 0.0\n',
+        [
+            'test/test_feature_map.py::'
+            'test_colours_never_asked_are_found_where_they_were_and_absent_ones_are_not',
+        ],
+    ),
+    'the map never clears what the camera sees through': (
+        'gem_ros/feature_map.py',
+        "            v['misses'][seen] += 1\n",
+        "            v['misses'][seen] += 0\n",
+        ['test/test_feature_map.py::test_a_moved_thing_stops_answering_where_it_was'],
+    ),
 }
 
 

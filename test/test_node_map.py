@@ -3,9 +3,12 @@ squares before a grey wall, with depth and camera_info) published from this proc
 TF from tf2_ros' StaticTransformBroadcaster, the node (the shipped scene CLIP, depth on,
 map_frame set, **no query active**) in its own. ~/ask_map is asked colours afterwards: one
 never asked is found where it was, an absent one is "not found", a moved one stops answering
-at its old place; map_file is read back by the next node and moved aside by a node of
-another model."""
+at its old place; map_file is read back by the next node, asked offline by `gem-ros map
+ask` with the same answer, and moved aside by a node of another model."""
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -19,7 +22,7 @@ from gem_ros.srv import AskMap
 
 from depth_scene import camera_info_msg, depth_msg
 from map_scene import HEIGHT, POSE, WIDTH, K, frame, in_map
-from ros_helpers import TINY_MODEL, NodeProcess, RosClient, image_msg
+from ros_helpers import REPO, TINY_MODEL, NodeProcess, RosClient, image_msg, source_env
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -109,6 +112,16 @@ def drive(client, node, squares, until, what, timeout=60.0):
         assert time.monotonic() < deadline, f'{what}:\n{node.log()[-3000:]}'
 
 
+def _map_ask(map_file, query, model):
+    """`gem-ros map ask` on the map file, no ROS running."""
+    flags = [f"--{a.split(':=')[0].replace('_', '-')}={a.split(':=')[1]}" for a in model]
+    return subprocess.run(
+        [sys.executable, '-m', 'gem_ros.cli', 'map', 'ask', str(map_file), query, '--json',
+         '--input-size', '224', *flags],
+        capture_output=True, text=True, env=source_env(), cwd=REPO, timeout=120,
+    )  # fmt: skip
+
+
 def near(place_pose, where) -> bool:
     p = place_pose.position
     return np.linalg.norm(np.array([p.x, p.y, p.z]) - where) < TOLERANCE_M
@@ -156,6 +169,15 @@ def test_the_map_file_is_read_back_and_refused_for_another_model(client, map_fil
         node.wait_for_log('voxels read')
     finally:
         node.stop()
+    # Offline, the same file and code: `gem-ros map ask` agrees with the node.
+    offline = _map_ask(map_file, 'green', SCENE)
+    assert offline.returncode == 0, offline.stderr
+    places = json.loads(offline.stdout)['places']
+    best = answer.places.poses[0].position
+    assert np.allclose(places[0]['point'], [best.x, best.y, best.z], atol=1e-3), places
+    assert json.loads(_map_ask(map_file, 'blue', SCENE).stdout)['found'] is False
+    refused = _map_ask(map_file, 'green', TINY_MODEL)
+    assert refused.returncode == 2 and 'its features mean nothing here' in refused.stderr
     other = start(client, tmp_path / 'other.log', node_args(map_file, TINY_MODEL))
     try:
         send(client, SEEN, int(time.time()))  # the model's features meet the file

@@ -141,17 +141,9 @@ class NodeMap:
         model = self._engine.model
         if model is None or self._made_by is not None:
             return
-        from gem_ros.gem.backends import GRAPH_SETTINGS
-        from gem_ros.gem.export import weights_fingerprint
+        from gem_ros.map_command import made_by
 
-        self._made_by = {
-            'map_frame': self.tf_frame,
-            'voxel_size': self.map.voxel_size,
-            'model': model.name,
-            'method': model.method,
-            'settings': {k: getattr(model.settings, k) for k in GRAPH_SETTINGS[model.method]},
-            'weights': weights_fingerprint(model),
-        }
+        self._made_by = made_by(model, self.tf_frame, self.map.voxel_size)
         if self._file is not None and self._file.exists():
             self._load()
 
