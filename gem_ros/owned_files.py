@@ -108,3 +108,42 @@ def move_aside(path: Path) -> Path:
         os.unlink(path)
         return target
     raise PathRefused(f'{path}: 1000 rejected copies beside it already; left as it is')
+
+
+def read_or_set_aside(path: Path, what: str, noun: str, read: Callable, foreign, unusable, logger):
+    """A kept file read at start (memory_file, map_file): (read()'s result, '') when it was;
+    (None, why it is not kept) for a file that is not ours (`foreign`: left as it is); (None,
+    '') for one of ours that cannot be used (`unusable`: moved aside, never over another file,
+    and the node starts empty). `what` names the parameter, `noun` what it keeps."""
+    try:
+        return read(), ''
+    except foreign as exc:
+        problem = f'{exc}; the {noun} is not kept (name another {what})'
+        logger.error(f'{what} not used: {problem}')
+        return None, problem
+    except unusable as exc:
+        try:
+            rejected = move_aside(path)
+        except (OSError, PathRefused) as err:
+            problem = f'{exc}; could not be moved aside ({err}): not kept'
+            logger.error(f'{what} not used: {problem}')
+            return None, problem
+        logger.error(f'{what} not used: {exc}; moved to {rejected}, starting empty')
+        return None, ''
+
+
+def save_kept(path: Path, what: str, noun: str, save: Callable, logger, log) -> tuple[bool, str]:
+    """A kept file written (memory_file, map_file): (whether it was, why it is no longer kept
+    or ''). Something else put at the path while the node ran is left as it is and the file
+    is no longer kept; an OSError (a full disk) is logged through the throttled `log` and
+    tried again next time."""
+    try:
+        save()
+    except PathRefused as exc:
+        problem = f'{exc}; the {noun} is no longer kept'
+        logger.error(f'{what} {path}: {problem}')
+        return False, problem
+    except OSError as exc:
+        log('error', f'{noun} save', f'{what} {path}: {exc}', 5.0)
+        return False, ''
+    return True, ''

@@ -39,7 +39,7 @@ from gem_ros.feature_map import (
     save_map,
 )
 from gem_ros.geometry import TransformUnavailable
-from gem_ros.owned_files import PathRefused, check_path, move_aside
+from gem_ros.owned_files import check_path, read_or_set_aside, save_kept
 from gem_ros.ros.guards import answered
 from gem_ros.ros.qos import SERVICE_QOS
 from gem_ros.srv import AskMap
@@ -149,22 +149,14 @@ class NodeMap:
 
     def _load(self) -> None:
         logger = self._node.get_logger()
-        try:
-            count = load_map(self._file, self.map, self._made_by, map_file_budget(self._max_voxels))
-        except ForeignMapFile as exc:
-            self.file_problem = f'{exc}; the map is not kept (name another map_file)'
-            logger.error(f'map_file not used: {self.file_problem}')
-            return
-        except MapFileError as exc:
-            try:
-                rejected = move_aside(self._file)
-            except (OSError, PathRefused) as err:
-                self.file_problem = f'{exc}; could not be moved aside ({err}): not kept'
-                logger.error(f'map_file not used: {self.file_problem}')
-                return
-            logger.error(f'map_file not used: {exc}; moved to {rejected}, starting empty')
-            return
-        logger.info(f'map_file {self._file}: {count} voxels read')
+        budget = map_file_budget(self._max_voxels)
+        count, self.file_problem = read_or_set_aside(
+            self._file, 'map_file', 'map',
+            lambda: load_map(self._file, self.map, self._made_by, budget),
+            ForeignMapFile, MapFileError, logger,
+        )  # fmt: skip
+        if count is not None:
+            logger.info(f'map_file {self._file}: {count} voxels read')
 
     # --- the executor ---------------------------------------------------------------------
     async def _on_ask(self, request, response):
@@ -267,16 +259,12 @@ class NodeMap:
         if self._made_by is None:
             return
         changes = self._changes
-        try:
-            save_map(self._file, self.map, self._made_by)
-        except PathRefused as exc:
-            self.file_problem = f'{exc}; the map is no longer kept'
-            self._node.get_logger().error(f'map_file {self._file}: {self.file_problem}')
-            return
-        except OSError as exc:
-            self._log('error', 'map save', f'map_file {self._file}: {exc}', LOG_PERIOD_S)
-            return
-        self._saved, self._last_save = changes, time.monotonic()
+        saved, self.file_problem = save_kept(
+            self._file, 'map_file', 'map', lambda: save_map(self._file, self.map, self._made_by),
+            self._node.get_logger(), self._log,
+        )  # fmt: skip
+        if saved:
+            self._saved, self._last_save = changes, time.monotonic()
 
     def close(self) -> None:
         """Write map_file a last time (the node is stopping)."""

@@ -25,7 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from gem_ros.memory import ForeignFileError, MemoryFileError, SightingMemory, observe
 from gem_ros.overlay import query_colours
-from gem_ros.owned_files import PathRefused, check_path, move_aside
+from gem_ros.owned_files import check_path, read_or_set_aside, save_kept
 from gem_ros.ros.guards import answered
 from gem_ros.ros.qos import SERVICE_QOS
 from gem_ros.ros.transforms import TransformUnavailable
@@ -95,21 +95,14 @@ class NodeMemory:
         if not self._file.exists():
             return
         logger = self._node.get_logger()
-        try:
-            count, dropped = self.memory.load(self._file, self._now())
-        except ForeignFileError as exc:
-            self.file_problem = f'{exc}; the memory is not kept (name another memory_file)'
-            logger.error(f'memory_file not used: {self.file_problem}')
+        read, self.file_problem = read_or_set_aside(
+            self._file, 'memory_file', 'memory',
+            lambda: self.memory.load(self._file, self._now()),
+            ForeignFileError, MemoryFileError, logger,
+        )  # fmt: skip
+        if read is None:
             return
-        except MemoryFileError as exc:
-            try:
-                rejected = move_aside(self._file)
-            except (OSError, PathRefused) as err:
-                self.file_problem = f'{exc}; could not be moved aside ({err}): not kept'
-                logger.error(f'memory_file not used: {self.file_problem}')
-                return
-            logger.error(f'memory_file not used: {exc}; moved to {rejected}, starting empty')
-            return
+        count, dropped = read
         for reason in dropped[:MAX_DROPS_LOGGED]:
             logger.warning(f'memory_file {self._file}: {reason}: dropped')
         if len(dropped) > MAX_DROPS_LOGGED:
@@ -239,17 +232,12 @@ class NodeMemory:
 
     def _save(self) -> None:
         changes = self.memory.changes
-        try:
-            self.memory.save(self._file)
-        except PathRefused as exc:
-            # Something else was put at the path while the node ran: it is left as it is.
-            self.file_problem = f'{exc}; the memory is no longer kept'
-            self._node.get_logger().error(f'memory_file {self._file}: {self.file_problem}')
-            return
-        except OSError as exc:
-            self._log('error', 'memory save', f'memory_file {self._file}: {exc}', LOG_PERIOD_S)
-            return
-        self._saved, self._last_save = changes, time.monotonic()
+        saved, self.file_problem = save_kept(
+            self._file, 'memory_file', 'memory', lambda: self.memory.save(self._file),
+            self._node.get_logger(), self._log,
+        )  # fmt: skip
+        if saved:
+            self._saved, self._last_save = changes, time.monotonic()
 
     def close(self) -> None:
         """Write memory_file a last time (the node is stopping)."""
