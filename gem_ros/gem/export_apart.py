@@ -7,9 +7,9 @@ Why: in the node's process, torch.onnx.export (ViT-B-16 at 448, 2 cores) held th
 lock for up to 0.9 s at a time (a 5 ms probe thread's longest gaps: 0.93, 0.76, 0.57 s) and
 both cores for 8 s, beside the stage threads of the model still serving: a switch to
 onnxruntime left 2.5-3.1x the usual period between two results (benchmarks/backend_switch.py).
-The child has an interpreter of its own and runs at nice CHILD_NICE from its start, so the
-serving process keeps its cores and the child takes what they leave (the same probe beside
-export_apart: no gap over 0.01 s).
+The child has an interpreter of its own and runs on one thread at nice CHILD_NICE from its
+start, so the serving process keeps its other cores and most of that one (the same probe
+beside export_apart: no gap over 0.01 s).
 
 The child builds the same model from its settings (random weights, no download), loads the
 parent's visual weights from a file the parent writes beside the graph, checks their
@@ -37,7 +37,11 @@ import torch
 from .export import ExportError, weights_fingerprint
 
 CHILD_MODULE = "gem_ros.gem.export_child"  # what the child runs (it imports the loader)
-CHILD_NICE = 10  # CFS weight 110 against the node's 1024: about a tenth of a busy core
+# CFS weight 335 against the node's 1024, on one core (CHILD_THREADS): the node keeps the
+# others and most of that one. At nice 10 (weight 110), with CI's three test processes on two
+# cores, a tiny model's export took over 45 s (the node's test waits 60 s for a switch).
+CHILD_NICE = 5
+CHILD_THREADS = 1
 POLL_S = 0.2
 LOG_TAIL = 2000  # characters of the child's output in an error
 
@@ -119,4 +123,11 @@ def _child_env() -> dict:
     """This process's environment, with this gem_ros first on the child's path."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "GEM_ROS_EXPORT_NICED": "1" if _nice() else ""}
+    threads = str(CHILD_THREADS)
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "GEM_ROS_EXPORT_NICED": "1" if _nice() else "",
+        "OMP_NUM_THREADS": threads,  # torch's intra-op threads: one core of the node's
+        "MKL_NUM_THREADS": threads,
+    }
