@@ -78,6 +78,7 @@ class NodeMap:
         self.file_problem = ''
         self._made_by = None  # the model the map's features are from, once one is loaded
         self._knowing = threading.Lock()
+        self._learning = False  # the executor started _know_model's thread
         self._changes = 0
         self._saved = 0
         self._last_save = time.monotonic()
@@ -133,7 +134,8 @@ class NodeMap:
 
     def _know_model(self) -> None:
         """What the features are from (the map file says it; another model's is refused):
-        once a model is loaded, at the first frame or ask, map_file is read."""
+        once a model is loaded (the timer, a frame or an ask, whichever comes first),
+        map_file is read."""
         with self._knowing:
             self._learn_model()
 
@@ -229,6 +231,11 @@ class NodeMap:
         return response
 
     def _tick(self) -> None:
+        if self._made_by is None and self._engine.model is not None and not self._learning:
+            # map_file is read once a model is loaded, whether or not frames come: on a thread
+            # of its own (a file of 100k voxels takes a second to read).
+            self._learning = True
+            threading.Thread(target=self._know_model, name='gem-map-file', daemon=True).start()
         if self._cloud_pub.get_subscription_count():
             self._publish_cloud()
         if (
