@@ -159,6 +159,16 @@ def _cosines(features: np.ndarray, text: np.ndarray) -> np.ndarray:
     return (half @ torch.from_numpy(text.astype(np.float16))).float().numpy()
 
 
+def query_text(model, query: str, background_prompts) -> tuple[np.ndarray, np.ndarray]:
+    """(the query's text embedding [D], the background prompts' [B, D]) for `ask`, encoded by
+    the model's text tower (cached); a prompt equal to the query is not its rival (as a
+    frame's presence rule)."""
+    prompts = model.check_backgrounds(background_prompts)
+    text = model.encode_text([query] + prompts).cpu().numpy()
+    rivals = [p.lower() != query.strip().lower() for p in prompts]
+    return text[0], text[1:][rivals]
+
+
 class FeatureMap:
     """A sparse voxel map of features and the views that saw them; thread-safe (fused on the
     frame path, asked from another thread)."""
@@ -185,6 +195,8 @@ class FeatureMap:
         self._voxels = Voxels()
         self._views = Views(max_views)
         self._camera_names: list[str] = []
+        # The last ask's (rows, heat): ~/map_cloud colours the voxels by it.
+        self.last_heat: Optional[tuple] = None
 
     def __len__(self) -> int:
         return len(self._voxels)
@@ -304,6 +316,7 @@ class FeatureMap:
         if not present.any():
             return []
         rows, heat = self.heat(text, ids[present])
+        self.last_heat = (rows, heat)
         hot = heat >= mask_threshold
         rows, heat = rows[hot], heat[hot]
         if not len(rows):

@@ -62,7 +62,7 @@ def read_header(path: Path) -> dict:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from .feature_map import FeatureMap, MapFileError, load_map
+    from .feature_map import FeatureMap, MapFileError, load_map, query_text
     from .model_args import model_from_args
     from .settings import FrameSettings, from_arguments
 
@@ -76,10 +76,9 @@ def run_ask(args: argparse.Namespace) -> int:
         kind = 'map file' if isinstance(exc, (MapFileError, KeyError, TypeError)) else 'error'
         print(f'gem-ros map ask: {kind}: {exc}', file=sys.stderr)
         return 2
-    prompts = model.check_backgrounds(from_arguments(FrameSettings, args).background_prompts)
-    text = model.encode_text([args.query] + prompts).cpu().numpy()
-    rivals = text[1:][[p.lower() != args.query.strip().lower() for p in prompts]]
-    places = fmap.ask(text[0], rivals, model.logit_scale, max(1, args.places))
+    prompts = from_arguments(FrameSettings, args).background_prompts
+    text, rivals = query_text(model, args.query, prompts)
+    places = fmap.ask(text, rivals, model.logit_scale, max(1, args.places))
     _report(args, header['map_frame'], places, len(fmap))
     return 0
 

@@ -36,6 +36,7 @@ from gem_ros.feature_map import (
     invert_pose,
     lift_patches,
     load_map,
+    query_text,
     save_map,
 )
 from gem_ros.geometry import TransformUnavailable
@@ -83,7 +84,6 @@ class NodeMap:
         self._saved = 0
         self._last_save = time.monotonic()
         self._last_fused: dict[str, float] = {}  # camera -> monotonic time (map_rate_hz)
-        self._last_heat = None  # the last ask's (rows, heat), for ~/map_cloud's colours
         self._asking = threading.BoundedSemaphore(MAX_ASKS_AT_ONCE)
         if self._file is not None:
             check_path(self._file, 'map_file')  # a folder...: refused at start
@@ -195,13 +195,8 @@ class NodeMap:
 
     def _answer(self, model, query: str, backgrounds, wanted: int):
         self._know_model()  # a map read from map_file is asked before any frame came
-        prompts = model.check_backgrounds(backgrounds)
-        text = model.encode_text([query] + prompts).cpu().numpy()
-        rivals = np.array([t for p, t in zip(prompts, text[1:]) if p.lower() != query.lower()])
-        places = self.map.ask(text[0], rivals, model.logit_scale, wanted)
-        ids, presence = self.map.presence(text[0], rivals, model.logit_scale)
-        self._last_heat = self.map.heat(text[0], ids[presence >= 0.5])
-        return places
+        text, rivals = query_text(model, query, backgrounds)
+        return self.map.ask(text, rivals, model.logit_scale, wanted)
 
     def _fill(self, response, places, query: str):
         now = self._node.get_clock().now().nanoseconds * 1e-9
@@ -246,7 +241,7 @@ class NodeMap:
             self._save()
 
     def _publish_cloud(self) -> None:
-        centres, colours = self.map.cloud(self._last_heat)
+        centres, colours = self.map.cloud(self.map.last_heat)
         rgb = (colours[:, 0].astype(np.uint32) << 16) | (colours[:, 1].astype(np.uint32) << 8)
         rgb |= colours[:, 2].astype(np.uint32)
         cloud = np.zeros(len(centres), [('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('rgb', '<u4')])
