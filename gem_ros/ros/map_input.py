@@ -245,7 +245,8 @@ class NodeMap:
         rgb = (colours[:, 0].astype(np.uint32) << 16) | (colours[:, 1].astype(np.uint32) << 8)
         rgb |= colours[:, 2].astype(np.uint32)
         cloud = np.zeros(len(centres), [('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('rgb', '<u4')])
-        cloud['x'], cloud['y'], cloud['z'], cloud['rgb'] = (*centres.T, rgb)
+        cloud['x'], cloud['y'], cloud['z'] = centres[:, 0], centres[:, 1], centres[:, 2]
+        cloud['rgb'] = rgb
         fields = [
             PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
             for i, n in enumerate('xyz')
