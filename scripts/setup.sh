@@ -9,7 +9,7 @@
 #   GEM_ROS_DISTRO   jazzy (default, the LTS) or kilted
 #   GEM_ROS_VENV     the venv's folder (default .venv); one venv holds one distro only
 #   PYTHON           the Python that makes the venv (default python3; >= 3.10)
-#   GEM_ROS_WHEELHOUSE  a folder of the large wheels kept between set-ups (CI; see below)
+#   GEM_ROS_SHARED_SITE a folder of the large packages shared between venvs (CI; see below)
 #
 # A torch that is already importable by $PYTHON (NVIDIA's JetPack wheel, a CUDA build) is
 # kept: the venv then sees that Python's packages and pip does not replace them.
@@ -71,34 +71,36 @@ fi
 echo "setup: ROS 2 $distro in $venv"
 # Builds use at most two jobs: this is meant to run on small shared machines too.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
-# A torch the venv already sees (the platform's) is pinned, so that pip keeps it or fails
-# with a conflict, instead of replacing it with PyPI's (CPU-only on aarch64).
+# GEM_ROS_SHARED_SITE: a folder of the large packages no ROS distro changes, shared by several
+# venvs (CI's two distros, one after the other): the first set-up installs torch with its
+# CUDA libraries, torchvision, onnxruntime, onnx, Ray and OpenCV into it (about 6 GB
+# unpacked, the longest step of a set-up), and each venv sees it through a .pth file, after
+# its own site-packages, so the next set-up installs none of them again and pip resolves the
+# rest around them. (pip's own cache does not serve here: the registry's answers are not
+# cached, and unpacking, not downloading, is what takes the time.)
+shared="${GEM_ROS_SHARED_SITE:-}"
+if [ -n "$shared" ]; then
+    if [ ! -d "$shared/torch" ]; then
+        # Either step failing only costs the saving: the install below gets what is missing.
+        "$venv/bin/python" -m pip install -q --target "$shared" --only-binary=:all: \
+            torch torchvision onnxruntime onnx "ray>=2.40" opencv-python-headless \
+            || echo "setup: installing into $shared failed; installing from the registry"
+        step_done "large packages installed into $shared ($(du -sh "$shared" | cut -f1))"
+    fi
+    if [ -d "$shared/torch" ]; then
+        site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+        (cd "$shared" && pwd) > "$site/gem_ros_shared.pth"
+        echo "setup: the venv sees the large packages of $shared"
+    fi
+fi
+# A torch the venv already sees (the platform's, or the shared folder's) is pinned, so that
+# pip keeps it or fails with a conflict, instead of replacing it with PyPI's (CPU-only on
+# aarch64).
 constraints=()
 if torch_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null)"; then
     echo "torch==$torch_version" > "$venv/gem-ros-keep-torch.txt"
     constraints=(-c "$venv/gem-ros-keep-torch.txt")
     echo "setup: keeping torch $torch_version"
-fi
-# GEM_ROS_WHEELHOUSE: a folder of wheels shared by several set-ups (CI's two distros, one
-# after the other): the first downloads the large ones into it (torch with its CUDA
-# libraries, torchvision, onnxruntime, Ray, OpenCV: about 4 GB), and each installs them from
-# there, so the next set-up downloads none of them again. pip's own cache does not serve here
-# (the registry's answers are not cached). Not with a torch of the platform's, kept above.
-wheelhouse="${GEM_ROS_WHEELHOUSE:-}"
-if [ -n "$wheelhouse" ] && [ ${#constraints[@]} -eq 0 ]; then
-    mkdir -p "$wheelhouse"
-    # Either step failing only costs the saving: the install below gets what is missing.
-    if ! compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
-        "$venv/bin/python" -m pip download -q -d "$wheelhouse" --only-binary=:all: \
-            torch torchvision onnxruntime onnx "ray>=2.40" opencv-python-headless \
-            || echo "setup: downloading into $wheelhouse failed; installing from the registry"
-        step_done "large wheels downloaded into $wheelhouse ($(du -sh "$wheelhouse" | cut -f1))"
-    fi
-    if compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
-        "$venv/bin/python" -m pip install -q --no-deps "$wheelhouse"/*.whl \
-            || echo "setup: installing from $wheelhouse failed; installing from the registry"
-        step_done "large wheels installed from $wheelhouse"
-    fi
 fi
 # The build backend reads GEM_ROS_DISTRO to pick the ament/rosidl wheels of the same distro.
 GEM_ROS_DISTRO="$distro" "$venv/bin/python" -m pip install "${constraints[@]}" \
