@@ -33,6 +33,9 @@ MAX_PAMR_DILATION = 64  # = gem_ros.gem.refine.MAX_DILATION
 # What a query must beat to count as present (see gem_ros/gem/presence.py): generic words for
 # what fills a frame when the queried thing is not in it. A query equal to one of them does
 # not compete with itself.
+# On the softmax over queries: the paper's VOC protocol (gem_ros.gem.postprocess, the eval).
+DEFAULT_BACKGROUND_THRESHOLD = 0.8
+PRESENCE_ASKING = ("all", "single")  # the presence protocol's ways to ask (gem_ros.eval)
 DEFAULT_BACKGROUND_PROMPTS = "background; wall; floor; ceiling; ground; sky; texture; surface"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 

@@ -25,8 +25,16 @@ import itertools
 import sys
 from pathlib import Path
 
-from ..settings import METHODS, FrameSettings, ModelSettings, add_arguments, from_arguments
-from . import authors, datasets, protocols
+from ..settings import (
+    DEFAULT_BACKGROUND_THRESHOLD,
+    METHODS,
+    PRESENCE_ASKING,
+    FrameSettings,
+    ModelSettings,
+    add_arguments,
+    from_arguments,
+)
+from . import authors, datasets
 from .runner import GemPredictor, evaluate, format_table, write_json
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -83,7 +91,7 @@ def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     if kind != "openimages":
         g.add_argument(
             "--asking",
-            choices=protocols.ClassPresence.ASKING,
+            choices=PRESENCE_ASKING,
             default="all",
             help="presence protocol: 'all' classes asked together, or 'single': one class "
             "per call, with only the background prompts as rivals (default: %(default)s)",
@@ -91,7 +99,7 @@ def _protocol_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     g.add_argument(
         "--background-threshold",
         type=float,
-        default=protocols.DEFAULT_BACKGROUND_THRESHOLD,
+        default=DEFAULT_BACKGROUND_THRESHOLD,
         help="softmax probability under which a pixel is background (default: 0.8)",
     )
     g.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -228,6 +236,8 @@ def _scenes(args, count: int):
 
 
 def _protocol(args, dataset, published=None):
+    from . import protocols  # torch: imported when a run needs it, not for the parser
+
     if published is not None:
         return protocols.Segmentation(
             dataset.class_names,
@@ -416,7 +426,7 @@ def _say_overridden(args, own: authors.AuthorsSettings) -> None:
         background_threshold=(args.background_threshold, own.prob_threshold),
     )
     defaults = dict(
-        background_threshold=protocols.DEFAULT_BACKGROUND_THRESHOLD,
+        background_threshold=DEFAULT_BACKGROUND_THRESHOLD,
         **{f.name: f.default for f in dataclasses.fields(FrameSettings)},
     )
     for key, pair in given.items():

@@ -16,6 +16,7 @@ import torch
 
 from gem_ros.gem import postprocess
 from gem_ros.gem.text import MAX_QUERIES
+from gem_ros.settings import PRESENCE_ASKING
 
 from .datasets import Sample
 from .metrics import IGNORE_INDEX, ConfusionMatrix, Localisation, PointIoU, Presence
@@ -213,7 +214,7 @@ class ClassPresence:
     """
 
     name = "presence"
-    ASKING = ("all", "single")
+    ASKING = PRESENCE_ASKING
 
     def __init__(self, class_names: Sequence[str], background: bool, asking: str = "all"):
         if asking not in self.ASKING:

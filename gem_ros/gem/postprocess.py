@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gem_ros.settings import DEFAULT_BACKGROUND_THRESHOLD  # noqa: F401 - re-exported
+
 DEFAULT_MASK_THRESHOLD = 0.5  # on the min-max heatmap: the OpenImages-V7 protocol
-DEFAULT_BACKGROUND_THRESHOLD = 0.8  # on the softmax over queries: the paper's VOC protocol
 # Heatmap pixels upsampled at once (queries x H x W): 8 M floats, 32 MB a map in flight; the
 # usual 640x480 frame with up to 27 queries takes one group.
 CHUNK_PIXELS = 8_000_000
