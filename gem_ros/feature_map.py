@@ -208,6 +208,19 @@ class FeatureMap:
         return 2 * dim + 8 + 4 + 2 + 8 + 2 + 3 + 8 * VIEWS_PER_VOXEL + 100
 
     # --- fusion ---------------------------------------------------------------------------
+    def take_view(self, tokens, view, rgb, pose, stamp: float, camera: str, **options) -> int:
+        """One frame into the map, as every host feeds it (the node, `gem-ros bag --map`):
+        its patch tokens [h, w, D] lifted at their depth (view: (depth [H, W] in metres, K of
+        that grid), FrameGeometry's; rgb the image the model saw), moved by `pose` (camera ->
+        map frame), the free space it saw through cleared, then fused. options: embedding
+        (the frame's image embedding), depth_range ((min, max) metres). The voxels touched."""
+        depth_m, K = view
+        embedding = options.get('embedding')
+        depth_range = options.get('depth_range', (0.0, float('inf')))
+        points, features, colours = lift_patches(tokens, depth_m, K, rgb, *depth_range)
+        self.clear_seen(invert_pose(pose), depth_m, K)
+        return self.fuse(apply_pose(points, pose), features, colours, stamp, camera, embedding)
+
     def fuse(self, points, features, colours, stamp: float, camera: str, embedding=None) -> int:
         """Observations (points [M, 3] in the map frame, L2-normalised features [M, D],
         colours [M, 3]) into their voxels, seen by a view of image embedding `embedding` [D]

@@ -2,7 +2,7 @@
 without ROS running, with the model that made it (its flags, as `gem-ros locate` takes them).
 
     gem-ros map ask ~/room.gemmap "fire extinguisher" --model ViT-B-16 --pretrained openai
-    gem-ros map ask ~/room.gemmap "fire extinguisher" --json
+    gem-ros map ask ~/room.gemmap "fire extinguisher" "red mug" --json   (a line per query)
 
 The file says which model, weights, method and frame made it; a model that differs is
 refused with the reason (its features would mean nothing). The answer is the node's
@@ -41,7 +41,9 @@ def add_arguments(sub) -> None:
         'ask', help='where the map has something, any words, without ROS (as ~/ask_map)'
     )
     a.add_argument('file', type=Path, help="the map file (a node's map_file)")
-    a.add_argument('query', help='anything, e.g. "fire extinguisher"')
+    a.add_argument(
+        'query', nargs='+', help='anything, e.g. "fire extinguisher"; several: asked in turn'
+    )
     a.add_argument('--places', type=int, default=5, help='most places (default: %(default)s)')
     a.add_argument('--json', action='store_true', help='one JSON object, for programs')
     add_model_arguments(a)
@@ -77,24 +79,27 @@ def run_ask(args: argparse.Namespace) -> int:
         print(f'gem-ros map ask: {kind}: {exc}', file=sys.stderr)
         return 2
     prompts = from_arguments(FrameSettings, args).background_prompts
-    text, rivals = query_text(model, args.query, prompts)
-    places = fmap.ask(text, rivals, model.logit_scale, max(1, args.places))
-    _report(args, header['map_frame'], places, len(fmap))
+    for query in args.query:
+        text, rivals = query_text(model, query, prompts)
+        places = fmap.ask(text, rivals, model.logit_scale, max(1, args.places))
+        _report(args, query, header['map_frame'], places, len(fmap))
     return 0
 
 
-def _report(args, frame_id: str, places, voxels: int) -> None:
+def _report(args, query: str, frame_id: str, places, voxels: int) -> None:
     rows = [
         {'point': [round(c, 3) for c in p.position], 'score': round(p.score, 4),
          'voxels': p.voxels, 'last_seen': p.last_seen, 'camera': p.camera}
         for p in places
     ]  # fmt: skip
     if args.json:
-        print(json.dumps({'query': args.query, 'found': bool(places), 'frame_id': frame_id,
+        print(json.dumps({'query': query, 'found': bool(places), 'frame_id': frame_id,
                           'places': rows}))  # fmt: skip
         return
+    if len(args.query) > 1:
+        print(f'{query}:')
     if not places:
-        print(f'nothing like {args.query!r} in the map ({voxels} voxels)')
+        print(f'nothing like {query!r} in the map ({voxels} voxels)')
     for i, row in enumerate(rows, 1):
         x, y, z = row['point']
         print(f"{i}. ({x:.2f}, {y:.2f}, {z:.2f}) in {frame_id}: score {row['score']:.2f}, "

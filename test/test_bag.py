@@ -254,6 +254,13 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=0)
     run = gem_bag(two, '-q', 'red', '-o', tmp_path / 'out', '--topic', '/b/image', check=2)
     assert 'exists: --resume continues it' in run.stderr
+    # The map (issue 40): a file or -o to put it in; depth and TF the bag must have.
+    run = gem_bag(two, '--map', check=2)
+    assert '--map needs a file (--map OUT.gemmap), or -o to put it in' in run.stderr
+    run = gem_bag(two, '--map', tmp_path / 'two.gemmap', '--topic', '/a/image', check=3)
+    assert '--map: ' in run.stderr
+    assert 'needs one depth image topic: pass --depth-topic' in run.stderr
+    assert not (tmp_path / 'two.gemmap').exists()
 
 
 def test_resume_never_moves_or_deletes_a_folder_it_did_not_write(tmp_path):

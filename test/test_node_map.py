@@ -4,7 +4,8 @@ TF from tf2_ros' StaticTransformBroadcaster, the node (the shipped scene CLIP, d
 map_frame set, **no query active**) in its own. ~/ask_map is asked colours afterwards: one
 never asked is found where it was, an absent one is "not found", a moved one stops answering
 at its old place; map_file is read back by the next node, asked offline by `gem-ros map
-ask` with the same answer, and moved aside by a node of another model."""
+ask` with the same answer, and moved aside by a node of another model. What the node was sent is
+recorded in a bag as well: `gem-ros bag --map` builds the same map from it."""
 
 import json
 import subprocess
@@ -31,6 +32,8 @@ pytestmark = [
 OPTICAL = 'camera_optical'
 SEEN = {'red': (40, 60, 1.2), 'green': (200, 100, 1.6)}
 TOLERANCE_M = 0.15
+VOXEL_M = 0.05  # map_voxel_size's default: the bag tool's places agree within one
+RECORDED = []  # (topic, message type, message, recording time ns): what the node was sent
 
 
 SCENE = (f'model:={SCENE_MODEL}', f'pretrained:={SCENE_WEIGHTS}', 'device:=cpu')
@@ -68,6 +71,10 @@ def client():
     q = t.transform.rotation
     q.x, q.y, q.z, q.w = POSE[1]
     ros.static_tf.sendTransform(t)  # time 0: valid at every stamp
+    from tf2_msgs.msg import TFMessage
+
+    RECORDED.append(('/tf_static', 'tf2_msgs/msg/TFMessage', TFMessage(transforms=[t]),
+                     time.time_ns()))  # fmt: skip
     yield ros
     ros.close()
 
@@ -89,12 +96,19 @@ def send(client, squares, seconds):
     rgb, depth = frame(squares)
     header = Header(frame_id=OPTICAL)
     header.stamp.sec = seconds
-    client.depth_pub.publish(depth_msg(depth, '32FC1', header))
-    client.info_pub.publish(camera_info_msg(header, (WIDTH, HEIGHT), K))
+    depth, info = depth_msg(depth, '32FC1', header), camera_info_msg(header, (WIDTH, HEIGHT), K)
+    client.depth_pub.publish(depth)
+    client.info_pub.publish(info)
     image = image_msg(rgb, 'rgb8', frame_id=OPTICAL)
     image.header = header
     time.sleep(0.05)  # depth first: the node pairs the frame with it
     client.image_pub.publish(image)
+    now = time.time_ns()
+    RECORDED.extend([
+        ('/depth', 'sensor_msgs/msg/Image', depth, now - 50_000_000),
+        ('/camera_info', 'sensor_msgs/msg/CameraInfo', info, now - 50_000_000),
+        ('/image', 'sensor_msgs/msg/Image', image, now),
+    ])  # fmt: skip
 
 
 def ask(client, query):
@@ -112,14 +126,36 @@ def drive(client, node, squares, until, what, timeout=60.0):
         assert time.monotonic() < deadline, f'{what}:\n{node.log()[-3000:]}'
 
 
-def _map_ask(map_file, query, model):
-    """`gem-ros map ask` on the map file, no ROS running."""
-    flags = [f"--{a.split(':=')[0].replace('_', '-')}={a.split(':=')[1]}" for a in model]
-    return subprocess.run(
-        [sys.executable, '-m', 'gem_ros.cli', 'map', 'ask', str(map_file), query, '--json',
-         '--input-size', '224', *flags],
+def _flags(model) -> list:
+    return [f"--{a.split(':=')[0].replace('_', '-')}={a.split(':=')[1]}" for a in model]
+
+
+def _map_ask(map_file, queries, model):
+    """`gem-ros map ask` on the map file, no ROS running: {query: its answer}, or the run."""
+    run = subprocess.run(
+        [sys.executable, '-m', 'gem_ros.cli', 'map', 'ask', str(map_file), *queries, '--json',
+         '--input-size', '224', *_flags(model)],
         capture_output=True, text=True, env=source_env(), cwd=REPO, timeout=120,
     )  # fmt: skip
+    if run.returncode:
+        return run
+    return {a['query']: a for a in map(json.loads, run.stdout.splitlines())}
+
+
+def _record_bag(path):
+    """What the node was sent, as a rosbag2 bag (MCAP)."""
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {}
+        for topic, msgtype, msg, when in sorted(RECORDED, key=lambda r: r[3]):
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+            writer.write(connections[topic], when, serialize_message(msg))
+    return path
 
 
 def near(place_pose, where) -> bool:
@@ -170,13 +206,30 @@ def test_the_map_file_is_read_back_and_refused_for_another_model(client, map_fil
     finally:
         node.stop()
     # Offline, the same file and code: `gem-ros map ask` agrees with the node.
-    offline = _map_ask(map_file, 'green', SCENE)
-    assert offline.returncode == 0, offline.stderr
-    places = json.loads(offline.stdout)['places']
+    queries = ('green', 'red', 'blue')
+    offline = _map_ask(map_file, queries, SCENE)
+    assert isinstance(offline, dict), offline.stderr
     best = answer.places.poses[0].position
+    places = offline['green']['places']
     assert np.allclose(places[0]['point'], [best.x, best.y, best.z], atol=1e-3), places
-    assert json.loads(_map_ask(map_file, 'blue', SCENE).stdout)['found'] is False
-    refused = _map_ask(map_file, 'green', TINY_MODEL)
+    assert offline['blue']['found'] is False
+    # The recording of what the node was sent, through `gem-ros bag --map`: the same places.
+    bag, bag_map = _record_bag(tmp_path / 'drive'), tmp_path / 'bag.gemmap'
+    built = subprocess.run(
+        [sys.executable, '-m', 'gem_ros.cli', 'bag', str(bag), '--map', str(bag_map),
+         '--map-frame', 'map', '--input-size', '224', '--quiet', *_flags(SCENE)],
+        capture_output=True, text=True, env=source_env(), cwd=REPO, timeout=240,
+    )  # fmt: skip
+    assert built.returncode == 0 and 'voxels from' in built.stderr, built.stderr[-3000:]
+    from_bag = _map_ask(bag_map, queries, SCENE)
+    assert isinstance(from_bag, dict), from_bag.stderr
+    for query in queries:
+        node_answer, bag_answer = offline[query], from_bag[query]
+        assert node_answer['found'] == bag_answer['found'], (query, node_answer, bag_answer)
+        if node_answer['found']:
+            a, b = node_answer['places'][0]['point'], bag_answer['places'][0]['point']
+            assert np.linalg.norm(np.subtract(a, b)) <= VOXEL_M, (query, a, b)
+    refused = _map_ask(map_file, ['green'], TINY_MODEL)
     assert refused.returncode == 2 and 'its features mean nothing here' in refused.stderr
     other = start(client, tmp_path / 'other.log', node_args(map_file, TINY_MODEL))
     try:

@@ -58,6 +58,7 @@ class BagError(ValueError):
 def add_bag_arguments(p) -> None:
     """The flags of `gem-ros bag` (its parser: gem_ros/ros/bag_command.py, which adds the set's)."""
     from gem_ros.model_args import add_model_arguments
+    from gem_ros.ros.bag_map import add_map_arguments
 
     p.add_argument(
         'input',
@@ -66,14 +67,16 @@ def add_bag_arguments(p) -> None:
         'list file (.txt, one bag a line): then OUT is a folder with OUT/<name> per bag',
     )
     p.add_argument(
-        '-q', '--queries', action='append', required=True, help="queries separated by ',' or ';'"
+        '-q',
+        '--queries',
+        action='append',
+        help="queries separated by ',' or ';' (optional with --map)",
     )
     p.add_argument(
         '-o',
         '--out',
-        required=True,
         help='the output bag folder (must not exist); with several bags or --ray, the folder of '
-        'the output bags and their index.jsonl',
+        'the output bags and their index.jsonl (optional with --map FILE)',
     )
     p.add_argument(
         '--topic',
@@ -93,10 +96,14 @@ def add_bag_arguments(p) -> None:
     p.add_argument('--resume', action='store_true', help='continue an interrupted output')
     p.add_argument('--quiet', action='store_true', help='no progress line')
     add_model_arguments(p)
+    add_map_arguments(p)
 
 
-def check_arguments(args: argparse.Namespace) -> list:
-    """What one bag and a set both need, checked before anything runs: the queries."""
+def check_arguments(args: argparse.Namespace, several: bool = False) -> list:
+    """What one bag and a set both need, checked before anything runs: the queries, the
+    output and the map's flags."""
+    from gem_ros.ros.bag_map import check_map_arguments
+
     try:
         import rosbags  # noqa: F401
     except ImportError:
@@ -105,6 +112,11 @@ def check_arguments(args: argparse.Namespace) -> list:
         ) from None
     if args.every < 1:
         raise BagError(f'--every must be 1 or more, got {args.every}')
+    if not args.out and (several or args.map is None or args.queries):
+        raise BagError(
+            '-o is needed: the output bag (with -q), or the folder of outputs (several bags)'
+        )
+    check_map_arguments(args, several)  # MapInputError is a ValueError, said as one
     return checked_queries(args)
 
 
@@ -113,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     from gem_ros.settings import FrameSettings, from_arguments
 
     queries = check_arguments(args)
-    source = _open_input(Path(args.input[0]), args.topic)
-    out = Path(args.out)
-    previous = _take_previous(out, args.resume)
+    source = _open_input(Path(args.input[0]), args.topic, args)
+    out = Path(args.out) if args.out else None
+    previous = _take_previous(out, args.resume) if out is not None else None
     frame_settings = from_arguments(FrameSettings, args)
     job = BagJob(args, queries, frame_settings, source, out, previous)
     with StopOnSignals() as stop:
@@ -123,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def checked_queries(args) -> list:
+    if not args.queries and args.map is not None:
+        return []  # the map alone: the image tower runs, nothing is labelled
     import gem_ros.gem as gem
 
     queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
@@ -135,9 +149,10 @@ class Source:
     """The input bag's image topics: `messages()` yields (topic, recording time ns, raw CDR)
     in recording order; `kinds` holds each topic's 'raw' or 'compressed'."""
 
-    def __init__(self, topics: dict, total: int, messages, close=lambda: None):
+    def __init__(self, topics: dict, total: int, messages, close=lambda: None, path=None):
         self.kinds = {topic: IMAGE_TYPES[msgtype] for topic, msgtype in topics.items()}
         self.total, self.messages, self.close = total, messages, close
+        self.path = path  # the bag, where it opened whole (the map reads its other topics)
 
     def camera(self, topic: str) -> str:
         """The camera a topic is: '' for a bag's one topic, else its name as a namespace."""
@@ -150,8 +165,12 @@ def _topic_list(topic) -> Optional[list]:
     return None if topic is None else [topic] if isinstance(topic, str) else list(topic)
 
 
-def _open_input(path: Path, topic) -> Source:
+def _open_input(path: Path, topic, args) -> Source:
+    """The bag's camera topics: `topic`, or the only image topic (not a depth one when the
+    map is built: gem_ros/ros/bag_map.py)."""
     from rosbags.rosbag2 import Reader
+
+    from gem_ros.ros.bag_map import depth_topics
 
     topic = _topic_list(topic)
     if not path.exists():
@@ -165,6 +184,8 @@ def _open_input(path: Path, topic) -> Source:
             return stream
         raise BagError(f'cannot read the bag {path}: {type(exc).__name__}: {exc}') from exc
     images = {(c.topic, c.msgtype) for c in reader.connections if c.msgtype in IMAGE_TYPES}
+    if topic is None and args.map is not None:
+        images = {i for i in images if i[0] not in depth_topics(reader.connections, args)}
     try:
         topics = _choose(path, images, topic)
     except BagError:
@@ -176,6 +197,7 @@ def _open_input(path: Path, topic) -> Source:
         sum(c.msgcount for c in chosen),
         lambda: ((c.topic, t, raw) for c, t, raw in reader.messages(connections=chosen)),
         reader.close,
+        path,
     )
 
 
@@ -297,6 +319,7 @@ class BagJob:
         self, args, queries, frame_settings, source: Source, out: Path, previous, load=None
     ):
         from gem_ros.model_args import model_from_args
+        from gem_ros.ros.bag_map import map_path
 
         self.args, self.queries, self.frame_settings = args, queries, frame_settings
         self.source, self.out, self.previous = source, out, previous
@@ -314,6 +337,8 @@ class BagJob:
         }
         self.written = 0
         self.failed = 0
+        self.map_path = map_path(args, out)
+        self._done: set = set()  # (camera, log time) of frames a previous output holds
 
     def run(self, stop: threading.Event) -> int:
         from rosbags.rosbag2 import StoragePlugin, Writer
@@ -330,6 +355,9 @@ class BagJob:
                 return to_rgb(msg, max_pixels, engine.model.device)
             return to_rgb(msg, max_pixels)
 
+        side = self._open_map()
+        if self.error:
+            return EXIT_BAD_INPUT
         engine = Engine(
             ThrottledLog(log, 5.0),
             convert,
@@ -337,62 +365,66 @@ class BagJob:
             load=self.load,
             local_weights_hint='--pretrained /path/to/open_clip_pytorch_model.bin',
             threads=False,
+            measure=side and side.measure,
+            consume=side and side.consume,
         )
         engine.update_settings(RunSettings(frame=self.frame_settings))
         engine.want_patch_logits = self.args.mask_format == 'patch'
         engine.set_queries(self.queries)
+        if side is not None:  # every frame feeds the map, with or without queries
+            engine.tokens_wanted = lambda camera: True
         self.error = engine.load_now(from_arguments(ModelSettings, self.args)) or ''
         if self.error:
             self.source.close()
+            side and side.close()
             return 2  # the engine said why
 
-        storage = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
-        writer = Writer(self.out, version=8, storage_plugin=storage[self.args.storage])
-        writer.open()
-        self.writer = writer
-        self.connections = self._connections(writer)
-        self.jsonl = open(self.out / JSONL, 'a', encoding='utf-8')
+        writer = None
+        if self.out is not None:
+            storage = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+            writer = Writer(self.out, version=8, storage_plugin=storage[self.args.storage])
+            writer.open()
+            self.writer = writer
+            self.connections = _connections(writer, self.topics, self.args.overlay)
+            self.jsonl = open(self.out / JSONL, 'a', encoding='utf-8')
         code = 0
         try:
-            done = self._copy_previous()
-            code = self._frames(engine, done, stop)
+            self._done = self._copy_previous()
+            code = self._frames(engine, side, stop)
         finally:
-            self.jsonl.close()
-            writer.close()
+            if writer is not None:
+                self.jsonl.close()
+                writer.close()
             self.source.close()
+            side and side.close()
+        if side is not None:  # what was built is kept, interrupted or not
+            why = side.save(engine.model, self.map_path)
+            if why:
+                self.error, code = why, EXIT_BAD_INPUT
         if self.previous is not None and code != EXIT_BAD_INPUT:
             shutil.rmtree(self.previous, ignore_errors=True)
         log.info(
-            '%s: %d frames written%s%s',
-            self.out,
+            '%s: %d frames %s%s%s',
+            self.out or self.map_path,
             self.written,
+            'written' if self.out else 'run',
             f', {self.failed} without a result (see above)' if self.failed else '',
             '; interrupted: --resume continues it' if code == EXIT_INTERRUPTED else '',
         )
         return code
 
-    def _connections(self, writer) -> dict:
-        from gem_ros.ros import messages
+    def _open_map(self):
+        """The map's side streams (gem_ros/ros/bag_map.py) where --map is given; None. A bag
+        the map cannot be built from sets self.error."""
+        if self.map_path is None:
+            return None
+        from gem_ros.ros.bag_map import open_map
 
-        typestore = _typestore()
-        types = {
-            'results': 'gem_ros/msg/GemResult',
-            'detections': 'vision_msgs/msg/Detection2DArray',
-            'overlay': 'sensor_msgs/msg/Image',
-        }
-        wanted = ['results']
-        if messages.Detection2DArray is not None and types['detections'] in typestore.fielddefs:
-            wanted.append('detections')
-        else:
-            log.info('vision_msgs is not installed: no detections in the output')
-        if self.args.overlay:
-            wanted.append('overlay')
-        return {
-            camera: {
-                k: writer.add_connection(topics[k], types[k], typestore=typestore) for k in wanted
-            }
-            for camera, topics in self.topics.items()
-        }
+        side, self.error = open_map(self.source.path, self.args, list(self.source.kinds))
+        if self.error:
+            log.error('%s', self.error)
+            self.source.close()
+        return side
 
     def _copy_previous(self) -> set:
         """With --resume: the previous output's frames, copied; their input log times."""
@@ -446,7 +478,7 @@ class BagJob:
         log.info('resuming: %d frames kept from the previous output', len(done))
         return done
 
-    def _frames(self, engine, done: set, stop: threading.Event) -> int:
+    def _frames(self, engine, side, stop: threading.Event) -> int:
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import CompressedImage, Image
 
@@ -479,8 +511,11 @@ class BagJob:
             index += 1
             self._last_time = timestamp
             camera = self.cameras[topic]
-            if index % self.args.every or (camera, timestamp) in done:
+            # A frame a previous output holds is run again only for the map (not written).
+            if index % self.args.every or ((camera, timestamp) in self._done and side is None):
                 continue
+            if side is not None:
+                side.advance(timestamp)  # its depth and transforms, read beside it
             msg_type, to_rgb = readers[topic]
             self._current = (index, timestamp, topic)
             try:
@@ -508,6 +543,11 @@ class BagJob:
         header, rgb, detections = result.frame[0].header, result.rgb, result.published
         seconds, settings = result.seconds, result.settings
         index, timestamp, topic = self._current
+        if (self.cameras[topic], timestamp) in self._done:
+            return  # written before --resume: run again for the map only
+        if self.out is None:
+            self._record(index, timestamp, header, detections, rgb.shape, seconds)
+            return  # the map alone
         out = {
             'results': lambda: messages.gem_result(
                 header,
@@ -546,9 +586,35 @@ class BagJob:
                 inference_seconds=round(seconds, 4),
                 queries=detection_records(detections),
             )
+        if self.out is None:
+            return  # the map alone: no lines
         # Flushed per frame: after a kill the lines say what was finished.
         self.jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
         self.jsonl.flush()
+
+
+def _connections(writer, topics_of: dict, overlay: bool) -> dict:
+    """Per camera, its output topics' connections in `writer` (topics_of: camera -> kind ->
+    topic): results, detections where vision_msgs is installed, overlay if asked."""
+    from gem_ros.ros import messages
+
+    typestore = _typestore()
+    types = {
+        'results': 'gem_ros/msg/GemResult',
+        'detections': 'vision_msgs/msg/Detection2DArray',
+        'overlay': 'sensor_msgs/msg/Image',
+    }
+    wanted = ['results']
+    if messages.Detection2DArray is not None and types['detections'] in typestore.fielddefs:
+        wanted.append('detections')
+    else:
+        log.info('vision_msgs is not installed: no detections in the output')
+    if overlay:
+        wanted.append('overlay')
+    return {
+        camera: {k: writer.add_connection(topics[k], types[k], typestore=typestore) for k in wanted}
+        for camera, topics in topics_of.items()
+    }
 
 
 def _complete_frames(folder: Path, by_topic: dict, connections: dict, lines: dict):

@@ -54,7 +54,7 @@ def add_arguments(sub) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     if is_set(args):  # several bags, a folder or list of them, or --ray: OUT/<name>
-        bag.check_arguments(args)
+        bag.check_arguments(args, several=True)
         return run(args)
     return bag.run(args)
 

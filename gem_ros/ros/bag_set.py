@@ -221,7 +221,7 @@ class Labeller:
         result.update(host=socket.gethostname(), worker=os.getpid())
         try:
             self._load()
-            source = _open_input(Path(item.input), self.args.topic)
+            source = _open_input(Path(item.input), self.args.topic, self.args)
         except gem.ModelLoadError as exc:
             result['error'] = exc.told('--pretrained /path/to/open_clip_pytorch_model.bin')
         except (BagError, ValueError, OSError) as exc:
@@ -303,7 +303,7 @@ def _total_frames(index: Index, args) -> Optional[int]:
     total = 0
     for item in index.items:
         try:
-            source = _open_input(Path(item.input), args.topic)
+            source = _open_input(Path(item.input), args.topic, args)
         except Exception:  # noqa: BLE001 - a bad bag: its own run records why
             continue
         source.close()

@@ -65,6 +65,22 @@ def depth_msg_to_array(msg: Image) -> np.ndarray:
     return rows.copy().view(dtype).reshape(msg.height, msg.width)  # padded: realign once
 
 
+def depth_view(depth_msg: Image, info: CameraInfo, depth_scale: float = 0.0) -> tuple:
+    """(depth [h, w] in metres, K of the depth image's pixels): what a frame's geometry sees
+    (FrameGeometry.view), for the node and `gem-ros bag --map` alike. K is camera_info's,
+    rescaled when camera_info states another image size (colour camera_info with a half-size
+    aligned depth). ValueError for a depth image that cannot be read."""
+    depth_m = depth_to_metres(
+        depth_msg_to_array(depth_msg), depth_msg.encoding, depth_scale or None
+    )
+    K = np.array(info.k, dtype=np.float64).reshape(3, 3)
+    depth_size = (depth_msg.width, depth_msg.height)
+    info_size = (info.width, info.height)
+    if 0 not in info_size and info_size != depth_size:
+        K = scale_intrinsics(K, info_size, depth_size)
+    return depth_m, K
+
+
 @dataclass(frozen=True)
 class DepthSettings:
     """The depth parameters a frame's points are made with (one snapshot per change)."""
@@ -182,15 +198,13 @@ class DepthInput:
         if pair is None:
             return geometry
         depth_msg, info = pair
+        self._check_size(depth_msg, colour_size)
         try:
-            depth_m = depth_to_metres(
-                depth_msg_to_array(depth_msg), depth_msg.encoding, settings.depth_scale or None
-            )
+            geometry.view = depth_view(depth_msg, info, settings.depth_scale)
         except ValueError as exc:
             self._warn('depth', f'bad depth image: {exc}; no 3D points')
             return geometry
-        K = self._intrinsics(info, depth_msg, colour_size)
-        geometry.view = (depth_m, K)
+        depth_m, K = geometry.view
         for i, det in enumerate(detections):
             if not det.found:  # nothing to point at
                 continue
@@ -236,9 +250,8 @@ class DepthInput:
             out.append(fields)
         return out
 
-    def _intrinsics(self, info: CameraInfo, depth_msg: Image, colour_size) -> np.ndarray:
-        """K for the depth image's pixels: camera_info's K, rescaled when camera_info states
-        another image size (e.g. colour camera_info with a half-size aligned depth)."""
+    def _check_size(self, depth_msg: Image, colour_size) -> None:
+        """Says once per pair of sizes that depth and colour differ (peaks are scaled)."""
         depth_size = (depth_msg.width, depth_msg.height)
         if (
             depth_size != tuple(colour_size)
@@ -251,11 +264,6 @@ class DepthInput:
                 'must show the same view (depth aligned to the colour camera, e.g. '
                 'aligned_depth_to_color)'
             )
-        K = np.array(info.k, dtype=np.float64).reshape(3, 3)
-        info_size = (info.width, info.height)
-        if 0 not in info_size and info_size != depth_size:
-            K = scale_intrinsics(K, info_size, depth_size)
-        return K
 
     def _warn(self, kind: str, text: str) -> None:
         """At most one warning of each kind per LOG_PERIOD_S."""

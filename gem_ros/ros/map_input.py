@@ -32,9 +32,6 @@ from gem_ros.feature_map import (
     FeatureMap,
     ForeignMapFile,
     MapFileError,
-    apply_pose,
-    invert_pose,
-    lift_patches,
     load_map,
     query_text,
     save_map,
@@ -121,15 +118,13 @@ class NodeMap:
         except TransformUnavailable as exc:
             self._log('warning', 'map tf', f'{exc}; the frame is not in the map', LOG_PERIOD_S)
             return
-        depth_m, K = geometry.view
-        outputs = result.settings.outputs.depth
-        points, features, colours = lift_patches(
-            tokens, depth_m, K, _host(result.rgb), outputs.depth_min, outputs.depth_max
-        )
+        depth = result.settings.outputs.depth
         header = result.frame.msg.header
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        self.map.clear_seen(invert_pose(pose), depth_m, K)
-        self.map.fuse(apply_pose(points, pose), features, colours, stamp, camera, embedding)
+        self.map.take_view(
+            tokens, geometry.view, _host(result.rgb), pose,
+            header.stamp.sec + header.stamp.nanosec * 1e-9, camera,
+            embedding=embedding, depth_range=(depth.depth_min, depth.depth_max),
+        )  # fmt: skip
         self._changes += 1
 
     def _know_model(self) -> None:
