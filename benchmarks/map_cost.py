@@ -90,6 +90,32 @@ def ask_cost(voxels: int, runs: int, dim: int = 512) -> float:
     return _median_s(lambda: fmap.ask(text, backgrounds, 100.0), runs)
 
 
+def full_map_fuse_cost(runs: int, voxels: int = 100_000, fresh: int = 1200, dim: int = 512):
+    """One frame's fusion into a map already at its budget: `fresh` new voxels (a 640x480
+    frame at 448 has 1200 patches), the same number of the oldest evicted."""
+    rng = np.random.default_rng(0)
+    fmap = FeatureMap(voxel_size=0.05, max_voxels=voxels)
+
+    def frame():
+        points = rng.uniform(0, 40, (fresh, 3))
+        features = rng.standard_normal((fresh, dim)).astype(np.float32)
+        features /= np.linalg.norm(features, axis=1, keepdims=True)
+        return points, features, np.zeros((fresh, 3), np.uint8)
+
+    stamp = 0.0
+    while len(fmap) < voxels:
+        stamp += 1
+        fmap.fuse(*frame(), stamp, 'a')
+    frames = [frame() for _ in range(max(runs, 5) * 3)]
+
+    def one():
+        nonlocal stamp
+        stamp += 1
+        fmap.fuse(*frames[int(stamp) % len(frames)], stamp, 'a')
+
+    return _median_s(one, max(runs, 5) * 3)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=5)
@@ -102,6 +128,9 @@ def main() -> int:
     )
     for voxels in (10_000, 100_000, 1_000_000):
         print(f'ask at {voxels:>9,} voxels: {ask_cost(voxels, args.runs) * 1e3:.1f} ms', flush=True)
+    print(
+        f'a frame into a full map of 100,000 voxels: {full_map_fuse_cost(args.runs) * 1e3:.1f} ms'
+    )
     print(f'memory per voxel (512-wide features): {FeatureMap.bytes_per_voxel(512)} bytes')
     return 0
 

@@ -36,7 +36,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
@@ -435,17 +434,19 @@ def load_map(path: Path, fmap: FeatureMap, made_by: dict, max_bytes: int) -> int
             'map_max_voxels takes'
         )
     try:
-        data = path.read_bytes()[len(FILE_SIGNATURE) :]
-        line, _, arrays = data.partition(b'\n')
-        header = json.loads(line)
-        for key, value in made_by.items():
-            if header.get(key) != value:
-                raise MapFileError(
-                    f'{path} was made with {key} {header.get(key)!r}, not {value!r}: '
-                    'its features mean nothing here'
-                )
-        with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
-            state = {name: npz[name] for name in ARRAYS}
+        # Read from the file as it lies (not through a copy of its bytes): the arrays are
+        # the only copy of the map in memory while it is read.
+        with open(path, 'rb') as f:
+            f.seek(len(FILE_SIGNATURE))
+            header = json.loads(f.readline(1 << 16))
+            for key, value in made_by.items():
+                if header.get(key) != value:
+                    raise MapFileError(
+                        f'{path} was made with {key} {header.get(key)!r}, not {value!r}: '
+                        'its features mean nothing here'
+                    )
+            with np.load(f, allow_pickle=False) as npz:
+                state = {name: npz[name] for name in ARRAYS}
         _check_state(state)
     except MapFileError:
         raise

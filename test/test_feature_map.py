@@ -12,12 +12,11 @@ from gem_ros.feature_map import (
     FeatureMap,
     ForeignMapFile,
     MapFileError,
-    apply_pose,
-    invert_pose,
     lift_patches,
     load_map,
     save_map,
 )
+from gem_ros.map_voxels import VIEWS_PER_VOXEL, Voxels
 from gem_ros.owned_files import PathRefused
 from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS
 
@@ -36,9 +35,7 @@ def _fuse(model, fmap, squares, stamp):
     out = [None]
     model.locate_batch([rgb], [[]], tokens_out=out)
     tokens, embedding = out[0]
-    points, features, colours = lift_patches(tokens, depth, K, rgb)
-    fmap.clear_seen(invert_pose(POSE), depth, K)
-    fmap.fuse(apply_pose(points, POSE), features, colours, stamp, 'front', embedding)
+    fmap.take_view(tokens, (depth, K), rgb, POSE, stamp, 'front', embedding=embedding)
 
 
 def _ask(model, fmap, query):
@@ -94,6 +91,22 @@ def test_the_map_keeps_at_most_its_budget_and_drops_the_oldest():
     fmap.fuse(points + [0, 0, 1.0], features, np.zeros((25, 3), np.uint8), 1.0, 'a')
     state = fmap.state()
     assert len(fmap) == 30 and (state['last_seen'] == 1.0).sum() == 25
+
+
+def test_removed_voxels_are_filled_from_the_end_with_every_key_on_its_own_row():
+    voxels = Voxels(4)
+    keys = np.arange(100, 110)
+    rows = voxels.rows_for(keys)
+    voxels['features'][rows] = np.arange(10)[:, None]  # each row's feature names its key
+    voxels.remove(np.array([1, 8, 3]))
+    kept = [k for i, k in enumerate(keys.tolist()) if i not in (1, 8, 3)]
+    assert len(voxels) == 7 and sorted(voxels.index) == kept
+    for key, row in voxels.index.items():
+        assert voxels['keys'][row] == key and voxels['features'][row, 0] == key - 100
+    again = voxels.rows_for(np.array([101, 105]))  # one back (fresh), one kept
+    assert voxels['features'][again[0]].tolist() == [0, 0, 0, 0]
+    assert voxels['seen_by'][again[0]].tolist() == [-1] * VIEWS_PER_VOXEL
+    assert voxels['features'][again[1], 0] == 5 and len(voxels) == 8
 
 
 def test_half_precision_features_answer_as_full_precision_ones(model):

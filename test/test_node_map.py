@@ -22,6 +22,7 @@ from gem_ros.ros.transforms import tf2_missing
 from gem_ros.srv import AskMap
 
 from depth_scene import camera_info_msg, depth_msg
+from hostile_inputs import read_kib
 from map_scene import HEIGHT, POSE, WIDTH, K, frame, in_map
 from ros_helpers import REPO, TINY_MODEL, NodeProcess, RosClient, image_msg, source_env
 
@@ -34,6 +35,8 @@ SEEN = {'red': (40, 60, 1.2), 'green': (200, 100, 1.6)}
 TOLERANCE_M = 0.15
 VOXEL_M = 0.05  # map_voxel_size's default: the bag tool's places agree within one
 RECORDED = []  # (topic, message type, message, recording time ns): what the node was sent
+PEAK_MIB = {}  # the first test's node: its peak RSS with a small map, the full map's baseline
+FULL_VOXELS = 300_000  # the full map's budget: 415 bytes a voxel with the scene CLIP's 128
 
 
 SCENE = (f'model:={SCENE_MODEL}', f'pretrained:={SCENE_WEIGHTS}', 'device:=cpu')
@@ -185,6 +188,7 @@ def test_colours_never_asked_are_found_an_absent_one_is_not_a_moved_one_moves(
         )  # fmt: skip
         answer = ask(client, 'red')
         assert answer.found and near(answer.places.poses[0], in_map(*moved['red'])), answer
+        PEAK_MIB['small map'] = read_kib(node.proc.pid, 'VmHWM') / 1024
     finally:
         assert node.stop() == 0
     assert map_file.is_file()
@@ -238,3 +242,47 @@ def test_the_map_file_is_read_back_and_refused_for_another_model(client, map_fil
     finally:
         other.stop()
     assert map_file.with_name(map_file.name + '.rejected').is_file()
+
+
+def _full_map_file(path):
+    """A map of FULL_VOXELS voxels of the scene CLIP, seen long ago (stamp 0), made as the
+    node would stamp it: what a node fills after a long drive."""
+    import gem_ros.gem as gem
+    from gem_ros.feature_map import FeatureMap, save_map
+    from gem_ros.map_command import made_by
+
+    model = gem.load_model(str(SCENE_MODEL), str(SCENE_WEIGHTS), device='cpu', input_size=224)
+    fmap = FeatureMap(VOXEL_M, FULL_VOXELS)
+    side = int(np.ceil(FULL_VOXELS ** (1 / 3)))
+    cells = np.stack(np.unravel_index(np.arange(FULL_VOXELS), (side,) * 3), 1)
+    points = (cells + 0.5) * VOXEL_M + [10.0, 0.0, 0.0]  # far from the squares
+    features = np.random.default_rng(0).standard_normal((FULL_VOXELS, 128)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    fmap.fuse(points, features, np.zeros((FULL_VOXELS, 3), np.uint8), 0.0, '')
+    save_map(path, fmap, made_by(model, 'map', VOXEL_M))
+    return fmap.bytes_per_voxel(128)
+
+
+def test_a_full_map_stays_within_its_stated_memory_and_takes_new_frames(client, tmp_path):
+    """map_max_voxels' stated memory (bytes_per_voxel a voxel, up to twice that while map_file
+    is read) holds for the node's peak RSS: a full map read from map_file, then frames fused
+    into it (the voxels seen longest ago go), against the first test's node (a small map)."""
+    if 'small map' not in PEAK_MIB:
+        pytest.skip("needs the first test's node's peak RSS")
+    full = tmp_path / 'full.gemmap'
+    per_voxel = _full_map_file(full)
+    node = start(client, tmp_path / 'full.log',
+                 (*node_args(full), f'map_max_voxels:={FULL_VOXELS}'))  # fmt: skip
+    try:
+        node.wait_for_log(f'{FULL_VOXELS} voxels read', timeout=120)
+        drive(client, node, SEEN, lambda: ask(client, 'green').found, 'green in a full map')
+        answer = ask(client, 'green')
+        assert near(answer.places.poses[0], in_map(*SEEN['green'])), answer
+        peak = read_kib(node.proc.pid, 'VmHWM') / 1024
+    finally:
+        node.stop()
+    budget = 2 * FULL_VOXELS * per_voxel / 2**20
+    grown = peak - PEAK_MIB['small map']
+    print(f'full map: peak {peak:.0f} MiB, {grown:.0f} MiB over the small map; stated '
+          f'{budget / 2:.0f} MiB, {budget:.0f} MiB while read')  # fmt: skip
+    assert grown <= budget + 64, (peak, PEAK_MIB, budget)

@@ -327,7 +327,8 @@ MAP_PARAMETERS = (
         'map_max_voxels',
         100_000,
         'most voxels the map keeps (the ones seen longest ago go first); each takes about '
-        '1.2 KB with ViT-B-16 (512-wide features in float16): 100000 about 120 MB',
+        '1.2 KB with ViT-B-16 (512-wide features in float16): 100000 about 120 MB, and up '
+        'to twice that for a moment while map_file is written or read',
         range=(1, 10_000_000),
         read_only=True,
     ),
