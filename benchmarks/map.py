@@ -41,14 +41,15 @@ from memory import (  # noqa: E402
     FRAME_HZ,
     HEIGHT,
     HIT_M,
-    TF_HZ,
     WIDTH,
     K,
     camera_pose,
     default,
-    quaternion,
+    pose_at,
     render,
+    scene_model,
     surface_distance,
+    tf_buffer,
     world,
 )
 
@@ -56,41 +57,7 @@ from gem_ros.eval.scenes import COLOURS, _background  # noqa: E402
 from gem_ros.feature_map import FeatureMap, query_text  # noqa: E402
 from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
 
-WEIGHTS = REPO / 'gem_ros' / 'eval' / 'weights'
 SOURCES = {'oracle (rendered labels)': 224, 'scene CLIP, 224 px': 224, 'scene CLIP, 336 px': 336}
-
-
-def tf_buffer(period: float):
-    """The camera's TF at 50 Hz over the sequence, as memory.py publishes it."""
-    import tf2_ros
-    from builtin_interfaces.msg import Time
-    from geometry_msgs.msg import TransformStamped
-
-    buffer = tf2_ros.Buffer()
-    for j in range(int(period * TF_HZ) + 2):
-        t = j / TF_HZ
-        R, c = camera_pose(t, period)
-        msg = TransformStamped()
-        msg.header.frame_id, msg.child_frame_id = 'map', 'camera_optical'
-        msg.header.stamp = Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)) % 1_000_000_000)
-        msg.transform.translation.x, msg.transform.translation.y = c[0], c[1]
-        msg.transform.translation.z = c[2]
-        q = msg.transform.rotation
-        q.x, q.y, q.z, q.w = quaternion(R)
-        buffer.set_transform(msg, 'benchmark')
-    return buffer
-
-
-def pose_at(buffer, t: float):
-    from builtin_interfaces.msg import Time
-    from rclpy.time import Time as RclTime
-
-    stamp = Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)) % 1_000_000_000)
-    tf = buffer.lookup_transform('map', 'camera_optical', RclTime.from_msg(stamp)).transform
-    return (
-        (tf.translation.x, tf.translation.y, tf.translation.z),
-        (tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w),
-    )
 
 
 def oracle_tokens(tokens, visible, words: dict) -> np.ndarray:
@@ -185,14 +152,7 @@ def main() -> None:
     ap.add_argument('--frames', type=int, default=120)
     ap.add_argument('--seed', type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    import gem_ros.gem as gem
-
-    torch.set_num_threads(1)
-    model = gem.load_model(
-        str(WEIGHTS / 'scene-clip-s16.json'), str(WEIGHTS / 'scene-clip-s16.pt'), device='cpu'
-    )
+    model = scene_model()
     names = ['wall', *COLOURS]
     words = dict(zip(names, model.encode_text(names).numpy()))
     print(

@@ -146,17 +146,14 @@ def oracle(queries, visible):
     return dets
 
 
-def run_sequence(model, rng, frames: int, queries, threshold, rule, timings, pipeline):
+def tf_buffer(period: float):
+    """The camera's TF over a sequence, sampled at TF_HZ, in a tf2_ros.Buffer."""
     import tf2_ros
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import TransformStamped
-    from rclpy.time import Time as RclTime
 
-    balls = world(rng)
-    background = _background(rng, WIDTH, WIDTH)[:HEIGHT]  # the square the figures were made with
-    period = frames / FRAME_HZ
     buffer = tf2_ros.Buffer()
-    for j in range(int(period * TF_HZ) + 2):  # the camera's TF, at 50 Hz
+    for j in range(int(period * TF_HZ) + 2):
         t = j / TF_HZ
         R, c = camera_pose(t, period)
         msg = TransformStamped()
@@ -167,6 +164,39 @@ def run_sequence(model, rng, frames: int, queries, threshold, rule, timings, pip
         q = msg.transform.rotation
         q.x, q.y, q.z, q.w = quaternion(R)
         buffer.set_transform(msg, 'benchmark')
+    return buffer
+
+
+def pose_at(buffer, t: float):
+    """Map <- optical at time t, looked up (interpolated) in the buffer: (xyz, xyzw)."""
+    from builtin_interfaces.msg import Time
+    from rclpy.time import Time as RclTime
+
+    stamp = Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)) % 1_000_000_000)
+    tf = buffer.lookup_transform('map', 'camera_optical', RclTime.from_msg(stamp)).transform
+    return (
+        (tf.translation.x, tf.translation.y, tf.translation.z),
+        (tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w),
+    )
+
+
+def scene_model():
+    """The shipped scene CLIP on the CPU, one torch thread (the figures' setting)."""
+    import torch
+
+    import gem_ros.gem as gem
+
+    torch.set_num_threads(1)
+    return gem.load_model(
+        str(WEIGHTS / 'scene-clip-s16.json'), str(WEIGHTS / 'scene-clip-s16.pt'), device='cpu'
+    )
+
+
+def run_sequence(model, rng, frames: int, queries, threshold, rule, timings, pipeline):
+    balls = world(rng)
+    background = _background(rng, WIDTH, WIDTH)[:HEIGHT]  # the square the figures were made with
+    period = frames / FRAME_HZ
+    buffer = tf_buffer(period)
     memory = SightingMemory(
         'map',
         default('memory_radius'),
@@ -198,12 +228,7 @@ def run_sequence(model, rng, frames: int, queries, threshold, rule, timings, pip
                 point, _ = peak_to_point(depth, (d.peak_x, d.peak_y), d.mask, K, (WIDTH, HEIGHT))
             points.append(point)
         started = time.perf_counter()
-        stamp = Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)) % 1_000_000_000)
-        tf = buffer.lookup_transform('map', 'camera_optical', RclTime.from_msg(stamp)).transform
-        pose = (
-            (tf.translation.x, tf.translation.y, tf.translation.z),
-            (tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w),
-        )
+        pose = pose_at(buffer, t)
         timings['tf'].append(time.perf_counter() - started)
         started = time.perf_counter()
         observe(memory, 'camera', t, dets, points, pose, (depth, K))
@@ -230,14 +255,7 @@ def main() -> None:
     ap.add_argument('--frames', type=int, default=120)
     ap.add_argument('--seed', type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    import gem_ros.gem as gem
-
-    torch.set_num_threads(1)
-    model = gem.load_model(
-        str(WEIGHTS / 'scene-clip-s16.json'), str(WEIGHTS / 'scene-clip-s16.pt'), device='cpu'
-    )
+    model = scene_model()
     threshold = 0.5
     rule = HoldSettings().rule(threshold)
     queries = list(COLOURS)
