@@ -28,10 +28,11 @@
   voxel's feature, min-max normalised over them, at least `mask_threshold` marks its voxels;
   places are groups of such voxels at most PLACE_REACH_M apart (neighbouring patches land
   about a patch apart, so voxels of one thing need not touch), ranked by their views' best
-  presence times their likeness (mean heat times the log of their size). Why not per voxel against the background
-  prompts alone: patch features' absolute similarities are not calibrated (with the scene
-  CLIP every voxel, a red one included, prefers "wall" to "red" by 0.2 cosine), while the
-  image embedding's presence is (it found every coloured square present, and no other).
+  presence times their likeness (mean heat times the log of their size). Why not per voxel
+  against the background prompts alone: patch features' absolute similarities are not
+  calibrated (with the scene CLIP every voxel, a red one included, prefers "wall" to "red" by
+  0.2 cosine), while the image embedding's presence is (it found every coloured square
+  present, and no other).
 """
 
 from __future__ import annotations
