@@ -225,6 +225,7 @@ def test_the_map_file_is_read_back_and_refused_for_another_model(client, map_fil
         capture_output=True, text=True, env=source_env(), cwd=REPO, timeout=240,
     )  # fmt: skip
     assert built.returncode == 0 and 'voxels from' in built.stderr, built.stderr[-3000:]
+    assert 'frames run into the map' in built.stderr, built.stderr[-3000:]  # none published
     from_bag = _map_ask(bag_map, queries, SCENE)
     assert isinstance(from_bag, dict), from_bag.stderr
     for query in queries:

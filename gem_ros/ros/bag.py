@@ -398,6 +398,8 @@ class BagJob:
             self.source.close()
             side and side.close()
         if side is not None:  # what was built is kept, interrupted or not
+            if not self.queries:  # nothing is published: the frames count as the map's
+                self.written = side.fused
             why = side.save(engine.model, self.map_path)
             if why:
                 self.error, code = why, EXIT_BAD_INPUT
@@ -407,7 +409,7 @@ class BagJob:
             '%s: %d frames %s%s%s',
             self.out or self.map_path,
             self.written,
-            'written' if self.out else 'run',
+            'written' if self.out and self.queries else 'run into the map',
             f', {self.failed} without a result (see above)' if self.failed else '',
             '; interrupted: --resume continues it' if code == EXIT_INTERRUPTED else '',
         )
