@@ -257,6 +257,8 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     # The map (issue 40): a file or -o to put it in; depth and TF the bag must have.
     run = gem_bag(two, '--map', check=2)
     assert '--map needs a file (--map OUT.gemmap), or -o to put it in' in run.stderr
+    run = gem_bag(two, '--map', tmp_path / 'm.gemmap', '--map-voxel-size', '0', check=2)
+    assert '--map-voxel-size: map_voxel_size must be within 0.01 .. 1.0, got 0.0' in run.stderr
     run = gem_bag(two, '--map', tmp_path / 'two.gemmap', '--topic', '/a/image', check=3)
     assert '--map: ' in run.stderr
     assert 'needs one depth image topic: pass --depth-topic' in run.stderr

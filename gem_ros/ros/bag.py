@@ -547,9 +547,6 @@ class BagJob:
         index, timestamp, topic = self._current
         if (self.cameras[topic], timestamp) in self._done:
             return  # written before --resume: run again for the map only
-        if self.out is None:
-            self._record(index, timestamp, header, detections, rgb.shape, seconds)
-            return  # the map alone
         out = {
             'results': lambda: messages.gem_result(
                 header,

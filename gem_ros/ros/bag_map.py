@@ -40,6 +40,10 @@ TF_CACHE_S = 60.0
 MAP_NAME = 'map.gemmap'  # a set's map per bag: OUT/<name>/map.gemmap
 TF_TOPICS = ('/tf', '/tf_static')
 DEPTH_TYPE, INFO_TYPE = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo'
+# The node's parameters the bag tool takes as flags (--map-frame, ...), with their defaults
+# and checks.
+NODE_SETTINGS = ('map_frame', 'map_voxel_size', 'map_max_voxels', 'depth_scale', 'sync_slop',
+                 'depth_min', 'depth_max')  # fmt: skip
 
 
 class MapInputError(ValueError):
@@ -62,8 +66,7 @@ def add_map_arguments(p) -> None:
     )
     g.add_argument('--depth-topic', help='the depth image (default: the only one named depth)')
     g.add_argument('--info-topic', help='its camera_info (default: the one beside it)')
-    for name in ('map_frame', 'map_voxel_size', 'map_max_voxels', 'depth_scale', 'sync_slop',
-                 'depth_min', 'depth_max'):  # fmt: skip
+    for name in NODE_SETTINGS:
         spec = SPECS[name]
         default = 'map' if name == 'map_frame' else spec.default
         g.add_argument(
@@ -76,7 +79,7 @@ def add_map_arguments(p) -> None:
 
 def check_map_arguments(args, several: bool) -> None:
     """The map flags against the rest, before anything runs (MapInputError)."""
-    from gem_ros.ros.parameters import check_value
+    from gem_ros.ros.parameters import PARAMETERS_BY_NAME, check_value
 
     if args.map is None:
         return
@@ -88,9 +91,11 @@ def check_map_arguments(args, several: bool) -> None:
         raise MapInputError('--map needs a file (--map OUT.gemmap), or -o to put it in')
     if args.map and Path(args.map).exists() and not Path(args.map).is_file():
         raise MapInputError(f'--map {args.map}: something other than a file is there')
-    for name in ('map_voxel_size', 'map_max_voxels', 'depth_scale', 'sync_slop', 'depth_min',
-                 'depth_max'):  # fmt: skip
-        problem = check_value(name, getattr(args, name))
+    for name in NODE_SETTINGS:  # the node's ranges are rclpy's to enforce; here, ours
+        value, bounds = getattr(args, name), PARAMETERS_BY_NAME[name].range
+        problem = check_value(name, value)
+        if bounds and not bounds[0] <= value <= bounds[1]:
+            problem = f'{name} must be within {bounds[0]} .. {bounds[1]}, got {value}'
         if problem:
             raise MapInputError(f"--{name.replace('_', '-')}: {problem}")
     if not args.map_frame.strip():
@@ -182,7 +187,6 @@ class BagMap:
         from gem_ros.ros.depth_input import depth_view
 
         header = result.frame[0].header
-        geometry = FrameGeometry(header.frame_id, [None] * len(result.detections))
 
         def lookup(tf_frame: str):
             try:
@@ -194,7 +198,7 @@ class BagMap:
             p, q = t.transform.translation, t.transform.rotation
             return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
 
-        geometry.lookup = lookup
+        geometry = FrameGeometry(header.frame_id, [None] * len(result.detections), None, lookup)
         stamp = _stamp_ns(header.stamp)
         near = min(self._depths, key=lambda d: abs(d[0] - stamp), default=None)
         if near is None or abs(near[0] - stamp) > self.slop_ns or self._info is None:
