@@ -196,19 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
-    import gem_ros.gem as gem
-    from gem_ros.gem.export import ExportError
-
     try:
         return args.func(args)
-    except gem.ModelLoadError as exc:
-        log.error("%s", exc.told("--pretrained /path/to/open_clip_pytorch_model.bin"))
-        return 2
-    except (gem.QueryError, ValueError) as exc:  # a BagError is a ValueError too
+    except ValueError as exc:  # a QueryError, a BagError: bad input, said plainly
         log.error("%s", exc)
         return 2
-    except ExportError as exc:
-        log.error("%s", exc)
+    except RuntimeError as exc:
+        # The model's errors, looked up where they live: a command that never loaded the
+        # model (a refusal, `gem-ros queries`) never imports torch for them.
+        loading = sys.modules.get("gem_ros.gem.loading")
+        export = sys.modules.get("gem_ros.gem.export")
+        if loading is not None and isinstance(exc, loading.ModelLoadError):
+            log.error("%s", exc.told("--pretrained /path/to/open_clip_pytorch_model.bin"))
+        elif export is not None and isinstance(exc, export.ExportError):
+            log.error("%s", exc)
+        else:
+            raise
         return 2
 
 

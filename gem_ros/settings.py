@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
+from .queries import parse_queries
+
 # The patch tokens a model gives (gem_ros/gem/vision.py has each one's formula): GEM, plain
 # CLIP, three training-free successors that change CLIP's last block only, and SC-CLIP
 # (gem_ros/gem/scclip.py: outlier repair and multi-level aggregation over the blocks too).
@@ -283,11 +285,6 @@ def presence_rule(value) -> str:
     return value
 
 
-def _split(text: str) -> list[str]:
-    # = gem_ros.gem.text.parse_queries (kept torch-free here)
-    return list(dict.fromkeys(q.strip() for q in re.split(r"[,;]", text) if q.strip()))
-
-
 SETTINGS = {f.name: f for cls in (ModelSettings, FrameSettings, HoldSettings) for f in fields(cls)}
 
 
@@ -317,7 +314,7 @@ def check_setting(name: str, value) -> Optional[str]:
         except ValueError as exc:
             return str(exc)
     if name == "background_prompts":
-        prompts = _split(str(value))
+        prompts = parse_queries(str(value))
         if not prompts:
             return (
                 "background_prompts needs at least one prompt (presence 'off' turns presence off)"

@@ -137,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
 def checked_queries(args) -> list:
     if not args.queries and args.map is not None:
         return []  # the map alone: the image tower runs, nothing is labelled
-    import gem_ros.gem as gem
+    from gem_ros.queries import QueryError, check_queries, parse_queries
 
-    queries = gem.check_queries(gem.parse_queries(';'.join(args.queries)))
+    queries = check_queries(parse_queries(';'.join(args.queries)))
     if not queries:
-        raise gem.QueryError("no queries: pass -q 'red mug; person'")
+        raise QueryError("no queries: pass -q 'red mug; person'")
     return queries
 
 

@@ -115,7 +115,7 @@ def call(service_type, name: str, request, wait: float, answer_within: float, re
 
 
 def run_queries(args: argparse.Namespace) -> int:
-    from gem_ros.gem.text import parse_queries
+    from gem_ros.queries import parse_queries
     from gem_ros.srv import SetQueries
 
     def report(response) -> int:
