@@ -57,7 +57,17 @@ from gem_ros.eval.scenes import COLOURS, _background  # noqa: E402
 from gem_ros.feature_map import FeatureMap, query_text  # noqa: E402
 from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
 
-SOURCES = {'oracle (rendered labels)': 224, 'scene CLIP, 224 px': 224, 'scene CLIP, 336 px': 336}
+SOURCES = {
+    'oracle (rendered labels)': {'input_size': 224},
+    'scene CLIP, 224 px': {'input_size': 224},
+    'scene CLIP, 336 px': {'input_size': 336},
+    # The successors' inference: windows of the model's own size over a larger input.
+    'scene CLIP, windows of 224 at stride 112 over 448 px': {
+        'input_size': 448,
+        'slide': 224,
+        'slide_stride': 112,
+    },
+}
 
 
 def oracle_tokens(tokens, visible, words: dict) -> np.ndarray:
@@ -71,7 +81,7 @@ def oracle_tokens(tokens, visible, words: dict) -> np.ndarray:
     return out
 
 
-def drive(model, rng, frames: int, source: str, input_size: int, words, timings):
+def drive(model, rng, frames: int, source: str, options: dict, words, timings):
     balls = world(rng)
     background = _background(rng, WIDTH, WIDTH)[:HEIGHT]
     period = frames / FRAME_HZ
@@ -86,7 +96,7 @@ def drive(model, rng, frames: int, source: str, input_size: int, words, timings)
         seen.update(in_view)
         started = time.perf_counter()
         out = [None]
-        model.locate_batch([rgb], [[]], tokens_out=out, input_size=input_size)  # no query
+        model.locate_batch([rgb], [[]], tokens_out=out, **options)  # no query
         tokens, embedding = out[0]
         timings['model'].append(time.perf_counter() - started)
         if source.startswith('oracle'):
@@ -151,6 +161,7 @@ def main() -> None:
     ap.add_argument('--sequences', type=int, default=3)
     ap.add_argument('--frames', type=int, default=120)
     ap.add_argument('--seed', type=int, default=3)
+    ap.add_argument('--only', default='', help='the sources whose name holds this')
     args = ap.parse_args()
     model = scene_model()
     names = ['wall', *COLOURS]
@@ -166,7 +177,9 @@ def main() -> None:
         '| fusion per frame | ask |'
     )
     print('|---|---|---|---|---|---|---|---|---|---|')
-    for name, input_size in SOURCES.items():
+    for name, options in SOURCES.items():
+        if args.only not in name:
+            continue
         rng = np.random.default_rng(args.seed)  # the same sequences for each
         timings = {'model': [], 'fusion': [], 'ask': []}
         tally = dict.fromkeys(
@@ -174,7 +187,7 @@ def main() -> None:
         )
         tally['errors'] = []
         for _ in range(args.sequences):
-            balls, seen, fmap = drive(model, rng, args.frames, name, input_size, words, timings)
+            balls, seen, fmap = drive(model, rng, args.frames, name, options, words, timings)
             score(balls, seen, ask_all(model, fmap, timings), tally)
         print(row(name, tally, timings), flush=True)
     print(

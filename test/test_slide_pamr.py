@@ -144,6 +144,43 @@ def test_locate_with_slide_and_pamr_gives_the_pipelines_maps(sclip):
     assert np.abs(plain[0].heatmap - dets[0].heatmap).max() > 1e-2
 
 
+def test_the_map_keeps_the_windows_tokens_averaged_on_the_inputs_grid(sclip):
+    """With sliding windows, a frame's tokens for the map are its windows' tokens averaged on
+    the input's patch grid: each patch's cosine with a text is then the mean of its windows'
+    cosines; the same with a query active (the windows run once) and with none."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (150, 260, 3), np.uint8)
+    options = dict(input_size=224, slide=112, slide_stride=64, presence_rule="off")
+    kept = {}
+    for queries in ([], ["cat"]):
+        out = [None]
+        sclip.locate_batch([image], [queries], tokens_out=out, **options)
+        kept[len(queries)] = out[0][0]
+    np.testing.assert_allclose(kept[0], kept[1], atol=1e-5)
+    pixels = sclip.preprocess(image, 224)  # [1, 3, 224, 384]: 2 x 5 windows of 112
+    p, text = sclip.patch_size, sclip.encode_text(["cat"])[0]
+    rows, cols = pixels.shape[-2] // p, pixels.shape[-1] // p
+    total, count = torch.zeros(rows, cols), torch.zeros(rows, cols)
+    mean = torch.zeros(rows, cols, kept[0].shape[-1])
+    for y1, y2, x1, x2 in windows.window_boxes(*pixels.shape[-2:], 112, 64):
+        tokens = sclip.patch_tokens(pixels[..., y1:y2, x1:x2])[0]
+        cells = (slice(y1 // p, y2 // p), slice(x1 // p, x2 // p))
+        total[cells] += tokens @ text
+        mean[cells] += tokens
+        count[cells] += 1
+    assert kept[0].shape[:2] == (rows, cols)
+    assert count.max() > 1  # the windows overlap: an average, not one window's tokens
+    # The mean of unit vectors, renormalised: its cosine is the mean cosine over its norm.
+    mean /= count[..., None]
+    norm = mean.norm(dim=-1)
+    cos = kept[0] @ text.numpy()
+    np.testing.assert_allclose(cos * norm.numpy(), (total / count).numpy(), atol=1e-4)
+    # Not the whole input's tokens.
+    whole = [None]
+    sclip.locate_batch([image], [[]], tokens_out=whole, input_size=224)
+    assert np.abs(whole[0][0] - kept[0]).max() > 1e-2
+
+
 @pytest.mark.timeout(600)
 def test_node_peak_memory_with_slide_and_pamr_on_the_largest_frame(tmp_path):
     """The largest frame the default budget takes (max_image_pixels: 3840 x 2160) with 5

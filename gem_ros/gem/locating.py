@@ -140,18 +140,25 @@ def _locate_chunk(model, images, sizes, chunk, text: _Text, options, tokens_out=
     tokens, embedding = model.features(pixels, image=judge or keep) if whole else (None, None)
     grid = (pixels.shape[-2] // model.patch_size, pixels.shape[-1] // model.patch_size)
     for j, i in enumerate(chunk):
+        one = pixels[j : j + 1]
+        kept = [] if keep and o.slide else None  # the windows' tokens, for the map
+        if o.slide and text.lists[i]:
+            logits = window_logits(
+                model, one, text.per_image[i], o.slide, o.slide_stride, o.max_input_pixels, kept
+            )[0]  # fmt: skip
+        elif text.lists[i]:
+            logits = torch.einsum("hwd,pd->phw", tokens[j], text.per_image[i])
         if keep:
-            tokens_out[i] = (tokens[j].float().cpu().numpy(), embedding[j].float().cpu().numpy())
+            # With sliding windows the map keeps what they see (their tokens averaged on the
+            # input's grid), as the frame's own heatmaps do; else the whole input's.
+            dense_tokens = _window_tokens(model, one, o, kept)[0] if o.slide else tokens[j]
+            tokens_out[i] = (
+                dense_tokens.float().cpu().numpy(),
+                embedding[j].float().cpu().numpy(),
+            )
         if not text.lists[i]:
             yield []
             continue
-        if o.slide:
-            logits = window_logits(
-                model, pixels[j : j + 1], text.per_image[i], o.slide, o.slide_stride,
-                o.max_input_pixels,
-            )[0]  # fmt: skip
-        else:
-            logits = torch.einsum("hwd,pd->phw", tokens[j], text.per_image[i])
         dense = (
             _dense_maps(pixels[j : j + 1], sizes[i], o.pamr_steps, o.pamr_dilations)
             if o.slide or o.pamr_steps
@@ -188,16 +195,38 @@ def check_slide(patch: int, shape: tuple[int, int], crop: int, stride: int) -> N
         )
 
 
-def window_logits(model, pixels, text, crop, stride, max_input_pixels) -> torch.Tensor:
-    """[B, 3, h, w] -> [B, P, h, w]: the windows' patch cosines with `text` [P, D],
-    averaged; as many windows per forward as max_input_pixels allows."""
+def _per_forward(model, pixels, crop, max_input_pixels) -> int:
+    """How many windows one forward runs: as many as max_input_pixels allows."""
     budget = max_input_pixels or model.max_input_pixels
-    side = min(crop, pixels.shape[-2]) * min(crop, pixels.shape[-1])
+    return max(1, budget // (min(crop, pixels.shape[-2]) * min(crop, pixels.shape[-1])))
+
+
+def window_logits(model, pixels, text, crop, stride, max_input_pixels, kept=None):
+    """[B, 3, h, w] -> [B, P, h, w]: the windows' patch cosines with `text` [P, D],
+    averaged; as many windows per forward as max_input_pixels allows. kept: a list that
+    gets each forward's window tokens (for `_window_tokens`)."""
 
     def forward(crops):
-        return torch.einsum("nhwd,pd->nphw", model.patch_tokens(crops), text)
+        tokens = model.patch_tokens(crops)
+        if kept is not None:
+            kept.append(tokens)
+        return torch.einsum("nhwd,pd->nphw", tokens, text)
 
-    return windows.slide(forward, pixels, crop, stride, max(1, budget // side))
+    per_forward = _per_forward(model, pixels, crop, max_input_pixels)
+    return windows.slide(forward, pixels, crop, stride, per_forward)
+
+
+def _window_tokens(model, pixels, o, kept=None) -> torch.Tensor:
+    """[1, 3, h, w] -> [1, h/p, w/p, D]: the windows' tokens averaged on the input's grid;
+    those `window_logits` kept, else one pass of windows for them (a frame with no query)."""
+    p = model.patch_size
+    if kept:
+        height, width = pixels.shape[-2:]
+        return windows.average_tokens(
+            torch.cat(kept).float(), 1, height, width, o.slide, o.slide_stride, p
+        )
+    per_forward = _per_forward(model, pixels, o.slide, o.max_input_pixels)
+    return windows.slide_tokens(model.patch_tokens, pixels, o.slide, o.slide_stride, per_forward, p)
 
 
 def _dense_maps(pixels, size, pamr_steps, dilations):

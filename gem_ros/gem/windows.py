@@ -69,3 +69,51 @@ def slide(
     for y1, y2, x1, x2 in boxes:
         count[:, :, y1:y2, x1:x2] += 1
     return total / count
+
+
+def average_tokens(
+    window_tokens: torch.Tensor, batch: int, height: int, width: int, crop: int, stride: int,
+    patch: int,
+) -> torch.Tensor:  # fmt: skip
+    """The windows' patch tokens [N, c/p, c/p, D] (every (image, window) pair, in `slide`'s
+    order) -> [B, h/p, w/p, D]: averaged on the input's patch grid where windows overlap,
+    L2-normalised. The dense features sliding windows give, for the map of features: a patch's
+    cosine with a text is then the mean of its windows' cosines (before their upsampling). A
+    window whose corner is not on the grid (a stride that is no multiple of the patch) is
+    placed at the nearest patch."""
+    boxes = window_boxes(height, width, crop, stride)
+    rows, cols = height // patch, width // patch
+    total = window_tokens.new_zeros((batch, rows, cols, window_tokens.shape[-1]))
+    count = window_tokens.new_zeros((rows, cols, 1))
+    pairs = [(b, box) for b in range(batch) for box in boxes]
+    for tokens, (b, (y1, _, x1, _)) in zip(window_tokens, pairs):
+        th, tw = tokens.shape[:2]
+        r, c = min(round(y1 / patch), rows - th), min(round(x1 / patch), cols - tw)
+        total[b, r : r + th, c : c + tw] += tokens
+        if b == 0:
+            count[r : r + th, c : c + tw] += 1
+    return F.normalize(total / count.clamp(min=1), dim=-1)
+
+
+def slide_tokens(
+    tokens_of: Callable[[torch.Tensor], torch.Tensor],
+    pixels: torch.Tensor,
+    crop: int,
+    stride: int,
+    per_forward: int,
+    patch: int,
+) -> torch.Tensor:
+    """pixels [B, 3, h, w] -> [B, h/p, w/p, D]: tokens_of(crops [n, 3, c, c]) -> [n, c/p, c/p,
+    D] on every window (at most `per_forward` at once), then `average_tokens`."""
+    batch, _, height, width = pixels.shape
+    boxes = window_boxes(height, width, crop, stride)
+    if len(boxes) > MAX_WINDOWS:
+        raise ValueError(f"{len(boxes)} windows; at most {MAX_WINDOWS}")
+    pairs = [(b, box) for b in range(batch) for box in boxes]
+    step = max(1, per_forward)
+    kept = []
+    for at in range(0, len(pairs), step):
+        group = pairs[at : at + step]
+        crops = [pixels[b : b + 1, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in group]
+        kept.append(tokens_of(torch.cat(crops)))
+    return average_tokens(torch.cat(kept).float(), batch, height, width, crop, stride, patch)
