@@ -80,13 +80,21 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 # cached, and unpacking, not downloading, is what takes the time.)
 shared="${GEM_ROS_SHARED_SITE:-}"
 if [ -n "$shared" ]; then
+    # Set-ups run side by side (CI's two distros): the first fills the folder, holding its
+    # lock; the others wait for it here, then see a full folder.
+    exec 9>"$shared.lock"
+    flock 9
     if [ ! -d "$shared/torch" ]; then
         # Either step failing only costs the saving: the install below gets what is missing.
         "$venv/bin/python" -m pip install -q --target "$shared" --only-binary=:all: \
             torch torchvision onnxruntime onnx "ray>=2.40" opencv-python-headless \
             || echo "setup: installing into $shared failed; installing from the registry"
         step_done "large packages installed into $shared ($(du -sh "$shared" | cut -f1))"
+    else
+        step_done "large packages found in $shared"
     fi
+    flock -u 9
+    exec 9>&-
     if [ -d "$shared/torch" ]; then
         site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
         (cd "$shared" && pwd) > "$site/gem_ros_shared.pth"
