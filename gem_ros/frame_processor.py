@@ -169,11 +169,11 @@ class FrameProcessor:
         return Batch(results, asks, settings), why
 
     def publish_all(self, batch: 'Batch', isolate: bool = True) -> list[Optional[str]]:
-        """Each frame of the batch measured and published (unless its similarities are not
-        finite), then the questions answered; per frame, why it was not published, or None.
-        isolate: a frame whose measure or publish raises is logged and the others go on (the
-        live pipeline); else it raises (offline, where the caller stops its run: a bag's
-        output that cannot be written)."""
+        """Each frame of the batch measured, handed to the consumer (the memory, the map), and
+        published (unless its similarities are not finite), then the questions answered; per
+        frame, why it was not published, or None. isolate: a frame whose measure or publish
+        raises is logged and the others go on (the live pipeline); else it raises (offline,
+        where the caller stops its run: a bag's output that cannot be written)."""
         why, answered = [], []
         for result in batch.results:
             detections = result.detections
@@ -196,6 +196,9 @@ class FrameProcessor:
             try:
                 if self._measure is not None:
                     result.geometry = self._measure(result)
+                # The memory and the map take the frame before its results go out: whoever
+                # sees them and asks at once (~/recall, ~/ask_map) finds this frame there.
+                self._hand_to_consumer(result, isolate)
                 if result.active:
                     self._publish(result)
             except Exception as exc:
@@ -206,8 +209,6 @@ class FrameProcessor:
                 why.append(f'publish failed: {exc}')
                 continue
             why.append(None)
-        for result in answered:
-            self._hand_to_consumer(result, isolate)
         self._answer(batch.asks, answered)
         return why
 
