@@ -73,7 +73,7 @@ class ForeignMapFile(MapFileError):
 class Place:
     """A group of touching voxels of a query."""
 
-    position: tuple  # (x, y, z) in the map frame: the voxels' centre, weighted by heat
+    position: tuple  # (x, y, z) in the map frame: the heat-weighted centre around its peak
     score: float  # the query's presence in the best view that saw the place (0.5 .. 1)
     voxels: int
     last_seen: float  # stamp, seconds
@@ -348,10 +348,13 @@ class FeatureMap:
             weights = heat[members]
             best = members[int(np.argmax(weights))]
             score = max(by_view.get(int(i), 0.0) for i in seen_by[members].ravel())
+            # Where it is: the heat-weighted centre around its peak (a frame's peak point),
+            # not of the whole group, which may run on into lukewarm wall.
+            peak = members[np.abs(centres[members] - centres[best]).max(1) <= PLACE_REACH_M]
             places.append(
                 Place(
-                    tuple(float(c) for c in (centres[members] * weights[:, None]).sum(0)
-                          / weights.sum()),
+                    tuple(float(c) for c in (centres[peak] * heat[peak, None]).sum(0)
+                          / heat[peak].sum()),
                     float(score), len(members), float(last_seen[members].max()),
                     names[cameras[best]] if names else '',
                     float(weights.mean()) * math.log1p(len(members)),
