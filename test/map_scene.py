@@ -28,3 +28,59 @@ def in_map(u0, v0, z):
     u, v = u0 + SIDE / 2 - 0.5, v0 + SIDE / 2 - 0.5
     camera = np.array([[(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z]])
     return apply_pose(camera, POSE)[0]
+
+
+OPTICAL = 'camera_optical'
+
+
+def static_transform():
+    """The TF map <- camera_optical (POSE), stamped 0: valid at every stamp."""
+    from geometry_msgs.msg import TransformStamped
+
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = 'map', OPTICAL
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = POSE[0]
+    q = t.transform.rotation
+    q.x, q.y, q.z, q.w = POSE[1]
+    return t
+
+
+def write_bag(path, squares: dict, count: int):
+    """`count` frames of `squares`, 1 s apart, each with its depth (32FC1) and camera_info
+    just before it, and /tf_static first: what `gem-ros bag --map` reads (MCAP)."""
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    from depth_scene import camera_info_msg, depth_msg
+    from ros_helpers import image_msg
+
+    rgb, depth = frame(squares)
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+
+        def add(topic, msgtype):
+            return writer.add_connection(topic, msgtype, typestore=typestore)
+
+        image_type = 'sensor_msgs/msg/Image'
+        tf, depth_topic = add('/tf_static', 'tf2_msgs/msg/TFMessage'), add('/depth', image_type)
+        info, image = add('/camera_info', 'sensor_msgs/msg/CameraInfo'), add('/image', image_type)
+        writer.write(
+            tf, 1000 * 10**9, serialize_message(TFMessage(transforms=[static_transform()]))
+        )
+        for i in range(count):
+            header = Header(frame_id=OPTICAL)
+            header.stamp.sec = 1001 + i
+            when = header.stamp.sec * 10**9
+            writer.write(
+                depth_topic, when - 10**7, serialize_message(depth_msg(depth, '32FC1', header))
+            )
+            writer.write(
+                info, when - 10**7, serialize_message(camera_info_msg(header, (WIDTH, HEIGHT), K))
+            )
+            msg = image_msg(rgb, 'rgb8', frame_id=OPTICAL)
+            msg.header = header
+            writer.write(image, when, serialize_message(msg))
+    return path

@@ -1,11 +1,13 @@
 """`gem-ros bag` over a set of bags, as users run it (subprocesses): OUT/<name> per input and
 OUT/index.jsonl, a bad bag recorded while the others finish, --resume over the set, and on
-Ray (a local instance the command starts and stops, 2 workers): the same results as the
-serial run, a worker killed mid-bag whose bag a retry finishes, and ctrl-c then --resume.
+Ray (a local instance the command starts and stops, 2 workers): the same results and maps
+(`--map`) as the serial run, a worker killed mid-bag whose bag a retry finishes, and ctrl-c
+then --resume.
 
 The Ray tests need `ray` (pip install "gem_ros[ray]"; scripts/setup.sh installs it) and are
 skipped without it; 15-40 s each on 2 cores, about 2.5 minutes together."""
 
+import io
 import json
 import os
 import re
@@ -15,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_bag import TINY_FLAGS, jsonl, read_output, write_bag
 
+import map_scene
 from ros_helpers import source_env
 
 pytestmark = pytest.mark.timeout(300)
@@ -211,31 +215,45 @@ def without_timing(output: Path) -> list:
     return [{k: v for k, v in line.items() if k != 'inference_seconds'} for line in jsonl(output)]
 
 
+def map_arrays(path: Path) -> dict:
+    """A map file's arrays (its first two lines say what made it; then numpy's npz)."""
+    data = path.read_bytes()
+    header_end = data.index(b'\n', data.index(b'\n') + 1) + 1
+    with np.load(io.BytesIO(data[header_end:])) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
 @alone
-def test_ray_gives_the_serial_results_and_records_a_bad_bag(tmp_path, ray_available):
+def test_ray_gives_the_serial_results_and_maps_and_records_a_bad_bag(tmp_path, ray_available):
+    """Each bag (colour, depth, camera_info, /tf_static) labelled and mapped (`--map`, issue
+    40: one map per bag, OUT/<name>/map.gemmap) on Ray as in the serial run."""
     bags = []
     for seed in (1, 2, 3):
-        bag = tmp_path / 'scenes' / f'scene{seed}'
-        subprocess.run(
-            [sys.executable, '-m', 'gem_ros.cli', 'eval', 'write-scenes', tmp_path / f'png{seed}',
-             '--count', '4', '--size', '96', '--seed', str(seed), '--bag', bag],
-            env=environment(), check=True, capture_output=True, timeout=RUN_TIMEOUT_S,
-        )  # fmt: skip
-        bags.append(bag)
+        squares = {'red': (20 + 40 * seed, 50, 1.5), 'blue': (200, 40 + 20 * seed, 2.0)}
+        bags.append(map_scene.write_bag(tmp_path / 'scenes' / f'scene{seed}', squares, 4))
     bags.append(damaged(tmp_path / 'scenes' / 'damaged'))
     serial, on_ray = tmp_path / 'serial', tmp_path / 'ray'
-    gem_bag(*bags, '-q', 'red; blue', '--overlay', out=serial, check=1)
-    run = gem_bag(*bags, '-q', 'red; blue', '--overlay', '--ray', '--workers', '2', out=on_ray)
+    flags = ('-q', 'red; blue', '--overlay', '--map', '--map-frame', 'map', '--input-size', '224')
+    gem_bag(*bags, *flags, out=serial, check=1)
+    run = gem_bag(*bags, *flags, '--ray', '--workers', '2', out=on_ray)
     assert run.returncode == 1, explain(on_ray, run.stdout + run.stderr)
     summary = json.loads(run.stdout.splitlines()[-1])
     assert summary['workers'] == 2 and summary['ray_startup_seconds'] > 0, summary
     lines = index(on_ray)
     assert lines['damaged']['status'] == 'failed', lines
     assert len({lines[f'scene{s}']['worker'] for s in (1, 2, 3)}) == 2, lines  # both worked
+    maps = []
     for bag in bags[:3]:
         assert without_timing(serial / bag.name) == without_timing(on_ray / bag.name)
         assert messages(serial / bag.name) == messages(on_ray / bag.name)
         assert len(jsonl(on_ray / bag.name)) == 4
+        built, on_ray_map = (map_arrays(out / bag.name / 'map.gemmap') for out in (serial, on_ray))
+        assert built.keys() == on_ray_map.keys() and len(built['keys']) > 0
+        for name, array in built.items():
+            np.testing.assert_array_equal(array, on_ray_map[name], err_msg=f'{bag.name} {name}')
+        maps.append(built['keys'])
+    # One map per bag: the squares moved between the bags, so their maps differ.
+    assert not np.array_equal(np.sort(maps[0]), np.sort(maps[1]))
 
 
 def _wait_for(run, out: Path, log: Path, ready, what: str, limit_s: float = 150.0):

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import TransformStamped
 from std_msgs.msg import Header
 
 from gem_ros.eval.cli import SCENE_MODEL, SCENE_WEIGHTS
@@ -23,14 +22,13 @@ from gem_ros.srv import AskMap
 
 from depth_scene import camera_info_msg, depth_msg
 from hostile_inputs import read_kib
-from map_scene import HEIGHT, POSE, WIDTH, K, frame, in_map
+from map_scene import HEIGHT, OPTICAL, WIDTH, K, frame, in_map, static_transform
 from ros_helpers import REPO, TINY_MODEL, NodeProcess, RosClient, image_msg, source_env
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.skipif(tf2_missing() is not None, reason=f'{tf2_missing()}'),
 ]
-OPTICAL = 'camera_optical'
 SEEN = {'red': (40, 60, 1.2), 'green': (200, 100, 1.6)}
 TOLERANCE_M = 0.15
 VOXEL_M = 0.05  # map_voxel_size's default: the bag tool's places agree within one
@@ -68,11 +66,7 @@ def client():
         depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
     )
     ros.ask_client = ros.node.create_client(AskMap, '/gem/ask_map', qos_profile=keep_all)
-    t = TransformStamped()
-    t.header.frame_id, t.child_frame_id = 'map', OPTICAL
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = POSE[0]
-    q = t.transform.rotation
-    q.x, q.y, q.z, q.w = POSE[1]
+    t = static_transform()
     ros.static_tf.sendTransform(t)  # time 0: valid at every stamp
     from tf2_msgs.msg import TFMessage
 
