@@ -54,7 +54,7 @@ BUGS = {
     ),
     'depth_scale ignored': (
         'gem_ros/ros/depth_input.py',
-        'depth_msg.encoding, settings.depth_scale or None',
+        'depth_msg.encoding, depth_scale or None',
         'depth_msg.encoding, None',
         ['test/test_node_depth.py::test_depth_scale_overrides_the_encodings_unit'],
     ),
