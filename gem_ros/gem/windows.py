@@ -38,6 +38,21 @@ def window_count(height: int, width: int, crop: int, stride: int) -> int:
     return rows * cols
 
 
+def _crops(pixels: torch.Tensor, boxes: list, per_forward: int):
+    """Every (image, window) pair, image by image, in groups of at most per_forward:
+    yields (the group's pairs, their crops [n, 3, c, c])."""
+    if len(boxes) > MAX_WINDOWS:
+        raise ValueError(f"{len(boxes)} windows; at most {MAX_WINDOWS}")
+    pairs = [(b, box) for b in range(pixels.shape[0]) for box in boxes]
+    step = max(1, per_forward)
+    for at in range(0, len(pairs), step):
+        group = pairs[at : at + step]
+        yield (
+            group,
+            torch.cat([pixels[b : b + 1, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in group]),
+        )
+
+
 def slide(
     forward: Callable[[torch.Tensor], torch.Tensor],
     pixels: torch.Tensor,
@@ -51,14 +66,8 @@ def slide(
     over each pixel."""
     batch, _, height, width = pixels.shape
     boxes = window_boxes(height, width, crop, stride)
-    if len(boxes) > MAX_WINDOWS:
-        raise ValueError(f"{len(boxes)} windows; at most {MAX_WINDOWS}")
-    # Every (image, window) pair, in forwards of at most per_forward crops.
-    pairs = [(b, box) for b in range(batch) for box in boxes]
     total = count = None
-    for at in range(0, len(pairs), max(1, per_forward)):
-        group = pairs[at : at + max(1, per_forward)]
-        crops = torch.cat([pixels[b : b + 1, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in group])
+    for group, crops in _crops(pixels, boxes, per_forward):
         logits = forward(crops).float()
         logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
         if total is None:
@@ -107,13 +116,5 @@ def slide_tokens(
     D] on every window (at most `per_forward` at once), then `average_tokens`."""
     batch, _, height, width = pixels.shape
     boxes = window_boxes(height, width, crop, stride)
-    if len(boxes) > MAX_WINDOWS:
-        raise ValueError(f"{len(boxes)} windows; at most {MAX_WINDOWS}")
-    pairs = [(b, box) for b in range(batch) for box in boxes]
-    step = max(1, per_forward)
-    kept = []
-    for at in range(0, len(pairs), step):
-        group = pairs[at : at + step]
-        crops = [pixels[b : b + 1, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in group]
-        kept.append(tokens_of(torch.cat(crops)))
+    kept = [tokens_of(crops) for _, crops in _crops(pixels, boxes, per_forward)]
     return average_tokens(torch.cat(kept).float(), batch, height, width, crop, stride, patch)
