@@ -55,6 +55,7 @@ from memory import (  # noqa: E402
 
 from gem_ros.eval.scenes import COLOURS, _background  # noqa: E402
 from gem_ros.feature_map import FeatureMap, query_text  # noqa: E402
+from gem_ros.geometry import depth_to_metres  # noqa: E402
 from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
 
 SOURCES = {
@@ -101,6 +102,7 @@ def drive(model, rng, frames: int, source: str, options: dict, words, timings):
         timings['model'].append(time.perf_counter() - started)
         if source.startswith('oracle'):
             tokens = oracle_tokens(tokens, visible, words)
+        depth = depth_to_metres(depth.astype(np.float32), '32FC1')  # as the node's depth_view
         started = time.perf_counter()
         fmap.take_view(
             tokens, (depth, K), rgb, pose_at(buffer, t), t, 'camera',

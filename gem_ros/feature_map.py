@@ -37,6 +37,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -95,18 +96,15 @@ def lift_patches(
     depth grid's intrinsics; rgb: [H', W', 3] uint8 for the voxels' colour (None: grey)."""
     h, w, dim = tokens.shape
     height, width = depth_m.shape
-    rows = (np.arange(h + 1) * height) // h  # patch edges on the depth grid
-    cols = (np.arange(w + 1) * width) // w
-    ph, pw = int(np.diff(rows).max()), int(np.diff(cols).max())
-    # Each patch's readings as one block: pad the depth to h*ph x w*pw with NaN.
-    blocks = np.full((h, ph, w, pw), np.nan, np.float32)
-    for i in range(h):
-        for j in range(w):
-            part = depth_m[rows[i] : rows[i + 1], cols[j] : cols[j + 1]]
-            blocks[i, : part.shape[0], j, : part.shape[1]] = part
-    valid = np.isfinite(blocks) & (blocks >= depth_min) & (blocks <= depth_max)
-    counts = valid.sum(axis=(1, 3))
-    z = np.nanmedian(np.where(valid, blocks, np.nan).transpose(0, 2, 1, 3).reshape(h, w, -1), -1)
+    rows, cols, pixels = _patch_pixels(h, w, height, width)
+    # Each patch's readings as one sorted row (+inf: no valid reading, or no pixel there).
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(depth_m) & (depth_m >= depth_min) & (depth_m <= depth_max)
+    readings = np.where(valid, depth_m, np.inf).astype(np.float32, copy=False).ravel()
+    readings = np.append(readings, np.inf)  # the slot of the pixels a patch lacks
+    readings = np.sort(readings[pixels], axis=-1)
+    counts = np.isfinite(readings).sum(axis=-1)
+    z = _valid_median(readings, counts)
     keep = counts >= MIN_PATCH_READINGS
     ii, jj = np.nonzero(keep)
     zs = z[ii, jj].astype(np.float64)
@@ -126,6 +124,32 @@ def lift_patches(
             np.clip(((u + 0.5) * rw / width).astype(int), 0, rw - 1),
         ]
     return points, features, colours
+
+
+@functools.lru_cache(maxsize=4)
+def _patch_pixels(h: int, w: int, height: int, width: int):
+    """(the patches' row edges [h + 1] and column edges [w + 1] on a height x width grid,
+    [h, w, most pixels of a patch]: each patch's pixels as indices into the flat image,
+    height * width where a patch has fewer): the same for every frame of a stream, so
+    made once (0.5 ms a frame at 320x240 when made each time)."""
+    rows = (np.arange(h + 1) * height) // h
+    cols = (np.arange(w + 1) * width) // w
+    ph, pw = int(np.diff(rows).max()), int(np.diff(cols).max())
+    r = rows[:-1, None] + np.arange(ph)  # [h, ph]: pixel rows of each patch row
+    c = cols[:-1, None] + np.arange(pw)  # [w, pw]
+    inside = (r < rows[1:, None])[:, None, :, None] & (c < cols[1:, None])[None, :, None, :]
+    flat = r[:, None, :, None] * width + c[None, :, None, :]  # [h, w, ph, pw]
+    return rows, cols, np.where(inside, flat, height * width).reshape(h, w, ph * pw)
+
+
+def _valid_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[h, w]: the median of each sorted row's first `counts` values (NaN where none):
+    numpy's nanmedian over such short rows goes through masked arrays, 3 ms a frame."""
+    below = np.maximum(counts - 1, 0) // 2
+    lo = np.take_along_axis(values, below[..., None], -1)[..., 0]
+    hi = np.take_along_axis(values, np.maximum(counts // 2, below)[..., None], -1)[..., 0]
+    with np.errstate(invalid='ignore'):
+        return np.where(counts > 0, (lo + hi) / 2, np.nan)
 
 
 def apply_pose(points: np.ndarray, pose) -> np.ndarray:
@@ -228,14 +252,17 @@ class FeatureMap:
         (None: by none); the voxels touched."""
         if len(points) == 0:
             return 0
-        unique, inverse = np.unique(keys_of(points, self.voxel_size), return_inverse=True)
-        # One observation per voxel and frame: the mean of the frame's points in it.
-        summed = np.zeros((len(unique), features.shape[1]), np.float32)
-        np.add.at(summed, inverse, features)
+        # One observation per voxel and frame: the mean of the frame's points in it (sums
+        # over runs of sorted keys: np.add.at took twice as long).
+        keys = keys_of(points, self.voxel_size)
+        order = np.argsort(keys, kind='stable')
+        ordered = keys[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        unique = ordered[starts]
+        summed = np.add.reduceat(features[order].astype(np.float32, copy=False), starts)
         summed /= np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
-        colour = np.zeros((len(unique), 3), np.float32)
-        np.add.at(colour, inverse, colours.astype(np.float32))
-        colour /= np.bincount(inverse, minlength=len(unique))[:, None]
+        colour = np.add.reduceat(colours[order].astype(np.float32), starts)
+        colour /= np.diff(np.r_[starts, len(keys)])[:, None]
         with self._lock:
             if self._voxels.dim != features.shape[1]:
                 self._voxels = Voxels(features.shape[1])
@@ -272,12 +299,10 @@ class FeatureMap:
             p = apply_pose(centres_of(v['keys'], self.voxel_size), to_camera)
             h, w = depth_m.shape
             z = p[:, 2]
-            ahead = z > 1e-6
-            u = np.full(len(p), -1.0)
-            r = np.full(len(p), -1.0)
-            u[ahead] = K[0, 0] * p[ahead, 0] / z[ahead] + K[0, 2]
-            r[ahead] = K[1, 1] * p[ahead, 1] / z[ahead] + K[1, 2]
-            rows = np.nonzero(ahead & (u >= 0) & (u < w) & (r >= 0) & (r < h))[0]
+            with np.errstate(divide='ignore', invalid='ignore'):  # behind: dropped below
+                u = K[0, 0] * p[:, 0] / z + K[0, 2]
+                r = K[1, 1] * p[:, 1] / z + K[1, 2]
+            rows = np.flatnonzero((z > 1e-6) & (u >= 0) & (u < w) & (r >= 0) & (r < h))
             reading = depth_m[r[rows].astype(int), u[rows].astype(int)]
             through = np.isfinite(reading) & (reading > 0) & (reading > z[rows] + self.margin)
             seen = rows[through]

@@ -70,16 +70,19 @@ class Voxels:
 
     def rows_for(self, keys: np.ndarray) -> np.ndarray:
         """The rows of these voxels, new ones appended (zero feature, no views)."""
-        fresh = list(dict.fromkeys(k for k in keys.tolist() if k not in self.index))
-        if fresh:
-            start, end = self._used, self._used + len(fresh)
-            self._make_room(end)
-            for name, array in self._arrays.items():
-                array[start:end] = -1 if name == 'seen_by' else 0
-            self._arrays['keys'][start:end] = fresh
-            self.index.update((k, start + i) for i, k in enumerate(fresh))
-            self._used = end
-        return np.array([self.index[k] for k in keys.tolist()], np.int64)
+        keys = keys.tolist()
+        known = [self.index.get(k, -1) for k in keys]
+        fresh = list(dict.fromkeys(k for k, row in zip(keys, known) if row < 0))
+        if not fresh:
+            return np.array(known, np.int64)
+        start, end = self._used, self._used + len(fresh)
+        self._make_room(end)
+        for name, array in self._arrays.items():
+            array[start:end] = -1 if name == 'seen_by' else 0
+        self._arrays['keys'][start:end] = fresh
+        self.index.update((k, start + i) for i, k in enumerate(fresh))
+        self._used = end
+        return np.array([self.index[k] for k in keys], np.int64)
 
     def _make_room(self, rows: int) -> None:
         room = len(self._arrays['keys'])
