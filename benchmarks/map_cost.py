@@ -24,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 from gem_ros.feature_map import FeatureMap, apply_pose, invert_pose, lift_patches  # noqa: E402
+from gem_ros.queries import parse_queries  # noqa: E402
+from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
 
 K = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
 POSE = ((1.0, 2.0, 0.5), (0.0, 0.0, 0.3826834, 0.9238795))
@@ -83,7 +85,9 @@ def ask_cost(voxels: int, runs: int, dim: int = 512) -> float:
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     # One view that saw them all and has the query (the ask's whole path runs).
     fmap.fuse(points, features, np.zeros((voxels, 3), np.uint8), 0.0, 'front', text)
-    backgrounds = rng.standard_normal((4, dim)).astype(np.float32)
+    # As many background prompts as the node's default (each is a text the heat compares).
+    backgrounds = rng.standard_normal((len(parse_queries(DEFAULT_BACKGROUND_PROMPTS)), dim))
+    backgrounds = backgrounds.astype(np.float32)
     backgrounds /= np.linalg.norm(backgrounds, axis=1, keepdims=True)
     places = fmap.ask(text, backgrounds, 100.0)
     assert places and places[0].voxels >= 400, places  # the thing, found

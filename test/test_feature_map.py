@@ -69,6 +69,24 @@ def test_colours_never_asked_are_found_where_they_were_and_absent_ones_are_not(m
         assert _ask(model, fmap, absent) == [], absent  # nothing like that in the map
 
 
+def test_a_stretch_like_every_word_does_not_outrank_the_thing():
+    # Patch features share a likeness to words at all; a stretch of wall that has much of
+    # it is as like the query as the thing is, and as like the background prompts. The
+    # thing is the place that prefers the query over them (seen to fail on the cosine).
+    query, wall, other = np.eye(16)[:3]
+    stretch = (query + wall) / np.sqrt(2)  # cosine 0.71 with the query, margin 0
+    thing = 0.65 * query + 0.76 * other  # cosine 0.65, margin 0.65
+    points = np.array([[0.05 * i + 0.025, 0.025, 2.0] for i in range(12)]
+                      + [[1.025 + 0.05 * i, 0.025, 2.0] for i in range(5)]
+                      + [[3.025 + 0.05 * i, 0.025, 2.0] for i in range(20)])  # fmt: skip
+    features = np.array([stretch] * 12 + [thing / np.linalg.norm(thing)] * 5 + [wall] * 20)
+    fmap = FeatureMap(voxel_size=0.05)
+    fmap.fuse(points, features, np.zeros((37, 3), np.uint8), 0.0, 'front', embedding=query)
+    places = fmap.ask(query, wall[None], logit_scale=100.0)
+    assert places and places[0].voxels == 5, places
+    assert 1.0 < places[0].position[0] < 1.25, places[0]  # on the thing's voxels
+
+
 def test_a_moved_thing_stops_answering_where_it_was(model):
     fmap = FeatureMap(voxel_size=0.05, miss_limit=3)
     before, after = (40, 60, 1.2), (200, 100, 1.2)
