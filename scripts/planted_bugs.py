@@ -273,6 +273,12 @@ BUGS = {
         "            v['misses'][seen] += 0\n",
         ['test/test_feature_map.py::test_a_moved_thing_stops_answering_where_it_was'],
     ),
+    'the map heats voxels by the cosine, not the margin': (
+        'gem_ros/feature_map.py',
+        '        margin = (cos[0] - rivals)[rows]\n',
+        '        margin = cos[0][rows]\n',
+        ['test/test_feature_map.py::test_a_stretch_like_every_word_does_not_outrank_the_thing'],
+    ),
     'a removed voxel\'s row filled without moving its key': (
         'gem_ros/map_voxels.py',
         '        self.index.update(zip(keys[holes].tolist(), holes.tolist()))\n',
