@@ -2,6 +2,7 @@
 latency (median, max) and the nodes' peak memory, in one run on one machine.
 
     .venv/bin/python benchmarks/cameras.py [--seconds 20] [--models tiny vit] [--repo TREE]
+    .venv/bin/python benchmarks/cameras.py --forwards   # the CPU's ceiling, no ROS
 
 Each configuration runs for --seconds with every camera publishing 640x480 rgb8 frames as
 fast as the node takes them (a new frame on a camera as soon as its previous one has a
@@ -10,6 +11,11 @@ result, or after 2 s): 1, 2 and 3 cameras on one node, and 3 cameras on 3 separa
 publish -> result received. Peak memory is VmHWM summed over
 the configuration's node processes. Models: the tiny test model (a fast GPU model's stand-in)
 and ViT-B-16 with random weights on the CPU.
+
+--forwards: what the model alone gives on this CPU, however frames are scheduled (ViT-B-16,
+random weights, 640x480 frames at 448): one forward at a time on every core (one camera's
+node), a batch of three in one forward, and one forward per core side by side (a CPU cycle
+of several cameras); seconds per frame, median of 5 rounds.
 """
 
 from __future__ import annotations
@@ -120,6 +126,50 @@ def configuration(
     )
 
 
+def forwards_table(runs: int = 5) -> None:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    import gem_ros.gem as gem
+
+    cores = torch.get_num_threads()
+    model = gem.load_model('ViT-B-16', 'none', device='cpu', input_size=448)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(3)]
+    queries = ['red mug']
+
+    def forward(images, threads: int) -> None:
+        torch.set_num_threads(threads)  # the calling thread's own (OpenMP, MKL)
+        model.locate_batch(images, queries)
+
+    def side_by_side() -> None:
+        helpers = [threading.Thread(target=forward, args=([f], 1)) for f in frames[1:cores]]
+        for helper in helpers:
+            helper.start()
+        forward(frames[:1], 1)
+        for helper in helpers:
+            helper.join()
+
+    ways = {
+        f'one forward at a time, {cores} threads': (lambda: forward(frames[:1], cores), 1),
+        f'one forward of a batch of three, {cores} threads': (lambda: forward(frames, cores), 3),
+        f'{cores} one-thread forwards side by side': (side_by_side, cores),
+    }
+    forward(frames[:1], cores)  # warm-up
+    print(f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores')
+    print('| how frames are run | seconds a frame | frames/s |\n|---|---|---|')
+    times: dict = {label: [] for label in ways}
+    for _ in range(runs):  # in rounds: a machine whose speed drifts drifts for every way
+        for label, (run, count) in ways.items():
+            started = time.perf_counter()
+            run()
+            times[label].append((time.perf_counter() - started) / count)
+    for label, seconds in times.items():
+        per_frame = statistics.median(seconds)
+        print(f'| {label} | {per_frame:.2f} | {1 / per_frame:.2f} |', flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seconds', type=float, default=20.0)
@@ -131,7 +181,11 @@ def main() -> int:
         help="the nodes' source tree (an older commit's worktree, for a before/after)",
     )
     ap.add_argument('--only', nargs='+', help='configurations whose label contains one of these')
+    ap.add_argument('--forwards', action='store_true', help='the model alone, no ROS (see above)')
     args = ap.parse_args()
+    if args.forwards:
+        forwards_table()
+        return 0
     client = RosClient()
     cpu = platform.processor() or platform.machine()
     print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration; '
