@@ -271,7 +271,9 @@ class FeatureMap:
                 self._voxels = Voxels(features.shape[1])
             v = self._voxels
             rows = v.rows_for(unique)
-            weight = (1.0 / np.minimum(v['counts'][rows] + 1.0, FOLLOW_FRAMES))[:, None]
+            # float32 throughout: a float64 weight made every product below float64.
+            follow = np.minimum(v['counts'][rows] + 1, FOLLOW_FRAMES).astype(np.float32)
+            weight = (1 / follow)[:, None]
             new = v['features'][rows].astype(np.float32) * (1 - weight) + summed * weight
             new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
             v['features'][rows] = new.astype(np.float16)
