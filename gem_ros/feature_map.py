@@ -97,13 +97,13 @@ def lift_patches(
     h, w, dim = tokens.shape
     height, width = depth_m.shape
     rows, cols, pixels = _patch_pixels(h, w, height, width)
-    # Each patch's readings as one sorted row (+inf: no valid reading, or no pixel there).
+    # Each patch's readings as one sorted row, +inf where a reading is out of range or
+    # missing (NaN fails both tests; an inf reading stays inf) or the patch lacks the pixel.
+    readings = np.append(depth_m.astype(np.float32, copy=False).ravel(), np.nan)[pixels]
     with np.errstate(invalid='ignore'):
-        valid = np.isfinite(depth_m) & (depth_m >= depth_min) & (depth_m <= depth_max)
-    readings = np.where(valid, depth_m, np.inf).astype(np.float32, copy=False).ravel()
-    readings = np.append(readings, np.inf)  # the slot of the pixels a patch lacks
-    readings = np.sort(readings[pixels], axis=-1)
-    counts = np.isfinite(readings).sum(axis=-1)
+        readings[~((readings >= depth_min) & (readings <= depth_max))] = np.inf
+    readings.sort(axis=-1)
+    counts = np.count_nonzero(readings < np.inf, axis=-1)
     z = _valid_median(readings, counts)
     keep = counts >= MIN_PATCH_READINGS
     ii, jj = np.nonzero(keep)
