@@ -342,14 +342,18 @@ class FeatureMap:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             seen = np.isin(v['seen_by'], views)
             rows = np.flatnonzero(functools.reduce(np.logical_or, seen.T))  # any(1): 7x slower
-            cos = _cosines(v['features'], np.vstack([text, backgrounds]))
-        if not len(rows):
-            return rows, np.zeros(0, np.float32)
+            if not len(rows):
+                return rows, np.zeros(0, np.float32)
+            # Only the seen voxels' features, where they are a small part of a large map
+            # (a query present in a few views); else the whole map, with no copy.
+            few = len(rows) < len(v) // 2
+            cos = _cosines(v['features'][rows] if few else v['features'],
+                           np.vstack([text, backgrounds]))  # fmt: skip
         # The margin, not the cosine: what every text shares (a patch's likeness to words
         # at all) lifts broad stretches of wall for any query; the rivals take it away.
         # benchmarks/map.py, scene CLIP: 11 of 15 balls found with the cosine, 14 with this.
         rivals = functools.reduce(np.maximum, cos[1:]) if len(cos) > 1 else 0.0
-        margin = (cos[0] - rivals)[rows]
+        margin = cos[0] - rivals if few else (cos[0] - rivals)[rows]
         span = float(margin.max() - margin.min())
         return rows, (margin - margin.min()) / span if span > 0 else np.ones_like(margin)
 
