@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,16 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))
 sys.path.insert(0, str(REPO))
 
+from gem_ros.cpu_name import cpu_model  # noqa: E402
+
 from ros_helpers import NodeProcess, RosClient, header, image_msg, random_rgb  # noqa: E402
 
 WARM_S, USUAL_S, AFTER_S = 20.0, 20.0, 15.0
-
-
-def _cpu() -> str:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            return line.split(':', 1)[1].strip()
-    return platform.processor()
 
 
 def one_run(client, repo: Path, logs: Path, index: int) -> dict:
@@ -109,7 +103,7 @@ def main() -> int:
     ap.add_argument('--runs', type=int, default=3)
     ap.add_argument('--repo', type=Path, default=REPO, help='the source tree whose node runs')
     args = ap.parse_args()
-    print(f'CPU: {_cpu()}, {len(os.sched_getaffinity(0))} cores; node from {args.repo}')
+    print(f'CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; node from {args.repo}')
     client = RosClient()
     rows = []
     try:

@@ -14,7 +14,6 @@ fp32: what a path changes in the answer. Graph export for onnxruntime happens be
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,15 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout's code
 import gem_ros.gem as gem  # noqa: E402
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.gem.backends import onnxruntime_available, tensorrt_available  # noqa: E402
 from gem_ros.gem.loading import cpu_bf16  # noqa: E402
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def paths(device: str, methods: list[str]) -> list[tuple[str, str, str, str]]:
@@ -126,7 +119,7 @@ def _run(model_name: str, size: int, device: str, methods: list[str], rounds: in
         if device == "cuda":
             torch.cuda.empty_cache()
     base = statistics.median(times["open_clip fp32"])
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{_cpu()}"
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{cpu_model()}"
     amx = cpu_bf16() or "no native bf16"
     print(
         f"\n{model_name} at {size}x{size}, {device} ({where}; {amx}; "

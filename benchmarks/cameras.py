@@ -15,14 +15,14 @@ and ViT-B-16 with random weights on the CPU.
 --forwards: what the model alone gives on this CPU, however frames are scheduled (ViT-B-16,
 random weights, 640x480 frames at 448): one forward at a time on every core (one camera's
 node), a batch of three in one forward, and one forward per core side by side (a CPU cycle
-of several cameras); seconds per frame, median of 5 rounds.
+of several cameras); seconds per frame, median of 5 rounds. One forward on one thread gives
+the ceiling: every core running one such forward with nothing lost to sharing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +32,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))
+sys.path.insert(0, str(REPO))  # this checkout's gem_ros (the nodes run --repo's)
+
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 
 from hostile_inputs import read_kib  # noqa: E402
 from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb  # noqa: E402
@@ -130,7 +133,6 @@ def forwards_table(runs: int = 5) -> None:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO))
     import gem_ros.gem as gem
 
     cores = torch.get_num_threads()
@@ -152,12 +154,13 @@ def forwards_table(runs: int = 5) -> None:
             helper.join()
 
     ways = {
+        'one forward at a time, 1 thread': (lambda: forward(frames[:1], 1), 1),
         f'one forward at a time, {cores} threads': (lambda: forward(frames[:1], cores), 1),
         f'one forward of a batch of three, {cores} threads': (lambda: forward(frames, cores), 3),
         f'{cores} one-thread forwards side by side': (side_by_side, cores),
     }
     forward(frames[:1], cores)  # warm-up
-    print(f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores')
+    print(f'CPU: {cpu_model()}, {os.cpu_count()} cores')
     print('| how frames are run | seconds a frame | frames/s |\n|---|---|---|')
     times: dict = {label: [] for label in ways}
     for _ in range(runs):  # in rounds: a machine whose speed drifts drifts for every way
@@ -168,6 +171,14 @@ def forwards_table(runs: int = 5) -> None:
     for label, seconds in times.items():
         per_frame = statistics.median(seconds)
         print(f'| {label} | {per_frame:.2f} | {1 / per_frame:.2f} |', flush=True)
+    # No scheduling of frames beats every core running one-thread forwards with no loss to
+    # sharing: the most any number of cameras (or of nodes) can give on this machine.
+    ceiling = cores / statistics.median(times['one forward at a time, 1 thread'])
+    one_camera = 1 / statistics.median(times[f'one forward at a time, {cores} threads'])
+    print(
+        f'ceiling: {cores} x one thread = {ceiling:.2f} frames/s, '
+        f'{ceiling / one_camera:.2f}x one forward at a time on {cores} threads'
+    )
 
 
 def main() -> int:
@@ -187,7 +198,7 @@ def main() -> int:
         forwards_table()
         return 0
     client = RosClient()
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration; '
           f'nodes from {args.repo}')  # fmt: skip
     print('| model | configuration | results/s per camera | total/s | latency median / max '

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.eval.scenes import COLOURS, SHAPES, _background, draw_shape_mask  # noqa: E402
 from gem_ros.gem.hold import PresenceHold, judge_threshold  # noqa: E402
 from gem_ros.settings import HoldSettings  # noqa: E402
@@ -159,7 +159,7 @@ def main() -> None:
                 late[kind] += delays(decided[q], truth[q])
                 wrong[kind] += int(np.count_nonzero(np.asarray(decided[q]) != truth[q]))
     print(
-        f'CPU: {platform.machine()} {platform.processor() or ""}; {args.sequences} sequences of '
+        f'CPU: {cpu_model()}; {args.sequences} sequences of '
         f'{args.frames} frames, {len(queries)} queries each, seed {args.seed}; '
         f'{len(late["per frame"])} entries and exits'
     )

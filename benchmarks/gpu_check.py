@@ -45,6 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's code
 import gem_ros.gem as gem  # noqa: E402
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.gem.backends import onnxruntime_available, tensorrt_available  # noqa: E402
 
 TINY = (
@@ -110,7 +111,7 @@ def machine() -> dict:
         f"SMs, {props.total_memory / 2**30:.0f} GiB)",
         "torch": f"{torch.__version__} (CUDA {torch.version.cuda})",
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
     }
 
 

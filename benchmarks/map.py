@@ -26,7 +26,6 @@ Nothing here was tuned on the result.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -53,6 +52,7 @@ from memory import (  # noqa: E402
     world,
 )
 
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.eval.scenes import COLOURS, _background  # noqa: E402
 from gem_ros.feature_map import FeatureMap, query_text  # noqa: E402
 from gem_ros.geometry import depth_to_metres  # noqa: E402
@@ -169,7 +169,7 @@ def main() -> None:
     names = ['wall', *COLOURS]
     words = dict(zip(names, model.encode_text(names).numpy()))
     print(
-        f'CPU: {platform.machine()} {platform.processor() or ""}, 1 torch thread; '
+        f'CPU: {cpu_model()}, 1 torch thread; '
         f'{args.sequences} sequences of {args.frames} frames ({WIDTH}x{HEIGHT}), no query '
         f'during the drive, then {len(COLOURS)} colours asked (5 balls), seed {args.seed}'
     )

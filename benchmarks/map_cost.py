@@ -14,7 +14,6 @@ every voxel a view with it saw (here one view saw them all), and the grouping of
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -23,19 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.feature_map import FeatureMap, apply_pose, invert_pose, lift_patches  # noqa: E402
 from gem_ros.queries import parse_queries  # noqa: E402
 from gem_ros.settings import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
 
 K = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
 POSE = ((1.0, 2.0, 0.5), (0.0, 0.0, 0.3826834, 0.9238795))
-
-
-def _cpu() -> str:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            return line.split(':', 1)[1].strip()
-    return platform.processor()
 
 
 def _median_s(fn, runs: int) -> float:
@@ -124,7 +117,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=5)
     args = ap.parse_args()
-    print(f'CPU: {_cpu()}; median of {args.runs} runs')
+    print(f'CPU: {cpu_model()}; median of {args.runs} runs')
     model_s, fuse_s = frame_cost(args.runs)
     print(
         f'one 640x480 frame: model {model_s * 1e3:.0f} ms, lift + clear + fuse '

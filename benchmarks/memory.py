@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 from gem_ros.eval.scenes import COLOURS, _background  # noqa: E402
 from gem_ros.gem.hold import PresenceHold, judge_threshold  # noqa: E402
 from gem_ros.geometry import peak_to_point  # noqa: E402
@@ -260,7 +260,7 @@ def main() -> None:
     rule = HoldSettings().rule(threshold)
     queries = list(COLOURS)
     print(
-        f'CPU: {platform.machine()} {platform.processor() or ""}, 1 torch thread; '
+        f'CPU: {cpu_model()}, 1 torch thread; '
         f'{args.sequences} sequences of {args.frames} frames ({WIDTH}x{HEIGHT}), 7 queries '
         f'(5 balls), seed {args.seed}'
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -26,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))
 sys.path.insert(0, str(REPO))
+
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 
 from ros_helpers import TINY_MODEL, NodeProcess, RosClient, header, image_msg, random_rgb  # noqa: E402
 
@@ -105,7 +106,7 @@ def main() -> int:
     ap.add_argument('--threads', type=int, default=1, help='torch threads, both sides')
     args = ap.parse_args()
     model_args = MODELS[args.model]
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     print(
         f'CPU: {cpu}, {os.cpu_count()} cores; model {args.model}, 1280x720, '
         f'{len(QUERIES)} queries, {args.threads} thread(s)'

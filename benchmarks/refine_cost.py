@@ -13,7 +13,6 @@ process, and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from gem_ros.cpu_name import cpu_model  # noqa: E402
 
 MODELS = {
     'tiny': tuple(str(REPO / 'test' / 'fixtures' / f'gem-tiny-test.{e}') for e in ('json', 'pt')),
@@ -60,7 +60,7 @@ def main() -> None:
         'refine pamr': dict(pamr_steps=10),
         'slide + pamr': dict(slide, pamr_steps=10),
     }
-    print(f'CPU: {platform.machine()} {platform.processor() or ""}, torch {args.threads} threads; '
+    print(f'CPU: {cpu_model()}, torch {args.threads} threads; '
           f'{args.model} {args.method}, {len(queries)} queries, input {args.input_size} '
           f'(slide rows {slide["input_size"]}), median of {args.runs}')  # fmt: skip
     print('| frame | ' + ' | '.join(settings) + ' |')

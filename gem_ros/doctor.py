@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cpu_name import cpu_model
 from .ros.transports import FIX, VARIABLE, transport_problem
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -242,7 +243,7 @@ def check_torch() -> list[Check]:
         Check(
             "cpu",
             OK,
-            f"{_cpu_model()}: {flag or 'no native bf16'}; precision auto on the CPU runs "
+            f"{cpu_model()}: {flag or 'no native bf16'}; precision auto on the CPU runs "
             f"{'bf16' if flag else 'fp32'}",
         )
     )
@@ -270,16 +271,6 @@ def check_torch() -> list[Check]:
             Check("cuda", OK, "no CUDA device: the node runs on the CPU (device auto picks it)")
         )
     return checks
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _torch_fix() -> str:
