@@ -181,9 +181,51 @@ def forwards_table(runs: int = 5) -> None:
     )
 
 
+LAYOUTS = {
+    '1 camera, 1 node': [['']],
+    '2 cameras, 1 node': [list(NAMES[:2])],
+    '3 cameras, 1 node': [list(NAMES)],
+    '3 cameras, 3 nodes': [[''], [''], ['']],
+}
+
+
+def model_rounds(client, model: str, args, logs: Path) -> None:
+    """Every configuration in turn, --rounds times (a machine whose speed drifts drifts for
+    every configuration of a round), then three cameras on one node as ratios to one camera's
+    node and to three nodes: the median of the rounds' ratios."""
+    totals: dict = {label: [] for label in LAYOUTS}
+    for round_ in range(1, args.rounds + 1):
+        for label, layout in LAYOUTS.items():
+            if args.only and not any(o in label for o in args.only):
+                continue
+            r = configuration(client, model, layout, args.seconds, logs, args.repo)
+            totals[label].append(r['total'])
+            rates = ', '.join(f'{x:.2f}' for x in r['rates'])
+            print(
+                f"| {model} | {round_} | {label} | {rates} | {r['total']:.2f} | "
+                f"{r['median_ms']:.0f} / {r['max_ms']:.0f} | {r['peak_mib']:.0f} |",
+                flush=True,
+            )
+    three = totals['3 cameras, 1 node']
+    for baseline in ('1 camera, 1 node', '3 cameras, 3 nodes'):
+        if three and totals[baseline]:
+            ratios = [a / b for a, b in zip(three, totals[baseline]) if b > 0]
+            print(
+                f'{model}: 3 cameras on 1 node = {statistics.median(ratios):.2f}x {baseline} '
+                f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+                flush=True,
+            )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seconds', type=float, default=20.0)
+    ap.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='every configuration in turn, this many times: the ratios are medians of rounds',
+    )
     ap.add_argument('--models', nargs='+', default=['tiny', 'vit'], choices=list(MODELS))
     ap.add_argument(
         '--repo',
@@ -201,28 +243,13 @@ def main() -> int:
     cpu = cpu_model()
     print(f'CPU: {cpu}, {os.cpu_count()} cores; {args.seconds:g} s per configuration; '
           f'nodes from {args.repo}')  # fmt: skip
-    print('| model | configuration | results/s per camera | total/s | latency median / max '
-          '(ms) | peak RSS (MiB) |')  # fmt: skip
-    print('|---|---|---|---|---|---|')
+    print('| model | round | configuration | results/s per camera | total/s | latency median / '
+          'max (ms) | peak RSS (MiB) |')  # fmt: skip
+    print('|---|---|---|---|---|---|---|')
     try:
         with tempfile.TemporaryDirectory() as logs:
             for model in args.models:
-                runs = {
-                    '1 camera, 1 node': [['']],
-                    '2 cameras, 1 node': [list(NAMES[:2])],
-                    '3 cameras, 1 node': [list(NAMES)],
-                    '3 cameras, 3 nodes': [[''], [''], ['']],
-                }
-                for label, layout in runs.items():
-                    if args.only and not any(o in label for o in args.only):
-                        continue
-                    r = configuration(client, model, layout, args.seconds, Path(logs), args.repo)
-                    rates = ', '.join(f'{x:.2f}' for x in r['rates'])
-                    print(
-                        f"| {model} | {label} | {rates} | {r['total']:.2f} | "
-                        f"{r['median_ms']:.0f} / {r['max_ms']:.0f} | {r['peak_mib']:.0f} |",
-                        flush=True,
-                    )
+                model_rounds(client, model, args, Path(logs))
     finally:
         client.close()
     return 0

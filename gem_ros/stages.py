@@ -165,9 +165,10 @@ class Stages:
 
     def _side_by_side(self, forwards: list, settings) -> None:
         """A CPU cycle of several cameras' frames: up to one forward per core at once, each
-        with its share of the cores. A ViT's forward on one core is nearly twice as fast per
-        core as on two (its matrix products are small), so k forwards side by side finish
-        sooner than k in turn (benchmarks/cameras.py). Each hands its result over alone."""
+        with its share of the cores. Per core, a forward on one thread does a little more
+        than on two (ViT-B-16 at 448, 2 cores: 1.05-1.13x, none lost to threads waiting on
+        each other), and a batch gains nothing on a CPU (benchmarks/cameras.py --forwards).
+        Each hands its result over alone."""
         errors: list = []
 
         def run(forward, threads: int) -> None:
